@@ -76,7 +76,7 @@ DEPS_FUZZ  := clang:libFuzzer-targets libclang-rt-14-dev:libFuzzer-runtime
 # ---------------------------------------------------------------------------
 # Objects
 # ---------------------------------------------------------------------------
-CORE_SRCS   := runtime/core/err.c runtime/core/log.c
+CORE_SRCS   := runtime/core/err.c runtime/core/log.c runtime/core/mem.c
 CONFIG_SRCS := runtime/config/config.c runtime/config/schema.c
 MODEL_SRCS  := runtime/model/gguf.c runtime/model/gguf_write.c runtime/model/model.c \
 	       runtime/model/synth.c
@@ -97,6 +97,9 @@ TEST_BINS   := $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 FUZZ_TARGETS := gguf config
 REPLAY_BINS := $(FUZZ_TARGETS:%=$(BUILD)/tests/replay_%)
 BENCH_BINS  := $(BUILD)/tests/bench_gguf
+
+# Keep objects of pattern-rule chains (tests, replays) between runs.
+.SECONDARY:
 
 .PHONY: all run test check-tests bench fuzz clean install deps deps-test deps-fuzz seeds format
 all: $(BINS) $(TINY_MODEL)

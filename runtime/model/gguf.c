@@ -9,6 +9,7 @@
  */
 #include "runtime/model/gguf.h"
 #include "runtime/core/err.h"
+#include "runtime/core/mem.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -301,7 +302,7 @@ static int parse_value(struct cursor *c, struct gguf_file *f, struct gguf_kv *kv
 			return fail(c, -DUET_ECOUNT, at,
 				    "'%s': %llu strings cannot fit in the %llu bytes left", kv->key,
 				    (unsigned long long)kv->n, (unsigned long long)left(c));
-		kv->str_offs = malloc((kv->n ? kv->n : 1) * sizeof(*kv->str_offs));
+		kv->str_offs = duet_malloc((kv->n ? kv->n : 1) * sizeof(*kv->str_offs));
 		if (!kv->str_offs)
 			return fail(c, -ENOMEM, at, "'%s': out of memory", kv->key);
 		for (uint64_t j = 0; j < kv->n; j++) {
@@ -615,12 +616,12 @@ static int gguf_parse(struct gguf_file *f, char *err, size_t errlen)
 		return ret;
 
 	/* Bounded by the file size through the count checks above. */
-	f->kv = calloc(f->n_kv ? f->n_kv : 1, sizeof(*f->kv));
-	f->kv_sorted = calloc(f->n_kv ? f->n_kv : 1, sizeof(*f->kv_sorted));
-	f->tensors = calloc(f->n_tensors ? f->n_tensors : 1, sizeof(*f->tensors));
-	f->tensor_sorted = calloc(f->n_tensors ? f->n_tensors : 1, sizeof(*f->tensor_sorted));
+	f->kv = duet_calloc(f->n_kv ? f->n_kv : 1, sizeof(*f->kv));
+	f->kv_sorted = duet_calloc(f->n_kv ? f->n_kv : 1, sizeof(*f->kv_sorted));
+	f->tensors = duet_calloc(f->n_tensors ? f->n_tensors : 1, sizeof(*f->tensors));
+	f->tensor_sorted = duet_calloc(f->n_tensors ? f->n_tensors : 1, sizeof(*f->tensor_sorted));
 	f->names_cap = f->size; /* every name byte comes from the file, plus its NUL */
-	f->names = malloc(f->names_cap);
+	f->names = duet_malloc(f->names_cap);
 	if (!f->kv || !f->kv_sorted || !f->tensors || !f->tensor_sorted || !f->names)
 		return fail(&c, -ENOMEM, 0, "out of memory for %llu entries",
 			    (unsigned long long)(f->n_kv + f->n_tensors));
@@ -672,7 +673,7 @@ int gguf_open_mem(const void *buf, size_t len, struct gguf_file **out, char *err
 		set_err(err, errlen, "%s: empty input", duet_strerror(-DUET_ETRUNCATED));
 		return -DUET_ETRUNCATED;
 	}
-	f = calloc(1, sizeof(*f));
+	f = duet_calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
 	f->base = buf;
@@ -717,9 +718,9 @@ int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen
 	}
 	close(fd);
 
-	f = calloc(1, sizeof(*f));
-	if (!f || !(f->path = strdup(path))) {
-		free(f);
+	f = duet_calloc(1, sizeof(*f));
+	if (!f || !(f->path = duet_strdup(path))) {
+		duet_free(f);
 		munmap(map, (size_t)st.st_size);
 		return -ENOMEM;
 	}
@@ -751,17 +752,17 @@ void gguf_close(struct gguf_file *f)
 		return;
 	if (f->kv) {
 		for (uint64_t i = 0; i < f->n_kv; i++)
-			free(f->kv[i].str_offs);
+			duet_free(f->kv[i].str_offs);
 	}
-	free(f->kv);
-	free(f->kv_sorted);
-	free(f->tensors);
-	free(f->tensor_sorted);
-	free(f->names);
+	duet_free(f->kv);
+	duet_free(f->kv_sorted);
+	duet_free(f->tensors);
+	duet_free(f->tensor_sorted);
+	duet_free(f->names);
 	if (f->mapped)
 		munmap((void *)f->base, f->size);
-	free(f->path);
-	free(f);
+	duet_free(f->path);
+	duet_free(f);
 }
 
 /* --- accessors ------------------------------------------------------------ */

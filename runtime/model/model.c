@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "runtime/model/model.h"
 #include "runtime/core/err.h"
+#include "runtime/core/mem.h"
 
 #include <errno.h>
 #include <math.h>
@@ -389,8 +390,8 @@ static int load_tensors(struct loader *l)
 	uint64_t n = gguf_tensor_count(l->f);
 	int ret;
 
-	m->layers = calloc(m->n_layers, sizeof(*m->layers));
-	l->seen = calloc(n / 64 + 1, sizeof(*l->seen));
+	m->layers = duet_calloc(m->n_layers, sizeof(*m->layers));
+	l->seen = duet_calloc(n / 64 + 1, sizeof(*l->seen));
 	if (!m->layers || !l->seen)
 		return fail(l, -ENOMEM, "out of memory");
 
@@ -435,7 +436,7 @@ int model_desc_load(const struct gguf_file *f, unsigned flags, struct model_desc
 	int ret;
 
 	*out = NULL;
-	m = calloc(1, sizeof(*m));
+	m = duet_calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
 	l.m = m;
@@ -483,12 +484,12 @@ int model_desc_load(const struct gguf_file *f, unsigned flags, struct model_desc
 		if (ret)
 			goto free_desc;
 	}
-	free(l.seen);
+	duet_free(l.seen);
 	*out = m;
 	return 0;
 
 free_desc:
-	free(l.seen);
+	duet_free(l.seen);
 	model_desc_free(m);
 	return ret;
 }
@@ -497,8 +498,8 @@ void model_desc_free(struct model_desc *m)
 {
 	if (!m)
 		return;
-	free(m->layers);
-	free(m);
+	duet_free(m->layers);
+	duet_free(m);
 }
 
 const char *model_arch_name(enum model_arch arch)

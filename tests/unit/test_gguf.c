@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include "runtime/core/err.h"
+#include "runtime/core/mem.h"
 #include "runtime/model/gguf.h"
 #include "runtime/model/model.h"
 #include "tests/unit/ggufgen.h"
@@ -920,6 +921,44 @@ static void test_byte_flips(void **state)
 	gg_free(&g);
 }
 
+/*
+ * Fail the Nth allocation for N = 1, 2, 3 ... until loading succeeds: every
+ * failure must come back as -ENOMEM with nothing leaked (ASan checks leaks).
+ */
+static void test_allocation_failures(void **state)
+{
+	struct gg_file g;
+	char *dir = tu_mkdtemp(), path[512], err[512];
+	unsigned long n;
+	int ret = -1;
+
+	(void)state;
+	assert_non_null(dir);
+	assert_int_equal(gg_make_model(&g, &(struct gg_opts){ .qwen2 = true }), 0);
+	snprintf(path, sizeof(path), "%s/m.gguf", dir);
+	assert_int_equal(tu_write_file(path, g.data, g.len), 0);
+	for (n = 1; n < 1000 && ret != 0; n++) {
+		struct gguf_file *f = NULL;
+		struct model_desc *m = NULL;
+
+		duet_mem_fail_at(n);
+		ret = gguf_open(path, &f, err, sizeof(err));
+		if (ret == 0) {
+			ret = model_desc_load(f, 0, &m, err, sizeof(err));
+			model_desc_free(m);
+			gguf_close(f);
+		}
+		duet_mem_fail_at(0);
+		if (ret != 0 && ret != -ENOMEM)
+			fail_msg("allocation %lu failing gave %s (%s)", n, duet_errname(ret), err);
+	}
+	assert_int_equal(ret, 0);
+	print_message("loader: %lu allocation failure points, all -ENOMEM\n", n - 2);
+	assert_true(n > 5);
+	gg_free(&g);
+	tu_rmtree(dir);
+}
+
 static void test_type_tables(void **state)
 {
 	(void)state;
@@ -952,6 +991,7 @@ int main(void)
 		cmocka_unit_test(test_open_errors),
 		cmocka_unit_test(test_truncation_every_length),
 		cmocka_unit_test(test_byte_flips),
+		cmocka_unit_test(test_allocation_failures),
 		cmocka_unit_test(test_type_tables),
 	};
 	size_t n_fixed = sizeof(fixed) / sizeof(fixed[0]);
