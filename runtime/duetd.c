@@ -65,7 +65,8 @@ static int load_config(const char *path, struct duet_config *cfg)
 	ret = cfg_load_file(path, cfg, &errs);
 	if (ret) {
 		cfg_errors_print(stderr, &errs);
-		log_error("config", "%s: %u error(s); not starting", path, errs.count + errs.dropped);
+		log_error("config", "%s: %u error(s); not starting", path,
+			  errs.count + errs.dropped);
 	}
 	return ret;
 }
@@ -87,8 +88,7 @@ static int load_model(const struct duet_config *cfg, struct loaded_model *lm)
 		goto close_file;
 	}
 	if (cfg->model.context > 0 && (uint32_t)cfg->model.context > lm->desc->n_ctx) {
-		log_error("model",
-			  "model.context = %d exceeds the %u tokens %s was trained for",
+		log_error("model", "model.context = %d exceeds the %u tokens %s was trained for",
 			  cfg->model.context, lm->desc->n_ctx, cfg->model.path);
 		ret = -DUET_ECFGRANGE;
 		goto free_desc;
@@ -165,7 +165,8 @@ static int serve(const char *config_path, struct duet_config *cfg, bool verbose)
 				log_info("duetd", "configuration reloaded (log level %s)",
 					 duet_log_level_name(duet_log_get_level()));
 			} else {
-				log_warn("duetd", "reload failed; keeping the running configuration");
+				log_warn("duetd",
+					 "reload failed; keeping the running configuration");
 			}
 			continue;
 		}

@@ -4,7 +4,7 @@
  * checks libconfig does not make, the error list, and the parsers for CPU
  * lists and device names.  Validation against the schema is in schema.c.
  */
-#include "runtime/config/config.h"
+#include "runtime/config/config-impl.h"
 #include "runtime/core/err.h"
 
 #include <ctype.h>

@@ -200,12 +200,4 @@ int cfg_device_parse(const char *s, enum cfg_device_kind *kind, int *index);
 /* "mixed", "prefill", "decode"; "?" for other values. */
 const char *cfg_role_name(enum cfg_role role);
 
-/*
- * Internal to runtime/config: config.c parses the text, schema.c validates
- * the tree against the schema and fills *out.  Not for other modules.
- */
-struct config_setting_t;
-int cfg__apply(struct config_setting_t *root, const char *name, const char *base_dir,
-	       struct duet_config *out, struct cfg_errors *errs);
-
 #endif /* DUET_CONFIG_H */

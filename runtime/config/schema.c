@@ -11,7 +11,7 @@
  * small functions attached to their entries, and the checks that involve
  * several keys are in cross_check().
  */
-#include "runtime/config/config.h"
+#include "runtime/config/config-impl.h"
 #include "runtime/core/err.h"
 #include "runtime/core/log.h"
 

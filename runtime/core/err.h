@@ -14,30 +14,30 @@
  * X(NAME, "message"): one line per project code, in a stable order.  The
  * name is the stable upper-case word clients and statistics switch on.
  */
-#define DUET_ERRORS(X)                                                                             \
-	X(TRUNCATED, "file truncated")                                                              \
-	X(BADMAGIC, "not a GGUF file (bad magic)")                                                 \
-	X(VERSION, "unsupported GGUF version")                                                     \
-	X(COUNT, "count out of range")                                                             \
-	X(STRING, "invalid string")                                                                \
-	X(KEY, "invalid or duplicate metadata key")                                                \
-	X(VALTYPE, "invalid metadata value type")                                                  \
-	X(TENSORNAME, "invalid or duplicate tensor name")                                          \
-	X(TENSORTYPE, "unknown tensor type")                                                       \
-	X(SHAPE, "invalid tensor shape")                                                           \
-	X(SIZE, "tensor size overflow")                                                            \
-	X(OFFSET, "tensor offset misaligned or out of bounds")                                     \
-	X(OVERLAP, "tensors overlap")                                                              \
-	X(ALIGN, "invalid alignment")                                                              \
-	X(ARCH, "unsupported model architecture")                                                  \
-	X(MODELKEY, "model metadata key missing or of the wrong type")                             \
-	X(HPARAM, "model hyperparameters out of range or inconsistent")                           \
-	X(MODELTENSOR, "model tensor missing or of the wrong shape or type")                       \
-	X(CFGSYNTAX, "configuration syntax error")                                                 \
-	X(CFGKEY, "unknown configuration key")                                                     \
-	X(CFGTYPE, "configuration value of the wrong type")                                        \
-	X(CFGRANGE, "configuration value out of range")                                            \
-	X(CFGMISSING, "required configuration key missing")                                        \
+#define DUET_ERRORS(X)                                                       \
+	X(TRUNCATED, "file truncated")                                       \
+	X(BADMAGIC, "not a GGUF file (bad magic)")                           \
+	X(VERSION, "unsupported GGUF version")                               \
+	X(COUNT, "count out of range")                                       \
+	X(STRING, "invalid string")                                          \
+	X(KEY, "invalid or duplicate metadata key")                          \
+	X(VALTYPE, "invalid metadata value type")                            \
+	X(TENSORNAME, "invalid or duplicate tensor name")                    \
+	X(TENSORTYPE, "unknown tensor type")                                 \
+	X(SHAPE, "invalid tensor shape")                                     \
+	X(SIZE, "tensor size overflow")                                      \
+	X(OFFSET, "tensor offset misaligned or out of bounds")               \
+	X(OVERLAP, "tensors overlap")                                        \
+	X(ALIGN, "invalid alignment")                                        \
+	X(ARCH, "unsupported model architecture or feature")                 \
+	X(MODELKEY, "model metadata key missing or of the wrong type")       \
+	X(HPARAM, "model hyperparameters out of range or inconsistent")      \
+	X(MODELTENSOR, "model tensor missing or of the wrong shape or type") \
+	X(CFGSYNTAX, "configuration syntax error")                           \
+	X(CFGKEY, "unknown configuration key")                               \
+	X(CFGTYPE, "configuration value of the wrong type")                  \
+	X(CFGRANGE, "configuration value out of range")                      \
+	X(CFGMISSING, "required configuration key missing")                  \
 	X(CFGINVALID, "invalid configuration")
 
 /* Project codes begin here; errno values on Linux stay far below it. */

@@ -132,8 +132,7 @@ static size_t format_prefix(char *buf, size_t len, enum duet_log_level level, co
 		n = snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%d] [%s] %s: ",
 			     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
 			     tm.tm_sec, ts.tv_nsec / 1000000, logger.ident ? logger.ident : "duet",
-			     (int)getpid(), duet_log_level_name(level),
-			     subsys);
+			     (int)getpid(), duet_log_level_name(level), subsys);
 	}
 	if (n < 0)
 		return 0;

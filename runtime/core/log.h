@@ -56,20 +56,20 @@ void duet_vlog(enum duet_log_level level, const char *subsys, const char *fmt, v
 #define log_error(sub, ...) duet_log(DUET_LOG_ERROR, sub, __VA_ARGS__)
 #define log_warn(sub, ...) duet_log(DUET_LOG_WARN, sub, __VA_ARGS__)
 #define log_info(sub, ...) duet_log(DUET_LOG_INFO, sub, __VA_ARGS__)
-#define log_debug(sub, ...)                                                                        \
-	do {                                                                                       \
-		if (duet_log_enabled(DUET_LOG_DEBUG))                                              \
-			duet_log(DUET_LOG_DEBUG, sub, __VA_ARGS__);                                \
+#define log_debug(sub, ...)                                         \
+	do {                                                        \
+		if (duet_log_enabled(DUET_LOG_DEBUG))               \
+			duet_log(DUET_LOG_DEBUG, sub, __VA_ARGS__); \
 	} while (0)
 
 /*
  * The one assertion: for broken invariants only, never for bad input.
  * Logs an [alert] naming the place, then aborts.
  */
-#define DUET_ASSERT(cond)                                                                          \
-	do {                                                                                       \
-		if (__builtin_expect(!(cond), 0))                                                  \
-			duet_assert_fail(#cond, __FILE__, __LINE__, __func__);                     \
+#define DUET_ASSERT(cond)                                                      \
+	do {                                                                   \
+		if (__builtin_expect(!(cond), 0))                              \
+			duet_assert_fail(#cond, __FILE__, __LINE__, __func__); \
 	} while (0)
 
 void duet_assert_fail(const char *expr, const char *file, int line, const char *func)

@@ -26,15 +26,15 @@
 #endif
 
 /* Smallest possible encodings, used to bound counts by the bytes left. */
-#define MIN_KV_BYTES (8 + 1 + 4 + 1)             /* key len, 1-byte key, type, u8 value */
+#define MIN_KV_BYTES (8 + 1 + 4 + 1)		 /* key len, 1-byte key, type, u8 value */
 #define MIN_TENSOR_BYTES (8 + 1 + 4 + 8 + 4 + 8) /* name len, name, n_dims, ne[0], type, offset */
 
 struct gguf_kv {
-	const char *key;     /* in the names arena */
+	const char *key; /* in the names arena */
 	enum gguf_type type;
 	enum gguf_type elem; /* arrays only */
-	uint64_t n;          /* arrays: element count */
-	uint64_t off;        /* file offset of the value (arrays: of the first element) */
+	uint64_t n;	     /* arrays: element count */
+	uint64_t off;	     /* file offset of the value (arrays: of the first element) */
 	uint64_t *str_offs;  /* string arrays: file offset of each element's length prefix */
 };
 
@@ -52,7 +52,7 @@ struct gguf_file {
 	uint64_t n_tensors;
 	struct gguf_tensor *tensors;
 	uint64_t *tensor_sorted; /* tensor indices sorted by name */
-	char *names;             /* NUL-terminated keys and tensor names */
+	char *names;		 /* NUL-terminated keys and tensor names */
 	uint64_t names_used, names_cap;
 };
 
@@ -62,12 +62,12 @@ static const struct {
 	const char *name;
 	uint32_t size; /* bytes of one scalar; 0 for STRING and ARRAY */
 } gguf_types[GGUF_TYPE_COUNT] = {
-	[GGUF_TYPE_UINT8] = { "UINT8", 1 },     [GGUF_TYPE_INT8] = { "INT8", 1 },
-	[GGUF_TYPE_UINT16] = { "UINT16", 2 },   [GGUF_TYPE_INT16] = { "INT16", 2 },
-	[GGUF_TYPE_UINT32] = { "UINT32", 4 },   [GGUF_TYPE_INT32] = { "INT32", 4 },
+	[GGUF_TYPE_UINT8] = { "UINT8", 1 },	[GGUF_TYPE_INT8] = { "INT8", 1 },
+	[GGUF_TYPE_UINT16] = { "UINT16", 2 },	[GGUF_TYPE_INT16] = { "INT16", 2 },
+	[GGUF_TYPE_UINT32] = { "UINT32", 4 },	[GGUF_TYPE_INT32] = { "INT32", 4 },
 	[GGUF_TYPE_FLOAT32] = { "FLOAT32", 4 }, [GGUF_TYPE_BOOL] = { "BOOL", 1 },
-	[GGUF_TYPE_STRING] = { "STRING", 0 },   [GGUF_TYPE_ARRAY] = { "ARRAY", 0 },
-	[GGUF_TYPE_UINT64] = { "UINT64", 8 },   [GGUF_TYPE_INT64] = { "INT64", 8 },
+	[GGUF_TYPE_STRING] = { "STRING", 0 },	[GGUF_TYPE_ARRAY] = { "ARRAY", 0 },
+	[GGUF_TYPE_UINT64] = { "UINT64", 8 },	[GGUF_TYPE_INT64] = { "INT64", 8 },
 	[GGUF_TYPE_FLOAT64] = { "FLOAT64", 8 },
 };
 
@@ -217,8 +217,7 @@ static int rd_str(struct cursor *c, uint64_t *at, uint64_t *len, uint64_t max, c
 	if (ret)
 		return ret;
 	if (*len > max)
-		return fail(c, -DUET_ESTRING, start,
-			    "%s: length %llu is absurd (limit %llu)", what,
+		return fail(c, -DUET_ESTRING, start, "%s: length %llu is absurd (limit %llu)", what,
 			    (unsigned long long)*len, (unsigned long long)max);
 	if (*len > left(c))
 		return fail(c, -DUET_ESTRING, start,
@@ -381,7 +380,8 @@ static int parse_kvs(struct cursor *c, struct gguf_file *f)
 				    (unsigned long long)i, (unsigned long long)klen, GGUF_MAX_KEY);
 		kv->key = arena_add(f, c->base + kat, klen);
 		if (!kv->key)
-			return fail(c, -DUET_EKEY, at, "metadata entry %llu: key contains a NUL byte",
+			return fail(c, -DUET_EKEY, at,
+				    "metadata entry %llu: key contains a NUL byte",
 				    (unsigned long long)i);
 		ret = rd_u32(c, &type, kv->key);
 		if (ret)
@@ -415,7 +415,8 @@ static int parse_alignment(struct cursor *c, struct gguf_file *f)
 	if (i < 0)
 		return 0;
 	if (f->kv[i].type != GGUF_TYPE_UINT32)
-		return fail(c, -DUET_EALIGN, f->kv[i].off, "general.alignment must be UINT32, not %s",
+		return fail(c, -DUET_EALIGN, f->kv[i].off,
+			    "general.alignment must be UINT32, not %s",
 			    gguf_type_name(f->kv[i].type));
 	memcpy(&a, c->base + f->kv[i].off, 4);
 	if (!is_pow2(a) || a > GGUF_MAX_ALIGNMENT)
@@ -522,11 +523,12 @@ static int check_tensor_data(struct cursor *c, struct gguf_file *f)
 				    "'%s': data offset %llu is not a multiple of the alignment %u",
 				    t->name, (unsigned long long)t->offset, f->alignment);
 		if (__builtin_add_overflow(t->offset, t->size, &end) || end > data_size)
-			return fail(c, -DUET_EOFFSET, f->data_off,
-				    "'%s': data [%llu, +%llu) runs past the end of the data section "
-				    "(%llu bytes; file truncated?)",
-				    t->name, (unsigned long long)t->offset,
-				    (unsigned long long)t->size, (unsigned long long)data_size);
+			return fail(
+				c, -DUET_EOFFSET, f->data_off,
+				"'%s': data [%llu, +%llu) runs past the end of the data section "
+				"(%llu bytes; file truncated?)",
+				t->name, (unsigned long long)t->offset, (unsigned long long)t->size,
+				(unsigned long long)data_size);
 		t->data = f->base + f->data_off + t->offset;
 		order[i] = i;
 	}
@@ -598,11 +600,14 @@ static int parse_header(struct cursor *c, struct gguf_file *f)
 
 	rest = left(c);
 	if (f->n_tensors > INT64_MAX || f->n_tensors > rest / MIN_TENSOR_BYTES)
-		return fail(c, -DUET_ECOUNT, 8, "tensor count %lld cannot fit in the %llu bytes left (truncated file?)",
+		return fail(c, -DUET_ECOUNT, 8,
+			    "tensor count %lld cannot fit in the %llu bytes left (truncated file?)",
 			    (long long)f->n_tensors, (unsigned long long)rest);
 	if (f->n_kv > INT64_MAX || f->n_kv > rest / MIN_KV_BYTES)
-		return fail(c, -DUET_ECOUNT, 16, "metadata count %lld cannot fit in the %llu bytes left (truncated file?)",
-			    (long long)f->n_kv, (unsigned long long)rest);
+		return fail(
+			c, -DUET_ECOUNT, 16,
+			"metadata count %lld cannot fit in the %llu bytes left (truncated file?)",
+			(long long)f->n_kv, (unsigned long long)rest);
 	return 0;
 }
 
@@ -838,15 +843,44 @@ static bool read_int(const uint8_t *p, enum gguf_type t, int64_t *sv, uint64_t *
 {
 	*is_signed = false;
 	switch (t) {
-	case GGUF_TYPE_UINT8: *uv = p[0]; return true;
-	case GGUF_TYPE_UINT16: { uint16_t v; memcpy(&v, p, 2); *uv = v; return true; }
-	case GGUF_TYPE_UINT32: { uint32_t v; memcpy(&v, p, 4); *uv = v; return true; }
-	case GGUF_TYPE_UINT64: memcpy(uv, p, 8); return true;
-	case GGUF_TYPE_INT8: *sv = (int8_t)p[0]; break;
-	case GGUF_TYPE_INT16: { int16_t v; memcpy(&v, p, 2); *sv = v; break; }
-	case GGUF_TYPE_INT32: { int32_t v; memcpy(&v, p, 4); *sv = v; break; }
-	case GGUF_TYPE_INT64: memcpy(sv, p, 8); break;
-	default: return false;
+	case GGUF_TYPE_UINT8:
+		*uv = p[0];
+		return true;
+	case GGUF_TYPE_UINT16: {
+		uint16_t v;
+		memcpy(&v, p, 2);
+		*uv = v;
+		return true;
+	}
+	case GGUF_TYPE_UINT32: {
+		uint32_t v;
+		memcpy(&v, p, 4);
+		*uv = v;
+		return true;
+	}
+	case GGUF_TYPE_UINT64:
+		memcpy(uv, p, 8);
+		return true;
+	case GGUF_TYPE_INT8:
+		*sv = (int8_t)p[0];
+		break;
+	case GGUF_TYPE_INT16: {
+		int16_t v;
+		memcpy(&v, p, 2);
+		*sv = v;
+		break;
+	}
+	case GGUF_TYPE_INT32: {
+		int32_t v;
+		memcpy(&v, p, 4);
+		*sv = v;
+		break;
+	}
+	case GGUF_TYPE_INT64:
+		memcpy(sv, p, 8);
+		break;
+	default:
+		return false;
 	}
 	*is_signed = true;
 	return true;
@@ -911,8 +945,7 @@ int gguf_get_u32(const struct gguf_file *f, const char *key, uint32_t *out, char
 	return 0;
 }
 
-int gguf_get_i64(const struct gguf_file *f, const char *key, int64_t *out, char *err,
-		 size_t errlen)
+int gguf_get_i64(const struct gguf_file *f, const char *key, int64_t *out, char *err, size_t errlen)
 {
 	int64_t i, sv = 0;
 	uint64_t uv = 0;
@@ -934,8 +967,7 @@ int gguf_get_i64(const struct gguf_file *f, const char *key, int64_t *out, char 
 	return 0;
 }
 
-int gguf_get_f32(const struct gguf_file *f, const char *key, float *out, char *err,
-		 size_t errlen)
+int gguf_get_f32(const struct gguf_file *f, const char *key, float *out, char *err, size_t errlen)
 {
 	int64_t i;
 
@@ -953,8 +985,7 @@ int gguf_get_f32(const struct gguf_file *f, const char *key, float *out, char *e
 	return 0;
 }
 
-int gguf_get_bool(const struct gguf_file *f, const char *key, bool *out, char *err,
-		  size_t errlen)
+int gguf_get_bool(const struct gguf_file *f, const char *key, bool *out, char *err, size_t errlen)
 {
 	int64_t i;
 
@@ -975,8 +1006,8 @@ static void str_at(const struct gguf_file *f, uint64_t off, const char **s, size
 	*len = (size_t)n;
 }
 
-int gguf_get_str(const struct gguf_file *f, const char *key, const char **s, size_t *len,
-		 char *err, size_t errlen)
+int gguf_get_str(const struct gguf_file *f, const char *key, const char **s, size_t *len, char *err,
+		 size_t errlen)
 {
 	int64_t i;
 

@@ -25,8 +25,8 @@
 #define GGUF_MAGIC "GGUF"
 #define GGUF_DEFAULT_ALIGNMENT 32
 #define GGUF_MAX_DIMS 4
-#define GGUF_MAX_TENSOR_NAME 64 /* bytes, without the terminating NUL (ggml's limit) */
-#define GGUF_MAX_KEY 256        /* bytes */
+#define GGUF_MAX_TENSOR_NAME 64	    /* bytes, without the terminating NUL (ggml's limit) */
+#define GGUF_MAX_KEY 256	    /* bytes */
 #define GGUF_MAX_STRING (16u << 20) /* any single string value */
 #define GGUF_MAX_ALIGNMENT (1u << 20)
 
@@ -86,14 +86,14 @@ enum ggml_type {
 };
 
 struct gguf_tensor {
-	const char *name;      /* NUL-terminated, at most GGUF_MAX_TENSOR_NAME bytes */
+	const char *name; /* NUL-terminated, at most GGUF_MAX_TENSOR_NAME bytes */
 	enum ggml_type type;
-	uint32_t n_dims;       /* 1..GGUF_MAX_DIMS */
+	uint32_t n_dims;	    /* 1..GGUF_MAX_DIMS */
 	uint64_t ne[GGUF_MAX_DIMS]; /* ggml order: ne[0] is the contiguous dimension; unused = 1 */
 	uint64_t n_elements;
-	uint64_t offset;       /* from the start of the data section, aligned */
-	uint64_t size;         /* bytes */
-	const void *data;      /* inside the mapping */
+	uint64_t offset;  /* from the start of the data section, aligned */
+	uint64_t size;	  /* bytes */
+	const void *data; /* inside the mapping */
 };
 
 struct gguf_file; /* opaque */
@@ -104,8 +104,7 @@ int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen
  * Validate an in-memory image.  The buffer is not copied: it must outlive
  * the handle.  Used by tests and fuzzers.
  */
-int gguf_open_mem(const void *buf, size_t len, struct gguf_file **out, char *err,
-		  size_t errlen);
+int gguf_open_mem(const void *buf, size_t len, struct gguf_file **out, char *err, size_t errlen);
 void gguf_close(struct gguf_file *f);
 
 uint32_t gguf_version(const struct gguf_file *f);
@@ -134,12 +133,10 @@ int gguf_get_u32(const struct gguf_file *f, const char *key, uint32_t *out, char
 		 size_t errlen);
 int gguf_get_i64(const struct gguf_file *f, const char *key, int64_t *out, char *err,
 		 size_t errlen);
-int gguf_get_f32(const struct gguf_file *f, const char *key, float *out, char *err,
+int gguf_get_f32(const struct gguf_file *f, const char *key, float *out, char *err, size_t errlen);
+int gguf_get_bool(const struct gguf_file *f, const char *key, bool *out, char *err, size_t errlen);
+int gguf_get_str(const struct gguf_file *f, const char *key, const char **s, size_t *len, char *err,
 		 size_t errlen);
-int gguf_get_bool(const struct gguf_file *f, const char *key, bool *out, char *err,
-		  size_t errlen);
-int gguf_get_str(const struct gguf_file *f, const char *key, const char **s, size_t *len,
-		 char *err, size_t errlen);
 /* An array of elem type; n receives its length. */
 int gguf_get_arr(const struct gguf_file *f, const char *key, enum gguf_type elem, uint64_t *n,
 		 char *err, size_t errlen);
@@ -157,8 +154,8 @@ const struct gguf_tensor *gguf_tensor(const struct gguf_file *f, uint64_t i);
 const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name);
 
 /* Names and sizes of types. */
-const char *gguf_type_name(enum gguf_type t);   /* "UINT32"; "?" if unknown */
-const char *ggml_type_name(enum ggml_type t);   /* "Q8_0"; NULL if unknown */
+const char *gguf_type_name(enum gguf_type t); /* "UINT32"; "?" if unknown */
+const char *ggml_type_name(enum ggml_type t); /* "Q8_0"; NULL if unknown */
 /* Elements per block and bytes per block; 0 if the id is unknown. */
 uint32_t ggml_blck_size(enum ggml_type t);
 uint32_t ggml_type_size(enum ggml_type t);

@@ -13,14 +13,14 @@
 struct loader {
 	const struct gguf_file *f;
 	struct model_desc *m;
-	const char *arch;       /* key prefix */
+	const char *arch; /* key prefix */
 	char *err;
 	size_t errlen;
-	uint64_t *seen;         /* bitmap over tensor indices: claimed by the schema */
+	uint64_t *seen; /* bitmap over tensor indices: claimed by the schema */
 };
 
-__attribute__((format(printf, 3, 4))) static int fail(struct loader *l, int code,
-						      const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int fail(struct loader *l, int code, const char *fmt,
+						      ...)
 {
 	va_list ap;
 	int n;
@@ -44,8 +44,8 @@ static int getter_fail(struct loader *l, int ret, const char *key, const char *m
 	return fail(l, ret, "%s", msg[0] ? msg : key);
 }
 
-static int arch_u32(struct loader *l, const char *suffix, bool required, uint32_t def,
-		    uint32_t min, uint32_t max, uint32_t *out)
+static int arch_u32(struct loader *l, const char *suffix, bool required, uint32_t def, uint32_t min,
+		    uint32_t max, uint32_t *out)
 {
 	char key[128], msg[256] = "";
 	int ret;
@@ -87,8 +87,8 @@ static int arch_f32(struct loader *l, const char *suffix, bool required, float d
 static int check_unsupported_features(struct loader *l)
 {
 	static const char *const refused[] = {
-		"expert_count",        /* mixture of experts */
-		"rope.scaling.type",   /* checked for "none" below */
+		"expert_count",	     /* mixture of experts */
+		"rope.scaling.type", /* checked for "none" below */
 		"attention.sliding_window",
 		"attention.key_length", /* checked against head_dim below */
 		"attention.value_length",
@@ -103,8 +103,8 @@ static int check_unsupported_features(struct loader *l)
 		if (gguf_find_key(l->f, key) < 0)
 			continue;
 		if (strcmp(refused[i], "rope.scaling.type") == 0) {
-			if (gguf_get_str(l->f, key, &s, &len, msg, sizeof(msg)) == 0 &&
-			    len == 4 && memcmp(s, "none", 4) == 0)
+			if (gguf_get_str(l->f, key, &s, &len, msg, sizeof(msg)) == 0 && len == 4 &&
+			    memcmp(s, "none", 4) == 0)
 				continue;
 			return fail(l, -DUET_EARCH, "RoPE scaling ('%s') is not supported", key);
 		}
@@ -144,11 +144,9 @@ static int load_hparams(struct loader *l)
 		return fail(l, -DUET_EHPARAM, "head_dim %u must be even and at most %u",
 			    m->head_dim, MODEL_MAX_HEAD_DIM);
 	if (m->n_kv_heads > m->n_heads || m->n_heads % m->n_kv_heads)
-		return fail(l, -DUET_EHPARAM,
-			    "head_count %u is not a multiple of head_count_kv %u", m->n_heads,
-			    m->n_kv_heads);
-	ret = arch_u32(l, "rope.dimension_count", false, m->head_dim, 2, m->head_dim,
-		       &m->rope_dim);
+		return fail(l, -DUET_EHPARAM, "head_count %u is not a multiple of head_count_kv %u",
+			    m->n_heads, m->n_kv_heads);
+	ret = arch_u32(l, "rope.dimension_count", false, m->head_dim, 2, m->head_dim, &m->rope_dim);
 	if (ret)
 		return ret;
 	if (m->rope_dim % 2)
@@ -208,8 +206,8 @@ static int token_array(struct loader *l, const char *key, enum gguf_type elem, b
 	if (ret)
 		return getter_fail(l, ret, key, msg);
 	if (n != l->m->vocab.n_tokens)
-		return fail(l, -DUET_EMODELKEY, "'%s' has %llu entries but there are %u tokens", key,
-			    (unsigned long long)n, l->m->vocab.n_tokens);
+		return fail(l, -DUET_EMODELKEY, "'%s' has %llu entries but there are %u tokens",
+			    key, (unsigned long long)n, l->m->vocab.n_tokens);
 	*kv = gguf_find_key(l->f, key);
 	return 0;
 }
@@ -339,8 +337,7 @@ static int tensor(struct loader *l, const char *name, bool required, enum tensor
 			    got, want);
 	}
 	if (kind == T_VECTOR ? t->type != GGML_TYPE_F32 : !model_weight_type_supported(t->type))
-		return fail(l, -DUET_EMODELTENSOR,
-			    "tensor '%s' has type %s; supported: %s", name,
+		return fail(l, -DUET_EMODELTENSOR, "tensor '%s' has type %s; supported: %s", name,
 			    ggml_type_name(t->type),
 			    kind == T_VECTOR ? "F32" : "F32, F16, BF16, Q8_0, Q4_0");
 	l->seen[(t - gguf_tensor(l->f, 0)) / 64] |= 1ull << ((t - gguf_tensor(l->f, 0)) % 64);
@@ -358,12 +355,12 @@ static int load_layer(struct loader *l, uint32_t i)
 	char n[GGUF_MAX_TENSOR_NAME + 1];
 	int ret;
 
-#define T(suffix, req, kind, a, b, dst)                                                            \
-	do {                                                                                       \
-		snprintf(n, sizeof(n), "blk.%u." suffix, i);                                       \
-		ret = tensor(l, n, req, kind, a, b, dst);                                          \
-		if (ret)                                                                           \
-			return ret;                                                                \
+#define T(suffix, req, kind, a, b, dst)                      \
+	do {                                                 \
+		snprintf(n, sizeof(n), "blk.%u." suffix, i); \
+		ret = tensor(l, n, req, kind, a, b, dst);    \
+		if (ret)                                     \
+			return ret;                          \
 	} while (0)
 	T("attn_norm.weight", true, T_VECTOR, m->dim, 0, &y->attn_norm);
 	T("attn_q.weight", true, T_MATRIX, m->dim, q_dim, &y->wq);
@@ -425,8 +422,8 @@ static int load_tensors(struct loader *l)
 	return 0;
 }
 
-int model_desc_load(const struct gguf_file *f, unsigned flags, struct model_desc **out,
-		    char *err, size_t errlen)
+int model_desc_load(const struct gguf_file *f, unsigned flags, struct model_desc **out, char *err,
+		    size_t errlen)
 {
 	struct loader l = { .f = f, .err = err, .errlen = errlen };
 	struct model_desc *m;

@@ -138,7 +138,8 @@ int main(int argc, char **argv)
 	       (double)synth_param_count(&p) / 1e6, (double)size / (1 << 20), dt,
 	       (double)size / dt / 1e6);
 
-	if (bench_open("duet-tiny.gguf", tiny, 0, 200) || bench_open("synth-110m-f16.gguf", big, 0, 50))
+	if (bench_open("duet-tiny.gguf", tiny, 0, 200) ||
+	    bench_open("synth-110m-f16.gguf", big, 0, 50))
 		return 1;
 	if (stat(vocab, &st) == 0) {
 		if (bench_open("ggml-vocab-llama-spm (vocab)", vocab, MODEL_LOAD_VOCAB_ONLY, 50))

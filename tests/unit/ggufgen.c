@@ -131,7 +131,11 @@ static void emit_kvs(struct gg_file *g, const struct gg_opts *o)
 	emit_u64(g, VOCAB);
 	for (int i = 0; i < VOCAB; i++) {
 		char tok[16];
-		snprintf(tok, sizeof(tok), i == 0 ? "<unk>" : i == 1 ? "<s>" : i == 2 ? "</s>" : "t%d",
+		snprintf(tok, sizeof(tok),
+			 i == 0	  ? "<unk>"
+			 : i == 1 ? "<s>"
+			 : i == 2 ? "</s>"
+				  : "t%d",
 			 i);
 		emit_str(g, tok, &dummy);
 	}

@@ -19,7 +19,7 @@
 struct gg_kv_pos {
 	char key[96];
 	size_t keylen_off; /* u64 key length */
-	size_t key_off;    /* key bytes */
+	size_t key_off;	   /* key bytes */
 	size_t type_off;   /* u32 value type */
 	size_t value_off;  /* value (arrays: u32 element type, then u64 count, then data) */
 };
@@ -42,8 +42,8 @@ struct gg_file {
 };
 
 struct gg_opts {
-	bool qwen2;        /* architecture qwen2 with q/k/v biases */
-	bool tied;         /* no output.weight */
+	bool qwen2;	    /* architecture qwen2 with q/k/v biases */
+	bool tied;	    /* no output.weight */
 	uint32_t alignment; /* 0: default 32, general.alignment not written */
 };
 

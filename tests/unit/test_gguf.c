@@ -97,8 +97,9 @@ static void test_stories260k(void **state)
 	assert_ptr_equal(m->output, gguf_find_tensor(f, "output.weight"));
 	assert_ptr_equal(m->layers[4].w_down, gguf_find_tensor(f, "blk.4.ffn_down.weight"));
 	/* 48 tensors: 2 * 512 * 64 + 64 + 5 * (64*64*2 + 64*32*2 + 2*64 + 3*64*172) */
-	assert_int_equal(m->n_params, 2 * 512 * 64 + 64 + 5 * (64 * 64 * 2 + 64 * 32 * 2 + 2 * 64 +
-							     3 * 64 * 172));
+	assert_int_equal(m->n_params,
+			 2 * 512 * 64 + 64 +
+				 5 * (64 * 64 * 2 + 64 * 32 * 2 + 2 * 64 + 3 * 64 * 172));
 	model_desc_free(m);
 	gguf_close(f);
 }
@@ -178,18 +179,18 @@ static const struct vocab_file {
 	uint32_t bos, eos, ctx, dim, blocks;
 	int model_err; /* what model_desc_load (vocab only) says */
 } vocab_files[] = {
-	{ "ggml-vocab-baichuan.gguf", "baichuan", "llama", "<reserved_7>", 18, 64000, 0, 1, 2,
-	  4096, 4096, 32, -DUET_EARCH },
-	{ "ggml-vocab-bert-bge.gguf", "bert", "bert", "[UNK]", 20, 30522, 0, UINT32_MAX,
-	  UINT32_MAX, 512, 384, 12, -DUET_EARCH },
+	{ "ggml-vocab-baichuan.gguf", "baichuan", "llama", "<reserved_7>", 18, 64000, 0, 1, 2, 4096,
+	  4096, 32, -DUET_EARCH },
+	{ "ggml-vocab-bert-bge.gguf", "bert", "bert", "[UNK]", 20, 30522, 0, UINT32_MAX, UINT32_MAX,
+	  512, 384, 12, -DUET_EARCH },
 	{ "ggml-vocab-deepseek-coder.gguf", "llama", "gpt2", "\xc2\xa7", 25, 32256, 31757, 32013,
 	  32014, 16384, 4096, 32, -DUET_EARCH /* linear RoPE scaling */ },
 	{ "ggml-vocab-deepseek-llm.gguf", "llama", "gpt2", "\xc2\xa7", 23, 102400, 99757, 100000,
 	  100001, 4096, 4096, 30, 0 },
-	{ "ggml-vocab-falcon.gguf", "falcon", "gpt2", "y", 18, 65024, 64784, 11, 11, 2048, 4544,
-	  32, -DUET_EARCH },
-	{ "ggml-vocab-gpt-2.gguf", "gpt2", "gpt2", "\xc2\xa7", 16, 50257, 50000, 50256, 50256,
-	  1024, 768, 12, -DUET_EARCH },
+	{ "ggml-vocab-falcon.gguf", "falcon", "gpt2", "y", 18, 65024, 64784, 11, 11, 2048, 4544, 32,
+	  -DUET_EARCH },
+	{ "ggml-vocab-gpt-2.gguf", "gpt2", "gpt2", "\xc2\xa7", 16, 50257, 50000, 50256, 50256, 1024,
+	  768, 12, -DUET_EARCH },
 	{ "ggml-vocab-gpt-neox.gguf", "gptneox", "gpt2", "\xc2\xa5", 17, 50432, 50009, 0, 0, 2048,
 	  6144, 44, -DUET_EARCH },
 	{ "ggml-vocab-llama-spm.gguf", "llama", "llama", "<0x61>", 22, 32000, 0, 1, 2, 4096, 4096,
@@ -243,9 +244,8 @@ static void test_tokenizer_vector_files(void **state)
 		assert_memory_equal(s, v->arch, len);
 		assert_int_equal(gguf_get_str(f, "tokenizer.ggml.model", &s, &len, NULL, 0), 0);
 		assert_memory_equal(s, v->tok_model, len);
-		assert_int_equal(gguf_get_arr(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &n, NULL,
-					      0),
-				 0);
+		assert_int_equal(
+			gguf_get_arr(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &n, NULL, 0), 0);
 		assert_int_equal(n, v->n_tokens);
 		check_token(f, 100, v->tok100);
 		if (v->n_merges) {
@@ -259,11 +259,11 @@ static void test_tokenizer_vector_files(void **state)
 					 -ENOENT);
 		}
 		if (v->bos != UINT32_MAX) {
-			assert_int_equal(gguf_get_u32(f, "tokenizer.ggml.bos_token_id", &id, NULL, 0),
-					 0);
+			assert_int_equal(
+				gguf_get_u32(f, "tokenizer.ggml.bos_token_id", &id, NULL, 0), 0);
 			assert_int_equal(id, v->bos);
-			assert_int_equal(gguf_get_u32(f, "tokenizer.ggml.eos_token_id", &id, NULL, 0),
-					 0);
+			assert_int_equal(
+				gguf_get_u32(f, "tokenizer.ggml.eos_token_id", &id, NULL, 0), 0);
 			assert_int_equal(id, v->eos);
 		}
 		check_u32_key(f, v->arch, "context_length", v->ctx);
@@ -282,15 +282,16 @@ static void test_tokenizer_vector_files(void **state)
 			assert_int_equal(m->n_layers, v->blocks);
 			assert_int_equal(m->n_ctx, v->ctx);
 			assert_int_equal(m->vocab.bos, v->bos);
-			assert_int_equal(m->vocab.kind,
-					 strcmp(v->tok_model, "gpt2") ? MODEL_TOK_SPM : MODEL_TOK_BPE);
+			assert_int_equal(m->vocab.kind, strcmp(v->tok_model, "gpt2")
+								? MODEL_TOK_SPM
+								: MODEL_TOK_BPE);
 			assert_null(m->layers);
 			model_desc_free(m);
 		} else {
 			assert_non_null(strstr(err, v->model_err == -DUET_EARCH &&
-							    strcmp(v->arch, "llama") == 0
-						    ? "RoPE scaling"
-						    : v->arch));
+								    strcmp(v->arch, "llama") == 0
+							    ? "RoPE scaling"
+							    : v->arch));
 		}
 		gguf_close(f);
 	}
@@ -301,11 +302,7 @@ static void test_tokenizer_vector_files(void **state)
 static void test_generated_valid(void **state)
 {
 	const struct gg_opts variants[] = {
-		{ 0 },
-		{ .tied = true },
-		{ .qwen2 = true },
-		{ .alignment = 64 },
-		{ .alignment = 1 },
+		{ 0 }, { .tied = true }, { .qwen2 = true }, { .alignment = 64 }, { .alignment = 1 },
 	};
 	char err[512];
 
@@ -319,13 +316,15 @@ static void test_generated_valid(void **state)
 		err[0] = '\0';
 		if (gguf_open_mem(g.data, g.len, &f, err, sizeof(err)))
 			fail_msg("variant %zu: %s", i, err);
-		assert_int_equal(gguf_alignment(f), variants[i].alignment ? variants[i].alignment : 32);
+		assert_int_equal(gguf_alignment(f),
+				 variants[i].alignment ? variants[i].alignment : 32);
 		assert_int_equal(gguf_data_offset(f), g.data_off);
 		assert_int_equal(gguf_tensor_count(f), g.n_t);
 		if (model_desc_load(f, 0, &m, err, sizeof(err)))
 			fail_msg("variant %zu: %s", i, err);
 		assert_int_equal(m->arch, variants[i].qwen2 ? MODEL_ARCH_QWEN2 : MODEL_ARCH_LLAMA);
-		assert_int_equal(m->rope_mode, variants[i].qwen2 ? MODEL_ROPE_NEOX : MODEL_ROPE_NORM);
+		assert_int_equal(m->rope_mode,
+				 variants[i].qwen2 ? MODEL_ROPE_NEOX : MODEL_ROPE_NORM);
 		assert_int_equal(m->tied_output, variants[i].tied);
 		assert_int_equal(m->layers[1].bq != NULL, variants[i].qwen2);
 		assert_int_equal(m->wtype, GGML_TYPE_Q8_0);
@@ -378,17 +377,16 @@ static void test_getters(void **state)
 	assert_memory_equal(s, "ggufgen", 7);
 
 	assert_int_equal(gguf_get_u32(f, "no.such.key", &u32, err, sizeof(err)), -ENOENT);
-	assert_int_equal(gguf_get_u32(f, "general.name", &u32, err, sizeof(err)),
-			 -DUET_EMODELKEY);
+	assert_int_equal(gguf_get_u32(f, "general.name", &u32, err, sizeof(err)), -DUET_EMODELKEY);
 	assert_non_null(strstr(err, "'general.name' must be an unsigned integer, not STRING"));
 	assert_int_equal(gguf_get_str(f, "llama.block_count", &s, &len, err, sizeof(err)),
 			 -DUET_EMODELKEY);
 	assert_int_equal(gguf_get_f32(f, "tokenizer.ggml.tokens", &f32, err, sizeof(err)),
 			 -DUET_EMODELKEY);
 	assert_non_null(strstr(err, "not an array of STRING"));
-	assert_int_equal(gguf_get_arr(f, "tokenizer.ggml.scores", GGUF_TYPE_INT32, &n, err,
-				      sizeof(err)),
-			 -DUET_EMODELKEY);
+	assert_int_equal(
+		gguf_get_arr(f, "tokenizer.ggml.scores", GGUF_TYPE_INT32, &n, err, sizeof(err)),
+		-DUET_EMODELKEY);
 
 	int64_t ki = gguf_find_key(f, "tokenizer.ggml.scores");
 	assert_true(ki >= 0);
@@ -455,8 +453,8 @@ static void test_open_errors(void **state)
 struct corrupt_case {
 	const char *name;
 	void (*mutate)(struct gg_file *g);
-	int gguf_err;      /* from gguf_open_mem; 0 = the GGUF layer accepts it */
-	int model_err;     /* from model_desc_load when gguf_err == 0 */
+	int gguf_err;	    /* from gguf_open_mem; 0 = the GGUF layer accepts it */
+	int model_err;	    /* from model_desc_load when gguf_err == 0 */
 	const char *needle; /* must appear in the error message */
 	struct gg_opts opts;
 };
@@ -464,17 +462,50 @@ struct corrupt_case {
 #define KV(k) gg_kv(g, k)
 #define TN(n) gg_tensor(g, n)
 
-static void m_magic(struct gg_file *g) { g->data[0] = 'X'; }
-static void m_version1(struct gg_file *g) { gg_put_u32(g, g->version_off, 1); }
-static void m_version4(struct gg_file *g) { gg_put_u32(g, g->version_off, 4); }
-static void m_version0(struct gg_file *g) { gg_put_u32(g, g->version_off, 0); }
-static void m_big_endian(struct gg_file *g) { gg_put_u32(g, g->version_off, 0x03000000); }
-static void m_ntensors_neg(struct gg_file *g) { gg_put_u64(g, g->n_tensors_off, (uint64_t)-1); }
-static void m_ntensors_huge(struct gg_file *g) { gg_put_u64(g, g->n_tensors_off, 1ull << 40); }
-static void m_nkv_neg(struct gg_file *g) { gg_put_u64(g, g->n_kv_off, (uint64_t)-5); }
-static void m_nkv_huge(struct gg_file *g) { gg_put_u64(g, g->n_kv_off, 1ull << 33); }
-static void m_nkv_plus1(struct gg_file *g) { gg_put_u64(g, g->n_kv_off, g->n_kv + 1); }
-static void m_ntensors_plus1(struct gg_file *g) { gg_put_u64(g, g->n_tensors_off, g->n_t + 1); }
+static void m_magic(struct gg_file *g)
+{
+	g->data[0] = 'X';
+}
+static void m_version1(struct gg_file *g)
+{
+	gg_put_u32(g, g->version_off, 1);
+}
+static void m_version4(struct gg_file *g)
+{
+	gg_put_u32(g, g->version_off, 4);
+}
+static void m_version0(struct gg_file *g)
+{
+	gg_put_u32(g, g->version_off, 0);
+}
+static void m_big_endian(struct gg_file *g)
+{
+	gg_put_u32(g, g->version_off, 0x03000000);
+}
+static void m_ntensors_neg(struct gg_file *g)
+{
+	gg_put_u64(g, g->n_tensors_off, (uint64_t)-1);
+}
+static void m_ntensors_huge(struct gg_file *g)
+{
+	gg_put_u64(g, g->n_tensors_off, 1ull << 40);
+}
+static void m_nkv_neg(struct gg_file *g)
+{
+	gg_put_u64(g, g->n_kv_off, (uint64_t)-5);
+}
+static void m_nkv_huge(struct gg_file *g)
+{
+	gg_put_u64(g, g->n_kv_off, 1ull << 33);
+}
+static void m_nkv_plus1(struct gg_file *g)
+{
+	gg_put_u64(g, g->n_kv_off, g->n_kv + 1);
+}
+static void m_ntensors_plus1(struct gg_file *g)
+{
+	gg_put_u64(g, g->n_tensors_off, g->n_t + 1);
+}
 static void m_str_past_eof(struct gg_file *g)
 {
 	gg_put_u64(g, KV("general.name")->value_off, g->len);
@@ -492,7 +523,10 @@ static void m_token_str_past_eof(struct gg_file *g)
 	/* The first token's length prefix follows the element type and count. */
 	gg_put_u64(g, KV("tokenizer.ggml.tokens")->value_off + 12, (uint64_t)1 << 20);
 }
-static void m_empty_key(struct gg_file *g) { gg_put_u64(g, KV("general.name")->keylen_off, 0); }
+static void m_empty_key(struct gg_file *g)
+{
+	gg_put_u64(g, KV("general.name")->keylen_off, 0);
+}
 static void m_long_key(struct gg_file *g)
 {
 	gg_put_u64(g, KV("general.name")->keylen_off, GGUF_MAX_KEY + 1);
@@ -502,8 +536,14 @@ static void m_dup_key(struct gg_file *g)
 	/* Two keys of the same length, so the layout does not move. */
 	memcpy(g->data + KV("llama.rope.freq_base")->key_off, "llama.context_length", 20);
 }
-static void m_key_nul(struct gg_file *g) { g->data[KV("general.name")->key_off + 3] = 0; }
-static void m_valtype(struct gg_file *g) { gg_put_u32(g, KV("general.name")->type_off, 13); }
+static void m_key_nul(struct gg_file *g)
+{
+	g->data[KV("general.name")->key_off + 3] = 0;
+}
+static void m_valtype(struct gg_file *g)
+{
+	gg_put_u32(g, KV("general.name")->type_off, 13);
+}
 static void m_valtype_huge(struct gg_file *g)
 {
 	gg_put_u32(g, KV("llama.block_count")->type_off, 0xffffffffu);
@@ -536,7 +576,10 @@ static void m_tokens_count(struct gg_file *g)
 {
 	gg_put_u32(g, KV("llama.vocab_size")->value_off, 17);
 }
-static void m_tname_empty(struct gg_file *g) { gg_put_u64(g, TN("output.weight")->namelen_off, 0); }
+static void m_tname_empty(struct gg_file *g)
+{
+	gg_put_u64(g, TN("output.weight")->namelen_off, 0);
+}
 static void m_tname_long(struct gg_file *g)
 {
 	gg_put_u64(g, TN("output.weight")->namelen_off, GGUF_MAX_TENSOR_NAME + 1);
@@ -545,9 +588,18 @@ static void m_tname_dup(struct gg_file *g)
 {
 	memcpy(g->data + TN("blk.0.attn_k.weight")->name_off, "blk.0.attn_v.weight", 19);
 }
-static void m_tname_nul(struct gg_file *g) { g->data[TN("output.weight")->name_off + 2] = 0; }
-static void m_ndims0(struct gg_file *g) { gg_put_u32(g, TN("output_norm.weight")->ndims_off, 0); }
-static void m_ndims5(struct gg_file *g) { gg_put_u32(g, TN("output_norm.weight")->ndims_off, 5); }
+static void m_tname_nul(struct gg_file *g)
+{
+	g->data[TN("output.weight")->name_off + 2] = 0;
+}
+static void m_ndims0(struct gg_file *g)
+{
+	gg_put_u32(g, TN("output_norm.weight")->ndims_off, 0);
+}
+static void m_ndims5(struct gg_file *g)
+{
+	gg_put_u32(g, TN("output_norm.weight")->ndims_off, 5);
+}
 static void m_dim_zero(struct gg_file *g)
 {
 	gg_put_u64(g, TN("blk.0.attn_q.weight")->ne_off[1], 0);
@@ -594,8 +646,14 @@ static void m_overlap(struct gg_file *g)
 {
 	gg_put_u64(g, TN("blk.1.ffn_up.weight")->offset_off, TN("blk.1.ffn_gate.weight")->offset);
 }
-static void m_align_zero(struct gg_file *g) { gg_put_u32(g, KV("general.alignment")->value_off, 0); }
-static void m_align_npot(struct gg_file *g) { gg_put_u32(g, KV("general.alignment")->value_off, 48); }
+static void m_align_zero(struct gg_file *g)
+{
+	gg_put_u32(g, KV("general.alignment")->value_off, 0);
+}
+static void m_align_npot(struct gg_file *g)
+{
+	gg_put_u32(g, KV("general.alignment")->value_off, 48);
+}
 static void m_align_huge(struct gg_file *g)
 {
 	gg_put_u32(g, KV("general.alignment")->value_off, 1u << 30);
@@ -604,8 +662,14 @@ static void m_align_type(struct gg_file *g)
 {
 	gg_put_u32(g, KV("general.alignment")->type_off, GGUF_TYPE_INT32);
 }
-static void m_data_truncated(struct gg_file *g) { g->len = g->data_off - 1; }
-static void m_last_tensor_cut(struct gg_file *g) { g->len -= 1; }
+static void m_data_truncated(struct gg_file *g)
+{
+	g->len = g->data_off - 1;
+}
+static void m_last_tensor_cut(struct gg_file *g)
+{
+	g->len -= 1;
+}
 static void m_no_arch(struct gg_file *g)
 {
 	memcpy(g->data + KV("general.architecture")->key_off, "general.architecturX", 20);
@@ -700,8 +764,20 @@ static void m_none(struct gg_file *g)
 	(void)g;
 }
 
-#define CASE(n, fn, ge, me, needle) { n, fn, ge, me, needle, { 0 } }
-#define CASE_O(n, fn, ge, me, needle, ...) { n, fn, ge, me, needle, { __VA_ARGS__ } }
+#define CASE(n, fn, ge, me, needle)    \
+	{                              \
+		n, fn, ge, me, needle, \
+		{                      \
+			0              \
+		}                      \
+	}
+#define CASE_O(n, fn, ge, me, needle, ...) \
+	{                                  \
+		n, fn, ge, me, needle,     \
+		{                          \
+			__VA_ARGS__        \
+		}                          \
+	}
 
 static const struct corrupt_case cases[] = {
 	CASE("bad magic", m_magic, -DUET_EBADMAGIC, 0, "does not start with \"GGUF\""),
@@ -725,7 +801,8 @@ static const struct corrupt_case cases[] = {
 	CASE("over-long key", m_long_key, -DUET_EKEY, 0, "too long"),
 	CASE("duplicate key", m_dup_key, -DUET_EKEY, 0, "duplicate key 'llama.context_length'"),
 	CASE("NUL in key", m_key_nul, -DUET_EKEY, 0, "NUL"),
-	CASE("unknown value type", m_valtype, -DUET_EVALTYPE, 0, "'general.name': unknown value type 13"),
+	CASE("unknown value type", m_valtype, -DUET_EVALTYPE, 0,
+	     "'general.name': unknown value type 13"),
 	CASE("value type 2^32-1", m_valtype_huge, -DUET_EVALTYPE, 0, "4294967295"),
 	CASE("unknown array element type", m_arr_elemtype, -DUET_EVALTYPE, 0,
 	     "unknown array element type 77"),
@@ -752,7 +829,8 @@ static const struct corrupt_case cases[] = {
 	CASE("byte size overflow", m_nbytes_overflow, -DUET_ESIZE, 0, "byte size"),
 	CASE("not a block multiple", m_block_multiple, -DUET_ESIZE, 0,
 	     "33 is not a multiple of the Q8_0 block size 32"),
-	CASE("unknown tensor type", m_ttype_unknown, -DUET_ETENSORTYPE, 0, "unknown tensor type id 99"),
+	CASE("unknown tensor type", m_ttype_unknown, -DUET_ETENSORTYPE, 0,
+	     "unknown tensor type id 99"),
 	CASE("retired tensor type", m_ttype_retired, -DUET_ETENSORTYPE, 0, "id 4"),
 	CASE("misaligned offset", m_offset_misaligned, -DUET_EOFFSET, 0,
 	     "is not a multiple of the alignment 32"),
@@ -848,7 +926,8 @@ static void run_corrupt_case(void **state)
 		fail_msg("%s: message '%s' lacks '%s'", c->name, err, c->needle);
 	/* Every message names the error class first. */
 	if (c->gguf_err || c->model_err)
-		assert_non_null(strstr(err, duet_strerror(c->gguf_err ? c->gguf_err : c->model_err)));
+		assert_non_null(
+			strstr(err, duet_strerror(c->gguf_err ? c->gguf_err : c->model_err)));
 	free(copy);
 	gg_free(&g);
 }
@@ -874,8 +953,8 @@ static void test_truncation_every_length(void **state)
 			if (ret == 0)
 				fail_msg("a %zu-byte prefix of a %zu-byte file was accepted", len,
 					 g.len);
-			if (ret != -DUET_ETRUNCATED && ret != -DUET_ESTRING && ret != -DUET_EOFFSET &&
-			    ret != -DUET_ECOUNT)
+			if (ret != -DUET_ETRUNCATED && ret != -DUET_ESTRING &&
+			    ret != -DUET_EOFFSET && ret != -DUET_ECOUNT)
 				fail_msg("prefix of %zu bytes: unexpected %s (%s)", len,
 					 duet_errname(ret), err);
 			assert_true(strlen(err) > 20);
@@ -997,7 +1076,7 @@ int main(void)
 	size_t n_fixed = sizeof(fixed) / sizeof(fixed[0]);
 	size_t n_cases = sizeof(cases) / sizeof(cases[0]);
 	struct CMUnitTest *tests = calloc(n_fixed + n_cases, sizeof(*tests));
-	char (*names)[96] = calloc(n_cases, sizeof(*names));
+	char(*names)[96] = calloc(n_cases, sizeof(*names));
 	int failed;
 
 	if (!tests || !names)

@@ -20,16 +20,16 @@
 const char *tu_shared_path(const char *rel);
 
 /* Like tu_shared_path(), but skips the current cmocka test with a message when absent. */
-#define TU_SHARED_OR_SKIP(rel)                                                                     \
-	({                                                                                         \
-		const char *p_ = tu_shared_path(rel);                                              \
-		if (!p_) {                                                                         \
-			print_message("[  SKIP    ] %s: shared test data '%s' not found "         \
-				      "(set DUET_SHARED)\n",                                       \
-				      __func__, rel);                                              \
-			skip();                                                                    \
-		}                                                                                  \
-		p_;                                                                                \
+#define TU_SHARED_OR_SKIP(rel)                                                            \
+	({                                                                                \
+		const char *p_ = tu_shared_path(rel);                                     \
+		if (!p_) {                                                                \
+			print_message("[  SKIP    ] %s: shared test data '%s' not found " \
+				      "(set DUET_SHARED)\n",                              \
+				      __func__, rel);                                     \
+			skip();                                                           \
+		}                                                                         \
+		p_;                                                                       \
 	})
 
 /* A fresh directory under $TMPDIR (or /tmp); removed with its files by tu_rmtree(). */
