@@ -81,6 +81,7 @@ static int bench_read(const char *path)
 	for (int pass = 0; pass < 2; pass++) { /* the first pass faults pages in */
 		t0 = now_s();
 		bytes = 0;
+		acc = 0;
 		for (uint64_t i = 0; i < gguf_tensor_count(f); i++) {
 			const struct gguf_tensor *t = gguf_tensor(f, i);
 			const uint64_t *p = t->data; /* tensors are 32-byte aligned */
@@ -89,12 +90,13 @@ static int bench_read(const char *path)
 			bytes += t->size;
 		}
 		double dt = now_s() - t0;
-		printf("read mapped tensors (pass %d)        %.1f MiB in %.3f s: %.2f GB/s%s\n",
+		printf("read mapped tensors (pass %d)        %.1f MiB in %.3f s: %.2f GB/s%s "
+		       "[sum %016llx]\n",
 		       pass + 1, (double)bytes / (1 << 20), dt, (double)bytes / dt / 1e9,
-		       pass == 0 ? " (page faults)" : "");
+		       pass == 0 ? " (page faults)" : "", (unsigned long long)acc);
 	}
 	gguf_close(f);
-	return acc == 42 ? 1 : 0; /* keeps the loop from being optimized out */
+	return 0;
 }
 
 int main(int argc, char **argv)
