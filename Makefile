@@ -79,24 +79,27 @@ DEPS_FUZZ  := clang:libFuzzer-targets libclang-rt-14-dev:libFuzzer-runtime
 CORE_SRCS   := runtime/core/err.c runtime/core/log.c runtime/core/mem.c
 CONFIG_SRCS := runtime/config/config.c runtime/config/schema.c
 MODEL_SRCS  := runtime/model/gguf.c runtime/model/gguf_write.c runtime/model/model.c \
-	       runtime/model/synth.c
-KERNEL_SRCS := kernels/cpu/quant.c
-LIB_SRCS    := $(CORE_SRCS) $(CONFIG_SRCS) $(MODEL_SRCS) $(KERNEL_SRCS)
+	       runtime/model/synth.c runtime/model/tokenizer.c runtime/model/unicode.c \
+	       runtime/model/unicode_data.c runtime/model/sampler.c runtime/model/llama.c
+KERNEL_SRCS := kernels/cpu/quant.c kernels/cpu/ref.c kernels/cpu/avx2.c kernels/cpu/avx512.c \
+	       kernels/cpu/dispatch.c
+DRIVER_SRCS := drivers/backend.c drivers/cpu/cpu_backend.c drivers/cpu/threadpool.c
+LIB_SRCS    := $(CORE_SRCS) $(CONFIG_SRCS) $(MODEL_SRCS) $(DRIVER_SRCS) $(KERNEL_SRCS)
 LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIBDUET     := $(BUILD)/libduet.a
 
-BINS        := $(BUILD)/bin/duetd $(BUILD)/bin/duet-mkmodel
+BINS        := $(BUILD)/bin/duetd $(BUILD)/bin/duet-mkmodel $(BUILD)/bin/duet-generate
 TINY_MODEL  := $(BUILD)/models/duet-tiny.gguf
 # Shape of the bundled model (etc/duet.cfg points at it).
 TINY_ARGS   := --dim 128 --layers 4 --heads 4 --kv-heads 2 --ffn 352 --ctx 1024 --type f16 --seed 1
 
-UNIT_TESTS  := core config gguf synth quant
+UNIT_TESTS  := core config gguf synth quant tokenizer sampler kernels llama
 TEST_HELPER := tests/unit/testutil.c tests/unit/ggufgen.c
 TEST_HELPER_OBJS := $(TEST_HELPER:%.c=$(BUILD)/obj/%.o)
 TEST_BINS   := $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 FUZZ_TARGETS := gguf config
 REPLAY_BINS := $(FUZZ_TARGETS:%=$(BUILD)/tests/replay_%)
-BENCH_BINS  := $(BUILD)/tests/bench_gguf
+BENCH_BINS  := $(BUILD)/tests/bench_gguf $(BUILD)/tests/bench_membw $(BUILD)/tests/bench_kernels
 
 # Keep objects of pattern-rule chains (tests, replays) between runs.
 .SECONDARY:
@@ -119,6 +122,11 @@ $(BUILD)/bin/duetd: $(BUILD)/obj/runtime/duetd.o $(LIBDUET)
 	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/bin/duet-mkmodel: $(BUILD)/obj/runtime/tools/mkmodel.o $(LIBDUET)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/bin/duet-generate: $(BUILD)/obj/runtime/tools/generate.o $(LIBDUET)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
@@ -153,6 +161,8 @@ test: deps-test
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BINS) $(BINS)
 	@BUILD=$(BUILD) DUET_SHARED=$(SHARED) $(BUILD)/tests/bench_gguf
+	@$(BUILD)/tests/bench_kernels
+	@tests/bench/bench_generate.sh $(BUILD) $(SHARED)
 
 run: deps
 	@$(MAKE) --no-print-directory all

@@ -155,3 +155,81 @@ bool tu_log_contains(const char *needle)
 {
 	return strstr(tu_log_text(), needle) != NULL;
 }
+
+static const char *json_value(const char *json, const char *key)
+{
+	char pat[256];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\"", key);
+	p = strstr(json, pat);
+	if (!p)
+		return NULL;
+	p += strlen(pat);
+	while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')
+		p++;
+	if (*p != ':')
+		return NULL;
+	p++;
+	while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')
+		p++;
+	return p;
+}
+
+static const char *skip_ws_comma(const char *p)
+{
+	while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r' || *p == ',')
+		p++;
+	return p;
+}
+
+long tu_json_numbers(const char *json, const char *key, double *out, size_t max)
+{
+	const char *p = json_value(json, key);
+	size_t n = 0;
+
+	if (!p || *p != '[')
+		return -1;
+	p = skip_ws_comma(p + 1);
+	while (*p && *p != ']') {
+		char *end;
+		double v = strtod(p, &end);
+		if (end == p)
+			return -1;
+		if (n < max)
+			out[n] = v;
+		n++;
+		p = skip_ws_comma(end);
+	}
+	return *p == ']' ? (long)(n < max ? n : max) : -1;
+}
+
+long tu_json_pairs(const char *json, const char *key, int *ids, double *vals, size_t max)
+{
+	const char *p = json_value(json, key);
+	size_t n = 0;
+
+	if (!p || *p != '[')
+		return -1;
+	p = skip_ws_comma(p + 1);
+	while (*p == '[') {
+		char *end;
+		long id = strtol(p + 1, &end, 10);
+		if (end == p + 1)
+			return -1;
+		p = skip_ws_comma(end);
+		double v = strtod(p, &end);
+		if (end == p)
+			return -1;
+		p = skip_ws_comma(end);
+		if (*p != ']')
+			return -1;
+		if (n < max) {
+			ids[n] = (int)id;
+			vals[n] = v;
+		}
+		n++;
+		p = skip_ws_comma(p + 1);
+	}
+	return *p == ']' ? (long)(n < max ? n : max) : -1;
+}

@@ -46,4 +46,13 @@ void tu_log_capture_stop(void);
 const char *tu_log_text(void);
 bool tu_log_contains(const char *needle);
 
+/*
+ * Minimal readers for the golden JSON files: find the first "key": and parse
+ * the value after it.  Enough for arrays of numbers and of [id, value] pairs.
+ * Return the number of elements read (at most max), or -1 when the key is
+ * absent or the value is not of that shape.
+ */
+long tu_json_numbers(const char *json, const char *key, double *out, size_t max);
+long tu_json_pairs(const char *json, const char *key, int *ids, double *vals, size_t max);
+
 #endif /* DUET_TESTUTIL_H */

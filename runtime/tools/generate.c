@@ -1,0 +1,735 @@
+// SPDX-License-Identifier: MIT
+/*
+ * duet-generate: offline single-process inference on a model file.
+ *
+ *   duet-generate -m MODEL.gguf -p PROMPT [-n N] [sampling options] [--json] [--logits]
+ *   duet-generate -m MODEL.gguf --bench [-p 512] [-n 128] [-r 5] [--json]
+ *
+ * Text mode streams the generated text to stdout as it is produced.
+ * Exit codes: 0 done, 1 runtime error (bad model, prompt too long ...), 2 usage.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "drivers/backend.h"
+#include "runtime/core/err.h"
+#include "runtime/core/log.h"
+#include "runtime/model/gguf.h"
+#include "runtime/model/llama.h"
+#include "runtime/model/model.h"
+#include "runtime/model/sampler.h"
+#include "runtime/model/tokenizer.h"
+
+#define PROG "duet-generate"
+#define EXIT_USAGE 2
+#define MAX_STOPS SMP_STOP_MAX
+
+struct opts {
+	const char *model;
+	const char *prompt;
+	int n_predict;
+	int threads;
+	int ctx;
+	int reps;
+	int bench_p;
+	const char *isa;
+	enum ggml_type kv;
+	bool no_bos, json, logits, bench, ignore_eos, parse_special;
+	struct smp_params sp;
+	const char *stops[MAX_STOPS];
+	int n_stops;
+};
+
+static void usage(FILE *fp)
+{
+	fprintf(fp,
+		"Usage: " PROG " -m MODEL.gguf -p PROMPT [options]\n"
+		"       " PROG " -m MODEL.gguf --bench [-p TOKENS] [-n TOKENS] [-r REPS] [--json]\n"
+		"\n"
+		"Generation:\n"
+		"  -m, --model FILE       GGUF model (llama or qwen2 architecture)\n"
+		"  -p, --prompt TEXT      prompt text (with --bench: prompt length in tokens [512])\n"
+		"  -n, --n-predict N      tokens to generate [128]\n"
+		"      --no-bos           do not add BOS even if the model asks for it\n"
+		"      --special          parse control-token text (\"<|im_end|>\") in the prompt\n"
+		"      --ignore-eos       keep generating past end-of-generation tokens\n"
+		"      --stop S           stop when the output contains S (repeatable, up to %d)\n"
+		"Sampling (defaults: greedy):\n"
+		"      --temp T           temperature, 0 = greedy [0]\n"
+		"      --top-k K          keep the K most likely tokens, 0 = off [0]\n"
+		"      --top-p P          nucleus sampling, 1 = off [1]\n"
+		"      --min-p P          drop tokens below P x the top probability, 0 = off [0]\n"
+		"      --repeat-penalty R penalty on recent tokens, 1 = off [1]\n"
+		"      --repeat-last-n N  window of the penalties [64]\n"
+		"      --presence-penalty F, --frequency-penalty F   OpenAI-style, [-2, 2] [0]\n"
+		"      --seed S           sampling seed [0]\n"
+		"Engine:\n"
+		"  -t, --threads N        compute threads [number of online CPUs]\n"
+		"  -c, --ctx N            context length, 0 = the model's [0]\n"
+		"      --kv-type T        KV cache type: f16 or f32 [f16]\n"
+		"      --isa NAME         kernels: scalar, avx2, avx512 [best available]\n"
+		"Output:\n"
+		"      --json             one JSON object: prompt_ids, generated_ids, text, timings\n"
+		"      --logits           also print the logits of the first generated position\n"
+		"      --bench            measure prompt processing and decode tokens/s\n"
+		"  -r, --reps N           benchmark repetitions [5]\n"
+		"  -h, --help             this text\n",
+		MAX_STOPS);
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, PROG ": ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n(see " PROG " --help)\n");
+	return EXIT_USAGE;
+}
+
+static int parse_int(const char *opt, const char *s, long min, long max, int *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max) {
+		fprintf(stderr, PROG ": --%s: '%s' is not an integer in [%ld, %ld]\n", opt, s, min,
+			max);
+		return EXIT_USAGE;
+	}
+	*out = (int)v;
+	return 0;
+}
+
+static int parse_float(const char *opt, const char *s, float *out)
+{
+	char *end;
+	float v;
+
+	errno = 0;
+	v = strtof(s, &end);
+	if (errno || end == s || *end || !isfinite(v)) {
+		fprintf(stderr, PROG ": --%s: '%s' is not a number\n", opt, s);
+		return EXIT_USAGE;
+	}
+	*out = v;
+	return 0;
+}
+
+enum {
+	OPT_NO_BOS = 256,
+	OPT_SPECIAL,
+	OPT_IGNORE_EOS,
+	OPT_STOP,
+	OPT_TEMP,
+	OPT_TOP_K,
+	OPT_TOP_P,
+	OPT_MIN_P,
+	OPT_REPEAT_PENALTY,
+	OPT_REPEAT_LAST_N,
+	OPT_PRESENCE,
+	OPT_FREQUENCY,
+	OPT_SEED,
+	OPT_KV_TYPE,
+	OPT_ISA,
+	OPT_JSON,
+	OPT_LOGITS,
+	OPT_BENCH,
+};
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	static const struct option lo[] = {
+		{ "model", required_argument, NULL, 'm' },
+		{ "prompt", required_argument, NULL, 'p' },
+		{ "n-predict", required_argument, NULL, 'n' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "ctx", required_argument, NULL, 'c' },
+		{ "reps", required_argument, NULL, 'r' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "no-bos", no_argument, NULL, OPT_NO_BOS },
+		{ "special", no_argument, NULL, OPT_SPECIAL },
+		{ "ignore-eos", no_argument, NULL, OPT_IGNORE_EOS },
+		{ "stop", required_argument, NULL, OPT_STOP },
+		{ "temp", required_argument, NULL, OPT_TEMP },
+		{ "top-k", required_argument, NULL, OPT_TOP_K },
+		{ "top-p", required_argument, NULL, OPT_TOP_P },
+		{ "min-p", required_argument, NULL, OPT_MIN_P },
+		{ "repeat-penalty", required_argument, NULL, OPT_REPEAT_PENALTY },
+		{ "repeat-last-n", required_argument, NULL, OPT_REPEAT_LAST_N },
+		{ "presence-penalty", required_argument, NULL, OPT_PRESENCE },
+		{ "frequency-penalty", required_argument, NULL, OPT_FREQUENCY },
+		{ "seed", required_argument, NULL, OPT_SEED },
+		{ "kv-type", required_argument, NULL, OPT_KV_TYPE },
+		{ "isa", required_argument, NULL, OPT_ISA },
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ "logits", no_argument, NULL, OPT_LOGITS },
+		{ "bench", no_argument, NULL, OPT_BENCH },
+		{ NULL, 0, NULL, 0 },
+	};
+	long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+	int c, ret = 0;
+
+	memset(o, 0, sizeof(*o));
+	o->n_predict = -1;
+	o->threads = nproc > 0 ? (int)nproc : 1;
+	o->reps = 5;
+	o->kv = GGML_TYPE_F16;
+	o->sp = smp_params_default();
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":m:p:n:t:c:r:h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'm':
+			o->model = optarg;
+			break;
+		case 'p':
+			o->prompt = optarg;
+			break;
+		case 'n':
+			ret = parse_int("n-predict", optarg, 0, 1 << 24, &o->n_predict);
+			break;
+		case 't':
+			ret = parse_int("threads", optarg, 1, 1024, &o->threads);
+			break;
+		case 'c':
+			ret = parse_int("ctx", optarg, 0, 1 << 24, &o->ctx);
+			break;
+		case 'r':
+			ret = parse_int("reps", optarg, 1, 1000, &o->reps);
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case OPT_NO_BOS:
+			o->no_bos = true;
+			break;
+		case OPT_SPECIAL:
+			o->parse_special = true;
+			break;
+		case OPT_IGNORE_EOS:
+			o->ignore_eos = true;
+			break;
+		case OPT_STOP:
+			if (o->n_stops == MAX_STOPS)
+				return usage_error("--stop: at most %d stop strings", MAX_STOPS);
+			o->stops[o->n_stops++] = optarg;
+			break;
+		case OPT_TEMP:
+			ret = parse_float("temp", optarg, &o->sp.temperature);
+			break;
+		case OPT_TOP_K:
+			ret = parse_int("top-k", optarg, 0, 1 << 24, &o->sp.top_k);
+			break;
+		case OPT_TOP_P:
+			ret = parse_float("top-p", optarg, &o->sp.top_p);
+			break;
+		case OPT_MIN_P:
+			ret = parse_float("min-p", optarg, &o->sp.min_p);
+			break;
+		case OPT_REPEAT_PENALTY:
+			ret = parse_float("repeat-penalty", optarg, &o->sp.repeat_penalty);
+			break;
+		case OPT_REPEAT_LAST_N:
+			ret = parse_int("repeat-last-n", optarg, 0, SMP_MAX_LAST_N, &o->sp.repeat_last_n);
+			break;
+		case OPT_PRESENCE:
+			ret = parse_float("presence-penalty", optarg, &o->sp.presence_penalty);
+			break;
+		case OPT_FREQUENCY:
+			ret = parse_float("frequency-penalty", optarg, &o->sp.frequency_penalty);
+			break;
+		case OPT_SEED: {
+			char *end;
+			errno = 0;
+			unsigned long long v = strtoull(optarg, &end, 10);
+			if (errno || end == optarg || *end)
+				return usage_error("--seed: '%s' is not an unsigned integer", optarg);
+			o->sp.seed = v;
+			break;
+		}
+		case OPT_KV_TYPE:
+			if (strcmp(optarg, "f16") == 0)
+				o->kv = GGML_TYPE_F16;
+			else if (strcmp(optarg, "f32") == 0)
+				o->kv = GGML_TYPE_F32;
+			else
+				return usage_error("--kv-type: '%s' is not f16 or f32", optarg);
+			break;
+		case OPT_ISA:
+			o->isa = optarg;
+			break;
+		case OPT_JSON:
+			o->json = true;
+			break;
+		case OPT_LOGITS:
+			o->logits = true;
+			break;
+		case OPT_BENCH:
+			o->bench = true;
+			break;
+		case ':':
+			return usage_error("option %s needs a value", argv[optind - 1]);
+		default:
+			return usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+		if (ret)
+			return ret;
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (!o->model)
+		return usage_error("no model (-m FILE)");
+	if (o->bench) {
+		o->bench_p = 512;
+		if (o->prompt && parse_int("prompt", o->prompt, 0, 1 << 20, &o->bench_p))
+			return EXIT_USAGE;
+		if (o->n_predict < 0)
+			o->n_predict = 128;
+	} else {
+		if (!o->prompt)
+			return usage_error("no prompt (-p TEXT)");
+		if (o->n_predict < 0)
+			o->n_predict = 128;
+	}
+	return 0;
+}
+
+/* --- the engine, opened once -------------------------------------------------- */
+
+struct engine {
+	struct gguf_file *f;
+	struct model_desc *m;
+	struct tokenizer *tok;
+	struct backend *be;
+	struct llm *llm;
+	struct llm_seq seq;
+	float *logits;
+	int n_vocab;
+};
+
+static int engine_open(struct engine *e, const struct opts *o)
+{
+	char err[768], desc[256];
+	struct be_options bo = { .threads = o->threads, .isa = o->isa };
+	struct llm_options lo = { .kv_dtype = o->kv, .n_ctx = o->ctx, .max_tokens = 512 };
+	struct be_step_limits lim = { .max_tokens = 512, .max_seqs = 1 };
+	int ret;
+
+	memset(e, 0, sizeof(*e));
+	ret = gguf_open(o->model, &e->f, err, sizeof(err));
+	if (ret) {
+		log_error("generate", "%s", err);
+		return ret;
+	}
+	ret = model_desc_load(e->f, 0, &e->m, err, sizeof(err));
+	if (ret) {
+		log_error("generate", "%s: %s", o->model, err);
+		return ret;
+	}
+	ret = tok_create(e->f, e->m, &e->tok, err, sizeof(err));
+	if (ret) {
+		log_error("generate", "%s: tokenizer: %s", o->model, err);
+		return ret;
+	}
+	int n_ctx = o->ctx > 0 ? o->ctx : (int)e->m->n_ctx;
+	lim.max_table = (n_ctx + 15) / 16 + 1;
+	ret = backend_open("cpu", &bo, &lim, &e->be);
+	if (ret)
+		return ret;
+	ret = llm_create(e->be, e->m, &lo, &e->llm);
+	if (ret)
+		return ret;
+	ret = llm_seq_init(&e->seq, e->llm);
+	if (ret)
+		return ret;
+	e->n_vocab = (int)e->m->n_vocab;
+	e->logits = calloc((size_t)e->n_vocab, sizeof(float));
+	if (!e->logits)
+		return -ENOMEM;
+	model_desc_summary(e->m, err, sizeof(err));
+	backend_describe(e->be, desc, sizeof(desc));
+	log_info("generate", "%s; %s; context %d, KV %s", err, desc, llm_n_ctx(e->llm),
+		 ggml_type_name(o->kv));
+	return 0;
+}
+
+static void engine_close(struct engine *e)
+{
+	free(e->logits);
+	if (e->seq.llm)
+		llm_seq_free(&e->seq);
+	llm_destroy(e->llm);
+	backend_close(e->be);
+	tok_destroy(e->tok);
+	model_desc_free(e->m);
+	gguf_close(e->f);
+}
+
+/* --- JSON helpers --------------------------------------------------------------- */
+
+static void json_str(FILE *fp, const char *s, size_t n)
+{
+	fputc('"', fp);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch == '"' || ch == '\\')
+			fprintf(fp, "\\%c", ch);
+		else if (ch == '\n')
+			fputs("\\n", fp);
+		else if (ch == '\r')
+			fputs("\\r", fp);
+		else if (ch == '\t')
+			fputs("\\t", fp);
+		else if (ch < 0x20 || ch == 0x7f)
+			fprintf(fp, "\\u%04x", ch);
+		else
+			fputc(ch, fp);
+	}
+	fputc('"', fp);
+}
+
+static void json_ids(FILE *fp, const int32_t *ids, int n)
+{
+	fputc('[', fp);
+	for (int i = 0; i < n; i++)
+		fprintf(fp, "%s%d", i ? ", " : "", ids[i]);
+	fputc(']', fp);
+}
+
+/* --- generation ------------------------------------------------------------------ */
+
+struct text {
+	char *buf;
+	size_t len, cap;
+};
+
+static int text_add(struct text *t, const char *s, size_t n)
+{
+	if (t->len + n + 1 > t->cap) {
+		size_t cap = (t->cap ? t->cap * 2 : 4096) + n;
+		char *p = realloc(t->buf, cap);
+		if (!p)
+			return -ENOMEM;
+		t->buf = p;
+		t->cap = cap;
+	}
+	memcpy(t->buf + t->len, s, n);
+	t->len += n;
+	t->buf[t->len] = '\0';
+	return 0;
+}
+
+static int generate(struct engine *e, const struct opts *o)
+{
+	char err[256];
+	struct sampler *smp = NULL;
+	struct smp_stop stop;
+	struct tok_stream ts;
+	struct text out = { 0 };
+	int32_t *prompt = NULL, *gen = NULL;
+	size_t n_prompt = 0, plen = strlen(o->prompt), emitted = 0;
+	size_t cap = tok_stream_max(e->tok) + 8;
+	char *piece = malloc(cap);
+	double t0, t_prefill = 0, t_decode = 0;
+	int n_gen = 0, ret;
+	bool stopped = false;
+	const char *why = "length";
+
+	ret = smp_params_validate(&o->sp, e->n_vocab, err, sizeof(err));
+	if (ret) {
+		log_error("generate", "sampling: %s", err);
+		goto out;
+	}
+	ret = smp_stop_init(&stop, o->stops, o->n_stops, err, sizeof(err));
+	if (ret) {
+		log_error("generate", "--stop: %s", err);
+		goto out;
+	}
+	prompt = malloc(sizeof(int32_t) * (plen + 8));
+	gen = malloc(sizeof(int32_t) * ((size_t)o->n_predict + 1));
+	if (!piece || !prompt || !gen) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = tok_encode(e->tok, o->prompt, plen, !o->no_bos, o->parse_special, prompt, plen + 8,
+			 &n_prompt);
+	if (ret) {
+		log_error("generate", "cannot tokenize the prompt: %s", duet_strerror(ret));
+		goto out;
+	}
+	/* --no-bos drops a BOS the tokenizer would add. */
+	if (n_prompt == 0) {
+		log_error("generate", "the prompt is empty and the model adds no BOS; nothing to "
+				      "condition on");
+		ret = -EINVAL;
+		goto out;
+	}
+	if ((int)n_prompt + o->n_predict > llm_n_ctx(e->llm)) {
+		log_error("generate",
+			  "prompt (%zu tokens) + %d to generate exceeds the context of %d tokens",
+			  n_prompt, o->n_predict, llm_n_ctx(e->llm));
+		ret = -ENOSPC;
+		goto out;
+	}
+	ret = smp_create(&o->sp, e->n_vocab, &smp);
+	if (ret)
+		goto out;
+	for (size_t i = 0; i < n_prompt; i++)
+		smp_accept(smp, prompt[i]);
+
+	t0 = now_ms();
+	ret = llm_seq_eval(&e->seq, prompt, (int)n_prompt, e->logits, NULL);
+	t_prefill = now_ms() - t0;
+	if (ret) {
+		log_error("generate", "prefill failed: %s", duet_strerror(ret));
+		goto out;
+	}
+	if (o->logits && !o->json) {
+		printf("logits of the first generated position (%d values):\n", e->n_vocab);
+		for (int i = 0; i < e->n_vocab; i++)
+			printf("%d %.9g\n", i, (double)e->logits[i]);
+	}
+	float *first_logits = NULL;
+	if (o->logits && o->json) {
+		first_logits = malloc(sizeof(float) * (size_t)e->n_vocab);
+		if (!first_logits) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		memcpy(first_logits, e->logits, sizeof(float) * (size_t)e->n_vocab);
+	}
+
+	tok_stream_init(&ts);
+	t0 = now_ms();
+	while (n_gen < o->n_predict) {
+		int32_t id = smp_sample(smp, e->logits);
+		size_t emit;
+		int n;
+
+		gen[n_gen++] = id;
+		smp_accept(smp, id);
+		if (!o->ignore_eos && tok_is_eog(e->tok, id)) {
+			why = "eos";
+			break;
+		}
+		n = tok_stream_push(e->tok, &ts, id, piece, cap);
+		if (n < 0) {
+			ret = n;
+			break;
+		}
+		if ((ret = text_add(&out, piece, (size_t)n)))
+			break;
+		smp_stop_feed(&stop, piece, (size_t)n, &emit, &stopped);
+		if (!o->json && emit) {
+			fwrite(out.buf + emitted, 1, emit, stdout);
+			fflush(stdout);
+		}
+		emitted += emit;
+		if (stopped) {
+			why = "stop";
+			break;
+		}
+		if (n_gen == o->n_predict)
+			break;
+		ret = llm_seq_eval(&e->seq, &id, 1, e->logits, NULL);
+		if (ret) {
+			log_error("generate", "decode failed: %s", duet_strerror(ret));
+			break;
+		}
+	}
+	t_decode = now_ms() - t0;
+	size_t printed = emitted, final_len = emitted;
+	if (!stopped) {
+		int n = tok_stream_flush(e->tok, &ts, piece, cap);
+		if (n > 0)
+			text_add(&out, piece, (size_t)n);
+		final_len = out.len;
+	}
+	if (!o->json) {
+		if (final_len > printed)
+			fwrite(out.buf + printed, 1, final_len - printed, stdout);
+		fputc('\n', stdout);
+	}
+	if (o->json) {
+		printf("{\"prompt_ids\": ");
+		json_ids(stdout, prompt, (int)n_prompt);
+		printf(", \"generated_ids\": ");
+		json_ids(stdout, gen, n_gen);
+		printf(", \"text\": ");
+		json_str(stdout, out.buf ? out.buf : "", final_len);
+		printf(", \"finish_reason\": \"%s\"", why);
+		printf(", \"timings\": {\"prefill_ms\": %.3f, \"prefill_tokens\": %zu, "
+		       "\"prefill_tokens_per_s\": %.2f, \"decode_ms\": %.3f, \"decode_tokens\": %d, "
+		       "\"decode_tokens_per_s\": %.2f}",
+		       t_prefill, n_prompt, n_prompt / (t_prefill / 1e3), t_decode, n_gen,
+		       n_gen > 1 ? (n_gen - 1) / (t_decode / 1e3) : 0.0);
+		if (first_logits) {
+			printf(", \"logits\": [");
+			for (int i = 0; i < e->n_vocab; i++)
+				printf("%s%.9g", i ? ", " : "", (double)first_logits[i]);
+			printf("]");
+		}
+		printf("}\n");
+	} else {
+		log_info("generate",
+			 "prompt %zu tokens in %.1f ms (%.1f tok/s); generated %d tokens in %.1f ms "
+			 "(%.1f tok/s); stopped by %s",
+			 n_prompt, t_prefill, n_prompt / (t_prefill / 1e3), n_gen, t_decode,
+			 n_gen > 1 ? (n_gen - 1) / (t_decode / 1e3) : 0.0, why);
+	}
+	free(first_logits);
+out:
+	smp_destroy(smp);
+	free(prompt);
+	free(gen);
+	free(piece);
+	free(out.buf);
+	return ret;
+}
+
+/* --- benchmark ------------------------------------------------------------------- */
+
+struct stat_acc {
+	double sum, sq;
+	int n;
+};
+
+static void acc_add(struct stat_acc *a, double v)
+{
+	a->sum += v;
+	a->sq += v * v;
+	a->n++;
+}
+
+static double acc_mean(const struct stat_acc *a)
+{
+	return a->n ? a->sum / a->n : 0;
+}
+
+static double acc_sd(const struct stat_acc *a)
+{
+	double m = acc_mean(a);
+
+	return a->n > 1 ? sqrt(fmax(0, (a->sq - a->n * m * m) / (a->n - 1))) : 0;
+}
+
+/* Like llama-bench: ppP (prompt of P random tokens) and tgN (N single-token steps). */
+static int bench(struct engine *e, const struct opts *o)
+{
+	struct stat_acc pp = { 0 }, tg = { 0 };
+	int32_t *ids = malloc(sizeof(int32_t) * (size_t)(o->bench_p > 0 ? o->bench_p : 1));
+	uint64_t x = 0x9E3779B97F4A7C15ull;
+	char desc[256];
+	int ret = 0;
+
+	if (!ids)
+		return -ENOMEM;
+	if (o->bench_p + o->n_predict > llm_n_ctx(e->llm)) {
+		log_error("generate", "--bench: %d + %d tokens exceed the context of %d",
+			  o->bench_p, o->n_predict, llm_n_ctx(e->llm));
+		free(ids);
+		return -ENOSPC;
+	}
+	for (int i = 0; i < o->bench_p; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		ids[i] = (int32_t)(x % (uint64_t)e->n_vocab);
+	}
+	/* One warm-up round of each, then the measured repetitions. */
+	for (int r = -1; r < o->reps && ret == 0; r++) {
+		if (o->bench_p > 0) {
+			llm_seq_reset(&e->seq);
+			double t0 = now_ms();
+			ret = llm_seq_eval(&e->seq, ids, o->bench_p, e->logits, NULL);
+			double dt = now_ms() - t0;
+			if (r >= 0)
+				acc_add(&pp, o->bench_p / (dt / 1e3));
+		}
+		if (ret == 0 && o->n_predict > 0) {
+			int32_t tok = (int32_t)(ids[0] % e->n_vocab);
+			llm_seq_reset(&e->seq);
+			double t0 = now_ms();
+			for (int i = 0; i < o->n_predict && ret == 0; i++) {
+				ret = llm_seq_eval(&e->seq, &tok, 1, e->logits, NULL);
+				tok = 0;
+				for (int j = 1; j < e->n_vocab; j++) {
+					if (e->logits[j] > e->logits[tok])
+						tok = j;
+				}
+			}
+			double dt = now_ms() - t0;
+			if (r >= 0)
+				acc_add(&tg, o->n_predict / (dt / 1e3));
+		}
+	}
+	free(ids);
+	if (ret) {
+		log_error("generate", "--bench failed: %s", duet_strerror(ret));
+		return ret;
+	}
+	backend_describe(e->be, desc, sizeof(desc));
+	double wbytes = (double)e->m->weight_bytes;
+	if (o->json) {
+		printf("{\"model\": ");
+		json_str(stdout, e->m->name, strlen(e->m->name));
+		printf(", \"weights\": \"%s\", \"params\": %llu, \"weight_bytes\": %.0f, \"backend\": ",
+		       ggml_type_name(e->m->wtype), (unsigned long long)e->m->n_params, wbytes);
+		json_str(stdout, desc, strlen(desc));
+		printf(", \"threads\": %d, \"reps\": %d, \"pp_tokens\": %d, \"pp_tokens_per_s\": %.2f, "
+		       "\"pp_sd\": %.2f, \"tg_tokens\": %d, \"tg_tokens_per_s\": %.2f, \"tg_sd\": %.2f, "
+		       "\"tg_weight_gb_per_s\": %.2f}\n",
+		       o->threads, o->reps, o->bench_p, acc_mean(&pp), acc_sd(&pp), o->n_predict,
+		       acc_mean(&tg), acc_sd(&tg), acc_mean(&tg) * wbytes / 1e9);
+	} else {
+		printf("| model | weights | backend | test | tokens/s |\n");
+		printf("|---|---|---|---|---|\n");
+		if (o->bench_p > 0)
+			printf("| %s | %s | %s | pp%d | %.2f ± %.2f |\n", e->m->name,
+			       ggml_type_name(e->m->wtype), desc, o->bench_p, acc_mean(&pp),
+			       acc_sd(&pp));
+		if (o->n_predict > 0)
+			printf("| %s | %s | %s | tg%d | %.2f ± %.2f (weights %.2f GB/s) |\n",
+			       e->m->name, ggml_type_name(e->m->wtype), desc, o->n_predict,
+			       acc_mean(&tg), acc_sd(&tg), acc_mean(&tg) * wbytes / 1e9);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o;
+	struct engine e;
+	int ret;
+
+	duet_log_set_ident(PROG);
+	ret = parse_args(argc, argv, &o);
+	if (ret)
+		return ret;
+	if (o.json || o.bench)
+		duet_log_set_level(DUET_LOG_WARN);
+	ret = engine_open(&e, &o);
+	if (ret == 0)
+		ret = o.bench ? bench(&e, &o) : generate(&e, &o);
+	engine_close(&e);
+	return ret ? 1 : 0;
+}
