@@ -77,6 +77,19 @@ T2 INL __m256 load_x(const float *x, int j, int left)
 	return _mm256_loadu_ps(buf);
 }
 
+/*
+ * Decode streams each weight row once, and rows are short (13 cache lines
+ * for a Q8_0 row of 768): too short for the hardware prefetcher to ramp up
+ * on each.  So every row in flight asks for the same offset tr rows further
+ * on, the row it will stream next.  (Prefetches never fault past the end.)
+ */
+T2 INL void prefetch_next(const uint8_t *const *w, int tr, size_t row_bytes, size_t off)
+{
+#pragma GCC unroll 8
+	for (int r = 0; r < tr; r++)
+		_mm_prefetch((const char *)(w[r] + (size_t)tr * row_bytes + off), _MM_HINT_T0);
+}
+
 /* y for tokens i0..i0+tn-1 and rows r0..r0+tr-1 (constants after inlining). */
 T2 INL void tile_f(int wt, const struct kcpu_matmul_args *a, int i0, int tn, int r0, int tr)
 {
@@ -101,6 +114,10 @@ T2 INL void tile_f(int wt, const struct kcpu_matmul_args *a, int i0, int tn, int
 	for (int j = 0; j < k; j += 8) {
 		const int left = k - j >= 8 ? 8 : k - j;
 		__m256 wv[DR];
+
+		if (tn == 1)
+			prefetch_next(w, tr, a->w_row_bytes,
+				      (size_t)j * (wt == KCPU_W_F32 ? 4 : 2));
 
 		if (left == 8) {
 #pragma GCC unroll 8
@@ -229,6 +246,9 @@ T2 INL void tile_q(int q4, const struct kcpu_matmul_args *a, int i0, int tn, int
 	for (int b = 0; b < nb; b++) {
 		__m256i wq[TR];
 		float wd[TR];
+
+		if (tn == 1)
+			prefetch_next(w, tr, a->w_row_bytes, (size_t)b * wbs);
 
 #pragma GCC unroll 4
 		for (int r = 0; r < tr; r++) {

@@ -194,7 +194,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	o->threads = nproc > 0 ? (int)nproc : 1;
 	o->reps = 5;
 	o->kv = GGML_TYPE_F16;
+	/* Greedy unless asked otherwise: exact, reproducible, comparable with references. */
 	o->sp = smp_params_default();
+	o->sp.temperature = 0.0f;
+	o->sp.top_k = 0;
+	o->sp.top_p = 1.0f;
+	o->sp.min_p = 0.0f;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:p:n:t:c:r:h", lo, NULL)) != -1) {
 		switch (c) {
@@ -525,6 +530,12 @@ static int generate(struct engine *e, const struct opts *o)
 		size_t emit;
 		int n;
 
+		if (id < 0) {
+			log_error("generate", "sampling failed: %s (every token banned?)",
+				  duet_strerror(id));
+			ret = id;
+			break;
+		}
 		gen[n_gen++] = id;
 		smp_accept(smp, id);
 		if (!o->ignore_eos && tok_is_eog(e->tok, id)) {

@@ -119,6 +119,32 @@ static void test_defaults(void **state)
 	assert_int_equal(smp_create(&p, 10, NULL), -EINVAL);
 }
 
+/* Every allocation of smp_create() failing in turn: -ENOMEM, nothing leaked (ASan checks). */
+static void test_create_enomem(void **state)
+{
+	static const struct smp_bias bias[] = { { 3, 1.0f } };
+	struct smp_params p = smp_params_default();
+	struct sampler *s = NULL;
+	unsigned long n;
+	int ret;
+
+	(void)state;
+	p.repeat_penalty = 1.2f;
+	p.logit_bias = bias;
+	p.n_logit_bias = 1;
+	for (n = 1;; n++) {
+		duet_mem_fail_at(n);
+		ret = smp_create(&p, 1000, &s);
+		duet_mem_fail_at(0);
+		if (ret == 0)
+			break;
+		assert_int_equal(ret, -ENOMEM);
+		assert_null(s);
+	}
+	assert_true(n > 5); /* the sampler, bias, ring, counts, scratch... */
+	smp_destroy(s);
+}
+
 struct bad_case {
 	const char *what; /* substring the message must contain */
 	void (*mutate)(struct smp_params *p);
@@ -1082,6 +1108,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_create_enomem),
 		cmocka_unit_test(test_validate_rejects),
 		cmocka_unit_test(test_greedy_ties),
 		cmocka_unit_test(test_all_banned),
