@@ -1,10 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Choosing a kernel table: the widest instruction set the CPU has, unless
- * DUET_ISA names another one it also has.
+ * DUET_ISA names another one it also has.  kcpu_best() reads the
+ * environment and logs on every call: call it once, at start-up.
  */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #include "kernels/cpu/kernels-impl.h"
 #include "runtime/core/log.h"
@@ -20,6 +25,16 @@ const char *kcpu_isa_name(enum kcpu_isa isa)
 	return (unsigned)isa < KCPU_ISA_COUNT ? isa_names[isa] : "?";
 }
 
+#if defined(__x86_64__)
+/* CPUID.1:ECX.F16C (clang's __builtin_cpu_supports does not know "f16c"). */
+static bool has_f16c(void)
+{
+	unsigned int a, b, c, d;
+
+	return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 const struct kcpu_ops *kcpu_get(enum kcpu_isa isa)
 {
 	switch (isa) {
@@ -28,15 +43,14 @@ const struct kcpu_ops *kcpu_get(enum kcpu_isa isa)
 #if defined(__x86_64__)
 	case KCPU_ISA_AVX2:
 		__builtin_cpu_init();
-		if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-		    __builtin_cpu_supports("f16c"))
+		if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c())
 			return &kcpu_ops_avx2;
 		return NULL;
 	case KCPU_ISA_AVX512:
 		__builtin_cpu_init();
 		/* The AVX-512 table also uses F16C for fp16 scalars. */
 		if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-		    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c") &&
+		    __builtin_cpu_supports("avx512vl") && has_f16c() &&
 		    __builtin_cpu_supports("fma"))
 			return &kcpu_ops_avx512;
 		return NULL;
@@ -83,6 +97,7 @@ enum kcpu_act kcpu_act_of(enum kcpu_wtype wt)
 	return wt == KCPU_W_Q8_0 || wt == KCPU_W_Q4_0 ? KCPU_ACT_Q8_0 : KCPU_ACT_F32;
 }
 
+/* ggml type ids as in runtime/model/gguf.h's enum ggml_type (kernels do not depend on runtime/). */
 int kcpu_wtype_of_ggml(int ggml_type)
 {
 	switch (ggml_type) {

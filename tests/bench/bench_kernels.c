@@ -175,10 +175,14 @@ int main(int argc, char **argv)
 					     : time_matmul(ops, (enum kcpu_wtype)wt, 64, m, k);
 				const double wb = (double)m * row_bytes((enum kcpu_wtype)wt, k);
 
-				printf("%-7s %-5s %6d %6d | %9.1f %8.2f %8.2f | %9.1f %8.2f\n",
-				       ops->name, wt_names[wt], k, m, td * 1e6, wb / td * 1e-9,
-				       2.0 * m * k / td * 1e-9, tp * 1e6,
-				       2.0 * 64 * m * k / tp * 1e-9);
+				printf("%-7s %-5s %6d %6d | %9.1f %8.2f %8.2f | ", ops->name,
+				       wt_names[wt], k, m, td * 1e6, wb / td * 1e-9,
+				       2.0 * m * k / td * 1e-9);
+				if (skip)
+					printf("%9s %8s\n", "-", "-");
+				else
+					printf("%9.1f %8.2f\n", tp * 1e6,
+					       2.0 * 64 * m * k / tp * 1e-9);
 				fflush(stdout);
 			}
 		}
