@@ -24,10 +24,10 @@
 
 #include "runtime/model/gguf.h"
 
-struct backend;   /* an open backend instance */
-struct be_buf;    /* backend memory (host for CPU, device for CUDA) */
+struct backend;	  /* an open backend instance */
+struct be_buf;	  /* backend memory (host for CPU, device for CUDA) */
 struct be_weight; /* a weight tensor prepared for the backend */
-struct be_kv;     /* a paged KV pool */
+struct be_kv;	  /* a paged KV pool */
 
 enum be_mem_kind {
 	BE_MEM_HOST,
@@ -43,11 +43,11 @@ struct be_region {
 };
 
 struct be_options {
-	int threads;           /* compute threads; 0 = one per CPU in cpus */
-	const int *cpus;       /* CPUs to pin threads to, n_cpus of them; NULL = no pinning */
+	int threads;	 /* compute threads; 0 = one per CPU in cpus */
+	const int *cpus; /* CPUs to pin threads to, n_cpus of them; NULL = no pinning */
 	int n_cpus;
-	const char *isa;       /* CPU: NULL = best supported, or "scalar", "avx2", "avx512" */
-	int device;            /* CUDA: device index */
+	const char *isa; /* CPU: NULL = best supported, or "scalar", "avx2", "avx512" */
+	int device;	 /* CUDA: device index */
 };
 
 /*
@@ -73,23 +73,23 @@ struct be_kv_layout {
  */
 struct be_step {
 	int n_tokens;
-	const int32_t *tokens;       /* [n_tokens] token ids */
-	const int32_t *pos;          /* [n_tokens] position within its sequence */
-	const int32_t *seq;          /* [n_tokens] sequence index in [0, n_seqs) */
-	const int32_t *slot;         /* [n_tokens] KV slot: block * block_tokens + offset */
+	const int32_t *tokens; /* [n_tokens] token ids */
+	const int32_t *pos;    /* [n_tokens] position within its sequence */
+	const int32_t *seq;    /* [n_tokens] sequence index in [0, n_seqs) */
+	const int32_t *slot;   /* [n_tokens] KV slot: block * block_tokens + offset */
 	int n_seqs;
 	const int32_t *table_start;  /* [n_seqs] offset of each sequence's table in block_tables */
 	const int32_t *block_tables; /* concatenated block tables */
-	int n_table;                 /* entries in block_tables */
+	int n_table;		     /* entries in block_tables */
 	int n_out;
-	const int32_t *out_rows;     /* [n_out] tokens whose final hidden state becomes logits */
+	const int32_t *out_rows; /* [n_out] tokens whose final hidden state becomes logits */
 };
 
 /* Limits a backend instance is created for (sizes of its staging buffers). */
 struct be_step_limits {
 	int max_tokens; /* tokens per step */
 	int max_seqs;
-	int max_table;  /* block table entries per step, all sequences */
+	int max_table; /* block table entries per step, all sequences */
 };
 
 struct backend_ops {

@@ -34,9 +34,9 @@ struct be_buf {
 
 struct be_weight {
 	int ggml_type;
-	int wt;          /* enum kcpu_wtype; -1 for vectors (F32 only) */
+	int wt; /* enum kcpu_wtype; -1 for vectors (F32 only) */
 	const void *data;
-	int rows, cols;  /* 1-D tensors: rows = 1 */
+	int rows, cols; /* 1-D tensors: rows = 1 */
 	size_t row_bytes;
 };
 
@@ -63,14 +63,14 @@ struct cpu {
 	int32_t *tokens, *pos, *seq, *slot, *table_start, *tables, *out_rows;
 
 	/* Scratch. */
-	uint8_t *qact;        /* quantized activations [max_tokens][Q8_0 row of max_cols] */
-	size_t qact_row;      /* bytes per row of qact */
+	uint8_t *qact;	 /* quantized activations [max_tokens][Q8_0 row of max_cols] */
+	size_t qact_row; /* bytes per row of qact */
 	int max_cols;
-	float *scores;        /* attention scores [nth][max_ctx] */
+	float *scores; /* attention scores [nth][max_ctx] */
 	int max_ctx;
-	float *cs;            /* RoPE cos/sin [max_tokens][rope_dim] */
-	int cs_cap;           /* largest rope_dim cs has room for (the KV head_dim) */
-	int cs_dim;           /* rope_dim the table was built for; 0 = stale */
+	float *cs;  /* RoPE cos/sin [max_tokens][rope_dim] */
+	int cs_cap; /* largest rope_dim cs has room for (the KV head_dim) */
+	int cs_dim; /* rope_dim the table was built for; 0 = stale */
 	float cs_base;
 	uint64_t step_id, cs_step;
 };
@@ -158,12 +158,13 @@ static int cpu_weight_load(void *priv, const struct gguf_tensor *t, struct be_we
 	if (t->n_dims > 2 || t->ne[0] > INT32_MAX || t->ne[1] > INT32_MAX)
 		return -EINVAL;
 	if (t->n_dims == 1 && t->type != GGML_TYPE_F32) {
-		log_error("cpu", "vector '%s' must be F32, not %s", t->name, ggml_type_name(t->type));
+		log_error("cpu", "vector '%s' must be F32, not %s", t->name,
+			  ggml_type_name(t->type));
 		return -EINVAL;
 	}
 	if (wt < 0) {
-		log_error("cpu", "'%s': weight type %s is not supported by the CPU backend", t->name,
-			  ggml_type_name(t->type));
+		log_error("cpu", "'%s': weight type %s is not supported by the CPU backend",
+			  t->name, ggml_type_name(t->type));
 		return -EOPNOTSUPP;
 	}
 	w = duet_calloc(1, sizeof(*w));
@@ -253,7 +254,8 @@ static int cpu_kv_create(void *priv, const struct be_kv_layout *l, enum be_mem_k
 	}
 	/* RoPE tables: rope_dim <= head_dim. */
 	if (l->head_dim > c->cs_cap) {
-		float *cs = duet_calloc((size_t)c->lim.max_tokens * (size_t)l->head_dim, sizeof(float));
+		float *cs =
+			duet_calloc((size_t)c->lim.max_tokens * (size_t)l->head_dim, sizeof(float));
 		if (!cs)
 			goto free_mem;
 		duet_free(c->cs);
@@ -350,8 +352,8 @@ static void embed_fn(void *p, int ith, int nth)
 			memset(dst, 0, sizeof(float) * (size_t)j->w->cols);
 			continue;
 		}
-		j->c->k->get_row[j->w->wt]((const uint8_t *)j->w->data + (size_t)t * j->w->row_bytes,
-					   dst, j->w->cols);
+		j->c->k->get_row[j->w->wt](
+			(const uint8_t *)j->w->data + (size_t)t * j->w->row_bytes, dst, j->w->cols);
 	}
 }
 
@@ -450,8 +452,7 @@ static int cpu_matmul(void *priv, const struct be_buf *in, const struct be_weigh
 
 	if (n_rows < 1 || n_rows > c->lim.max_tokens ||
 	    in->size < sizeof(float) * (size_t)n_rows * w->cols ||
-	    out->size < sizeof(float) * (size_t)n_rows * w->rows ||
-	    (bias && bias->cols != w->rows))
+	    out->size < sizeof(float) * (size_t)n_rows * w->rows || (bias && bias->cols != w->rows))
 		return -ERANGE;
 	j.a.w = w->data;
 	j.a.w_row_bytes = w->row_bytes;
@@ -580,7 +581,8 @@ static int cpu_kv_store(void *priv, struct be_kv *kv, int layer, const struct be
 		if (c->slot[t] < 0 || c->slot[t] >= n_slots)
 			return -ERANGE;
 	}
-	tp_run(c->pool, kv_store_fn, &j, threads_for(c, (double)c->n_tokens * row * 2, PAR_MIN_ELEMS));
+	tp_run(c->pool, kv_store_fn, &j,
+	       threads_for(c, (double)c->n_tokens * row * 2, PAR_MIN_ELEMS));
 	return 0;
 }
 
@@ -632,8 +634,8 @@ static int cpu_attention(void *priv, const struct be_buf *q, const struct be_kv 
 	size_t need = sizeof(float) * (size_t)c->n_tokens * n_heads * kv->l.head_dim;
 	double work = 0;
 
-	if (layer < 0 || layer >= kv->l.n_layers || n_heads % kv->l.n_kv_heads ||
-	    q->size < need || out->size < need)
+	if (layer < 0 || layer >= kv->l.n_layers || n_heads % kv->l.n_kv_heads || q->size < need ||
+	    out->size < need)
 		return -ERANGE;
 	/* Every context position a token reads must be inside its block table. */
 	for (int t = 0; t < c->n_tokens; t++) {

@@ -23,16 +23,16 @@ struct tp {
 	tp_fn fn;
 	void *ctx;
 	int nth;
-	_Atomic uint32_t gen;   /* bumped once per region (and at shutdown) */
-	_Atomic int done;       /* workers finished in the current region */
-	_Atomic int sleepers;   /* workers waiting on the gen futex */
+	_Atomic uint32_t gen; /* bumped once per region (and at shutdown) */
+	_Atomic int done;     /* workers finished in the current region */
+	_Atomic int sleepers; /* workers waiting on the gen futex */
 	_Atomic int stop;
 	const int *cpus;
 	int n_cpus;
 	struct tp_arg {
 		struct tp *tp;
 		int ith;
-	} *args;
+	} * args;
 };
 
 static inline void cpu_relax(void)

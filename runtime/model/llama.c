@@ -23,15 +23,15 @@ struct llm {
 	struct be_kv *kv;
 
 	/* Activations, [max_tokens][width] f32. */
-	struct be_buf *x;   /* residual stream (dim) */
-	struct be_buf *h;   /* normed input / projection output (dim) */
-	struct be_buf *q;   /* (q_dim) */
-	struct be_buf *k;   /* (kv_dim) */
-	struct be_buf *v;   /* (kv_dim) */
-	struct be_buf *att; /* (q_dim) */
-	struct be_buf *g;   /* (ffn) */
-	struct be_buf *u;   /* (ffn) */
-	struct be_buf *xo;  /* [max_out][dim]: rows that produce logits */
+	struct be_buf *x;      /* residual stream (dim) */
+	struct be_buf *h;      /* normed input / projection output (dim) */
+	struct be_buf *q;      /* (q_dim) */
+	struct be_buf *k;      /* (kv_dim) */
+	struct be_buf *v;      /* (kv_dim) */
+	struct be_buf *att;    /* (q_dim) */
+	struct be_buf *g;      /* (ffn) */
+	struct be_buf *u;      /* (ffn) */
+	struct be_buf *xo;     /* [max_out][dim]: rows that produce logits */
 	struct be_buf *logits; /* [max_out][n_vocab] */
 };
 
@@ -64,12 +64,14 @@ static int load_weights(struct llm *llm)
 	for (uint32_t i = 0; i < m->n_layers; i++) {
 		const struct model_layer *s = &m->layers[i];
 		struct llm_layer *d = &llm->layers[i];
-		if ((ret = load(llm, s->attn_norm, &d->attn_norm)) || (ret = load(llm, s->wq, &d->wq)) ||
-		    (ret = load(llm, s->wk, &d->wk)) || (ret = load(llm, s->wv, &d->wv)) ||
-		    (ret = load(llm, s->wo, &d->wo)) || (ret = load(llm, s->bq, &d->bq)) ||
-		    (ret = load(llm, s->bk, &d->bk)) || (ret = load(llm, s->bv, &d->bv)) ||
+		if ((ret = load(llm, s->attn_norm, &d->attn_norm)) ||
+		    (ret = load(llm, s->wq, &d->wq)) || (ret = load(llm, s->wk, &d->wk)) ||
+		    (ret = load(llm, s->wv, &d->wv)) || (ret = load(llm, s->wo, &d->wo)) ||
+		    (ret = load(llm, s->bq, &d->bq)) || (ret = load(llm, s->bk, &d->bk)) ||
+		    (ret = load(llm, s->bv, &d->bv)) ||
 		    (ret = load(llm, s->ffn_norm, &d->ffn_norm)) ||
-		    (ret = load(llm, s->w_gate, &d->w_gate)) || (ret = load(llm, s->w_up, &d->w_up)) ||
+		    (ret = load(llm, s->w_gate, &d->w_gate)) ||
+		    (ret = load(llm, s->w_up, &d->w_up)) ||
 		    (ret = load(llm, s->w_down, &d->w_down)))
 			return ret;
 	}
@@ -81,9 +83,9 @@ static void free_weights(struct llm *llm)
 	if (llm->layers) {
 		for (uint32_t i = 0; i < llm->m->n_layers; i++) {
 			struct llm_layer *d = &llm->layers[i];
-			struct be_weight *all[] = { d->attn_norm, d->wq,       d->wk,   d->wv,
-						    d->wo,        d->bq,       d->bk,   d->bv,
-						    d->ffn_norm,  d->w_gate,   d->w_up, d->w_down };
+			struct be_weight *all[] = { d->attn_norm, d->wq,     d->wk,   d->wv,
+						    d->wo,	  d->bq,     d->bk,   d->bv,
+						    d->ffn_norm,  d->w_gate, d->w_up, d->w_down };
 			for (size_t j = 0; j < sizeof(all) / sizeof(all[0]); j++)
 				be_weight_free(llm->be, all[j]);
 		}
@@ -110,12 +112,14 @@ static int alloc_buffers(struct llm *llm)
 	size_t t = (size_t)llm->max_tokens;
 	int ret;
 
-	if ((ret = alloc_act(llm, &llm->x, t, m->dim)) || (ret = alloc_act(llm, &llm->h, t, m->dim)) ||
+	if ((ret = alloc_act(llm, &llm->x, t, m->dim)) ||
+	    (ret = alloc_act(llm, &llm->h, t, m->dim)) ||
 	    (ret = alloc_act(llm, &llm->q, t, (size_t)llm->q_dim)) ||
 	    (ret = alloc_act(llm, &llm->k, t, (size_t)llm->kv_dim)) ||
 	    (ret = alloc_act(llm, &llm->v, t, (size_t)llm->kv_dim)) ||
 	    (ret = alloc_act(llm, &llm->att, t, (size_t)llm->q_dim)) ||
-	    (ret = alloc_act(llm, &llm->g, t, m->ffn)) || (ret = alloc_act(llm, &llm->u, t, m->ffn)) ||
+	    (ret = alloc_act(llm, &llm->g, t, m->ffn)) ||
+	    (ret = alloc_act(llm, &llm->u, t, m->ffn)) ||
 	    (ret = alloc_act(llm, &llm->xo, (size_t)llm->max_out, m->dim)) ||
 	    (ret = alloc_act(llm, &llm->logits, (size_t)llm->max_out, m->n_vocab)))
 		return ret;
@@ -126,7 +130,7 @@ void llm_destroy(struct llm *llm)
 {
 	if (!llm)
 		return;
-	struct be_buf *bufs[] = { llm->x, llm->h,   llm->q, llm->k,  llm->v,
+	struct be_buf *bufs[] = { llm->x,   llm->h, llm->q, llm->k,  llm->v,
 				  llm->att, llm->g, llm->u, llm->xo, llm->logits };
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		be_buf_free(llm->be, bufs[i]);
@@ -167,8 +171,8 @@ int llm_create(struct backend *be, const struct model_desc *m, const struct llm_
 		llm->max_out = llm->max_tokens;
 	/* Whole blocks: the context is rounded up to a block multiple. */
 	llm->n_ctx = (llm->n_ctx + llm->block_tokens - 1) / llm->block_tokens * llm->block_tokens;
-	llm->n_blocks = o->n_blocks > 0 ? o->n_blocks
-					: llm->max_seqs * (llm->n_ctx / llm->block_tokens);
+	llm->n_blocks =
+		o->n_blocks > 0 ? o->n_blocks : llm->max_seqs * (llm->n_ctx / llm->block_tokens);
 	llm->q_dim = (int)(m->n_heads * m->head_dim);
 	llm->kv_dim = (int)(m->n_kv_heads * m->head_dim);
 	llm->layers = duet_calloc(m->n_layers, sizeof(*llm->layers));

@@ -17,12 +17,12 @@
 
 struct llm_options {
 	enum ggml_type kv_dtype; /* GGML_TYPE_F16 (default) or GGML_TYPE_F32 */
-	int n_ctx;               /* tokens per sequence; 0 = the model's context length */
-	int block_tokens;        /* KV block size; 0 = 16 */
-	int n_blocks;            /* KV pool size; 0 = enough for max_seqs full contexts */
-	int max_tokens;          /* tokens per step; 0 = 512 */
-	int max_seqs;            /* sequences per step; 0 = 1 */
-	int max_out;             /* logit rows per step; 0 = max_seqs */
+	int n_ctx;		 /* tokens per sequence; 0 = the model's context length */
+	int block_tokens;	 /* KV block size; 0 = 16 */
+	int n_blocks;		 /* KV pool size; 0 = enough for max_seqs full contexts */
+	int max_tokens;		 /* tokens per step; 0 = 512 */
+	int max_seqs;		 /* sequences per step; 0 = 1 */
+	int max_out;		 /* logit rows per step; 0 = max_seqs */
 };
 
 struct llm;
@@ -57,8 +57,8 @@ int llm_step(struct llm *llm, const struct be_step *s, float *logits);
  */
 struct llm_seq {
 	struct llm *llm;
-	int n_past;       /* tokens already in the KV cache */
-	int32_t *table;   /* [n_ctx / block_tokens] */
+	int n_past;	  /* tokens already in the KV cache */
+	int32_t *table;	  /* [n_ctx / block_tokens] */
 	int32_t *scratch; /* step staging: tokens, pos, seq, slot, out_rows */
 };
 

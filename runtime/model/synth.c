@@ -51,8 +51,9 @@ struct synth_tensor {
 	char name[GGUF_WRITER_MAX_NAME + 1];
 	uint32_t n_dims;     /* 1 for norms, 2 for matrices */
 	uint64_t ne[2];	     /* ggml order; ne[1] = 1 for norms */
-	enum ggml_type type; /* F32 for norms */
+	enum ggml_type type; /* F32 for norms and biases */
 	bool norm;
+	bool bias; /* a 1-D bias: values around 0, not 1 */
 };
 
 struct synth_gen {
@@ -130,6 +131,9 @@ static uint64_t count_params(const struct synth_params *p)
 	uint64_t dim = p->dim, head_dim = p->dim / p->n_heads;
 	uint64_t kv_dim = head_dim * p->n_kv_heads;
 	uint64_t layer = dim + dim * dim + 2 * dim * kv_dim + dim * dim + dim + 3 * dim * p->ffn;
+
+	if (p->qwen2)
+		layer += dim + 2 * kv_dim; /* q, k, v biases */
 
 	return dim * p->vocab * (p->tied ? 1 : 2) + dim + layer * p->n_layers;
 }
@@ -221,7 +225,8 @@ uint64_t synth_param_count(const struct synth_params *p)
 
 /* --- tensor list ----------------------------------------------------------- */
 
-static void add_spec(struct synth_gen *g, const char *name, uint64_t ne0, uint64_t ne1)
+static struct synth_tensor *add_spec(struct synth_gen *g, const char *name, uint64_t ne0,
+				     uint64_t ne1)
 {
 	struct synth_tensor *t = &g->tensors[g->n_tensors++];
 	const bool norm = ne1 == 0;
@@ -233,6 +238,7 @@ static void add_spec(struct synth_gen *g, const char *name, uint64_t ne0, uint64
 	t->ne[0] = ne0;
 	t->ne[1] = norm ? 1 : ne1;
 	t->type = norm ? GGML_TYPE_F32 : g->p.type;
+	return t;
 }
 
 /* Fill g->tensors in file order from g->p (resolved and valid). */
@@ -244,7 +250,7 @@ static int build_specs(struct synth_gen *g)
 	static const char *const attn[] = { "attn_q", "attn_k", "attn_v", "attn_output" };
 	static const char *const ffn[] = { "ffn_gate", "ffn_up", "ffn_down" };
 
-	g->tensors = calloc(3 + 9 * (size_t)p->n_layers, sizeof(*g->tensors));
+	g->tensors = calloc(3 + 12 * (size_t)p->n_layers, sizeof(*g->tensors));
 	if (!g->tensors)
 		return -ENOMEM;
 	add_spec(g, "token_embd.weight", dim, p->vocab);
@@ -257,6 +263,10 @@ static int build_specs(struct synth_gen *g)
 		for (int i = 0; i < 4; i++) {
 			snprintf(name, sizeof(name), "blk.%u.%s.weight", l, attn[i]);
 			add_spec(g, name, dim, i == 1 || i == 2 ? kv_dim : dim);
+		}
+		for (int i = 0; p->qwen2 && i < 3; i++) {
+			snprintf(name, sizeof(name), "blk.%u.%s.bias", l, attn[i]);
+			add_spec(g, name, i == 0 ? dim : kv_dim, 0)->bias = true;
 		}
 		snprintf(name, sizeof(name), "blk.%u.ffn_norm.weight", l);
 		add_spec(g, name, dim, 0);
@@ -356,9 +366,11 @@ static void prng_seed(struct prng *r, uint64_t seed, const char *name)
  */
 static void gen_values(struct prng *r, const struct synth_tensor *t, float *dst, uint64_t n)
 {
-	const float a = t->norm ? SYNTH_NORM_SPREAD : 1.0f / sqrtf((float)t->ne[0]);
+	const float a = t->bias	  ? 0.5f
+			: t->norm ? SYNTH_NORM_SPREAD
+				  : 1.0f / sqrtf((float)t->ne[0]);
 	const float scale = a / 8388608.0f;
-	const float bias = t->norm ? 1.0f : 0.0f;
+	const float bias = t->norm && !t->bias ? 1.0f : 0.0f;
 
 	for (uint64_t i = 0; i < n; i++) {
 		const int32_t k = (int32_t)(prng_next(r) >> 40) - 8388608;
@@ -516,22 +528,26 @@ static int add_metadata(struct gguf_writer *w, const struct synth_params *p)
 		if (!ret)             \
 			ret = (call); \
 	} while (0)
-	ADD(gguf_writer_add_str(w, "general.architecture", "llama"));
+	const char *arch = p->qwen2 ? "qwen2" : "llama";
+	char k[64];
+#define KEY(suffix) (snprintf(k, sizeof(k), "%s.%s", arch, suffix), k)
+	ADD(gguf_writer_add_str(w, "general.architecture", arch));
 	ADD(gguf_writer_add_str(w, "general.name", p->name));
 	ADD(gguf_writer_set_alignment(w, GGUF_DEFAULT_ALIGNMENT));
 	ADD(gguf_writer_add_u32(w, "general.file_type", (uint32_t)synth_file_type(p->type)));
 	if (ggml_blck_size(p->type) > 1)
 		ADD(gguf_writer_add_u32(w, "general.quantization_version", 2));
-	ADD(gguf_writer_add_u32(w, "llama.context_length", p->ctx));
-	ADD(gguf_writer_add_u32(w, "llama.embedding_length", p->dim));
-	ADD(gguf_writer_add_u32(w, "llama.block_count", p->n_layers));
-	ADD(gguf_writer_add_u32(w, "llama.feed_forward_length", p->ffn));
-	ADD(gguf_writer_add_u32(w, "llama.attention.head_count", p->n_heads));
-	ADD(gguf_writer_add_u32(w, "llama.attention.head_count_kv", p->n_kv_heads));
-	ADD(gguf_writer_add_u32(w, "llama.rope.dimension_count", p->dim / p->n_heads));
-	ADD(gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", p->rms_eps));
-	ADD(gguf_writer_add_f32(w, "llama.rope.freq_base", p->rope_base));
-	ADD(gguf_writer_add_u32(w, "llama.vocab_size", p->vocab));
+	ADD(gguf_writer_add_u32(w, KEY("context_length"), p->ctx));
+	ADD(gguf_writer_add_u32(w, KEY("embedding_length"), p->dim));
+	ADD(gguf_writer_add_u32(w, KEY("block_count"), p->n_layers));
+	ADD(gguf_writer_add_u32(w, KEY("feed_forward_length"), p->ffn));
+	ADD(gguf_writer_add_u32(w, KEY("attention.head_count"), p->n_heads));
+	ADD(gguf_writer_add_u32(w, KEY("attention.head_count_kv"), p->n_kv_heads));
+	ADD(gguf_writer_add_u32(w, KEY("rope.dimension_count"), p->dim / p->n_heads));
+	ADD(gguf_writer_add_f32(w, KEY("attention.layer_norm_rms_epsilon"), p->rms_eps));
+	ADD(gguf_writer_add_f32(w, KEY("rope.freq_base"), p->rope_base));
+	ADD(gguf_writer_add_u32(w, KEY("vocab_size"), p->vocab));
+#undef KEY
 	ADD(gguf_writer_add_str(w, "tokenizer.ggml.model", "llama"));
 	ADD(add_vocab(w, p->vocab));
 	ADD(gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", 1));

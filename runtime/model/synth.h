@@ -80,6 +80,7 @@ struct synth_params {
 	enum ggml_type type; /* matrices: F32, F16, BF16, Q8_0 or Q4_0; norms are always F32 */
 	uint64_t seed;
 	bool tied;	  /* omit output.weight: the classifier is token_embd.weight */
+	bool qwen2;	  /* architecture qwen2: q/k/v bias tensors, NeoX RoPE */
 	const char *name; /* general.name; NULL = SYNTH_DEFAULT_NAME */
 	float rope_base;  /* llama.rope.freq_base; 0 = SYNTH_DEFAULT_ROPE_BASE */
 	float rms_eps;	  /* llama.attention.layer_norm_rms_epsilon; 0 = SYNTH_DEFAULT_RMS_EPS */

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,7 +72,8 @@ static void usage(FILE *fp)
 		"      --presence-penalty F, --frequency-penalty F   OpenAI-style, [-2, 2] [0]\n"
 		"      --seed S           sampling seed [0]\n"
 		"Engine:\n"
-		"  -t, --threads N        compute threads [number of online CPUs]\n"
+		"  -t, --threads N        compute threads, pinned to the CPUs this process may use\n"
+		"                         [one per such CPU]\n"
 		"  -c, --ctx N            context length, 0 = the model's [0]\n"
 		"      --kv-type T        KV cache type: f16 or f32 [f16]\n"
 		"      --isa NAME         kernels: scalar, avx2, avx512 [best available]\n"
@@ -186,7 +188,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "bench", no_argument, NULL, OPT_BENCH },
 		{ NULL, 0, NULL, 0 },
 	};
-	long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t aff;
+	long nproc = sched_getaffinity(0, sizeof(aff), &aff) == 0 ? CPU_COUNT(&aff)
+								  : sysconf(_SC_NPROCESSORS_ONLN);
 	int c, ret = 0;
 
 	memset(o, 0, sizeof(*o));
@@ -254,7 +258,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			ret = parse_float("repeat-penalty", optarg, &o->sp.repeat_penalty);
 			break;
 		case OPT_REPEAT_LAST_N:
-			ret = parse_int("repeat-last-n", optarg, 0, SMP_MAX_LAST_N, &o->sp.repeat_last_n);
+			ret = parse_int("repeat-last-n", optarg, 0, SMP_MAX_LAST_N,
+					&o->sp.repeat_last_n);
 			break;
 		case OPT_PRESENCE:
 			ret = parse_float("presence-penalty", optarg, &o->sp.presence_penalty);
@@ -267,7 +272,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			errno = 0;
 			unsigned long long v = strtoull(optarg, &end, 10);
 			if (errno || end == optarg || *end)
-				return usage_error("--seed: '%s' is not an unsigned integer", optarg);
+				return usage_error("--seed: '%s' is not an unsigned integer",
+						   optarg);
 			o->sp.seed = v;
 			break;
 		}
@@ -331,15 +337,34 @@ struct engine {
 	int n_vocab;
 };
 
+/* The CPUs this process may run on, for pinning the compute threads. */
+static int allowed_cpus(int *cpus, int max)
+{
+	cpu_set_t set;
+	int n = 0;
+
+	if (sched_getaffinity(0, sizeof(set), &set) != 0)
+		return 0;
+	for (int c = 0; c < CPU_SETSIZE && n < max; c++) {
+		if (CPU_ISSET(c, &set))
+			cpus[n++] = c;
+	}
+	return n;
+}
+
 static int engine_open(struct engine *e, const struct opts *o)
 {
 	char err[768], desc[256];
+	static int cpus[1024];
 	struct be_options bo = { .threads = o->threads, .isa = o->isa };
 	struct llm_options lo = { .kv_dtype = o->kv, .n_ctx = o->ctx, .max_tokens = 512 };
 	struct be_step_limits lim = { .max_tokens = 512, .max_seqs = 1 };
 	int ret;
 
 	memset(e, 0, sizeof(*e));
+	/* One thread per allowed CPU, pinned, like a partition's pool. */
+	bo.n_cpus = allowed_cpus(cpus, 1024);
+	bo.cpus = bo.n_cpus > 0 ? cpus : NULL;
 	ret = gguf_open(o->model, &e->f, err, sizeof(err));
 	if (ret) {
 		log_error("generate", "%s", err);
@@ -601,11 +626,12 @@ static int generate(struct engine *e, const struct opts *o)
 		}
 		printf("}\n");
 	} else {
-		log_info("generate",
-			 "prompt %zu tokens in %.1f ms (%.1f tok/s); generated %d tokens in %.1f ms "
-			 "(%.1f tok/s); stopped by %s",
-			 n_prompt, t_prefill, n_prompt / (t_prefill / 1e3), n_gen, t_decode,
-			 n_gen > 1 ? (n_gen - 1) / (t_decode / 1e3) : 0.0, why);
+		log_info(
+			"generate",
+			"prompt %zu tokens in %.1f ms (%.1f tok/s); generated %d tokens in %.1f ms "
+			"(%.1f tok/s); stopped by %s",
+			n_prompt, t_prefill, n_prompt / (t_prefill / 1e3), n_gen, t_decode,
+			n_gen > 1 ? (n_gen - 1) / (t_decode / 1e3) : 0.0, why);
 	}
 	free(first_logits);
 out:

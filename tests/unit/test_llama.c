@@ -22,6 +22,7 @@
 #include "runtime/model/llama.h"
 #include "runtime/model/model.h"
 #include "runtime/model/synth.h"
+#include "kernels/cpu/quant.h"
 #include "tests/unit/testutil.h"
 
 struct rig {
@@ -101,8 +102,8 @@ static int load_ids(const char *json, const char *key, int32_t *ids, size_t max)
 }
 
 static const char *const stories_cases[] = {
-	"once_upon_a_time", "the_little_dog", "empty", "lily_and_tom", "newline_in_prompt",
-	"leading_space",
+	"once_upon_a_time", "the_little_dog",	 "empty",
+	"lily_and_tom",	    "newline_in_prompt", "leading_space",
 };
 
 static void check_stories(const char *model_rel, enum ggml_type kv)
@@ -147,14 +148,17 @@ static void check_stories(const char *model_rel, enum ggml_type kv)
 				if (top != want[i]) {
 					double gap = r.logits[top] - r.logits[want[i]];
 					if (gap > 2e-3)
-						fail_msg("%s (%s, KV F16): step %d picks %d, reference %d "
-							 "is %.4g below it",
-							 stories_cases[c], model_rel, i, top, want[i], gap);
+						fail_msg(
+							"%s (%s, KV F16): step %d picks %d, reference %d "
+							"is %.4g below it",
+							stories_cases[c], model_rel, i, top,
+							want[i], gap);
 					ties++;
 				}
 				if (i + 1 < ng)
-					assert_int_equal(llm_seq_eval(&r.seq, &want[i], 1, r.logits, NULL),
-							 0);
+					assert_int_equal(
+						llm_seq_eval(&r.seq, &want[i], 1, r.logits, NULL),
+						0);
 			}
 			if (ties)
 				print_message("%s (%s, KV F16): %d near-tie step(s) within 2e-3\n",
@@ -189,8 +193,8 @@ static void test_stories_nobos(void **state)
 {
 	char path[1024];
 	snprintf(path, sizeof(path), "%s", TU_SHARED_OR_SKIP("models/stories260K.gguf"));
-	char *json = tu_read_file(TU_SHARED_OR_SKIP("golden/stories260K/once_upon_a_time.nobos.json"),
-				  NULL);
+	char *json = tu_read_file(
+		TU_SHARED_OR_SKIP("golden/stories260K/once_upon_a_time.nobos.json"), NULL);
 	int32_t prompt[16], want[64], got[64];
 	struct rig r;
 
@@ -211,8 +215,8 @@ static void test_stories_logits(void **state)
 {
 	char path[1024];
 	snprintf(path, sizeof(path), "%s", TU_SHARED_OR_SKIP("models/stories260K.gguf"));
-	char *json = tu_read_file(TU_SHARED_OR_SKIP("golden/stories260K/logits_once_upon_a_time.json"),
-				  NULL);
+	char *json = tu_read_file(
+		TU_SHARED_OR_SKIP("golden/stories260K/logits_once_upon_a_time.json"), NULL);
 	double want[512];
 	int32_t prompt[8];
 	struct rig r;
@@ -290,7 +294,7 @@ static void test_random_tiny_q8_0(void **state)
 }
 
 /* A synthetic model of every weight type in a temp dir. */
-static char *make_model(char *dir, enum ggml_type type, bool tied)
+static char *make_model_arch(char *dir, enum ggml_type type, bool tied, bool qwen2)
 {
 	struct synth_params p;
 	char *path;
@@ -304,10 +308,225 @@ static char *make_model(char *dir, enum ggml_type type, bool tied)
 	p.ctx = 256;
 	p.type = type;
 	p.tied = tied;
+	p.qwen2 = qwen2;
 	p.seed = 5;
-	assert_true(asprintf(&path, "%s/m-%d.gguf", dir, (int)type) > 0);
+	assert_true(asprintf(&path, "%s/m-%d-%d.gguf", dir, (int)type, (int)qwen2) > 0);
 	assert_int_equal(synth_write_file(&p, path, NULL), 0);
 	return path;
+}
+
+static char *make_model(char *dir, enum ggml_type type, bool tied)
+{
+	return make_model_arch(dir, type, tied, false);
+}
+
+/* --- an independent f64 forward pass ------------------------------------------ */
+
+/* The tensor's values as the file holds them (dequantized), as doubles. */
+static double *deq(const struct gguf_tensor *t)
+{
+	size_t n = (size_t)t->n_elements, cols = (size_t)t->ne[0], rows = n / cols;
+	size_t rb = (size_t)t->size / rows;
+	float *row = calloc(cols, sizeof(float));
+	double *out = calloc(n, sizeof(double));
+
+	assert_non_null(row);
+	assert_non_null(out);
+	for (size_t r = 0; r < rows; r++) {
+		const uint8_t *src = (const uint8_t *)t->data + r * rb;
+		switch (t->type) {
+		case GGML_TYPE_F32:
+			memcpy(row, src, cols * sizeof(float));
+			break;
+		case GGML_TYPE_F16:
+			quant_row_from_fp16((const uint16_t *)src, row, cols);
+			break;
+		case GGML_TYPE_BF16:
+			quant_row_from_bf16((const uint16_t *)src, row, cols);
+			break;
+		case GGML_TYPE_Q8_0:
+			quant_dequant_row_q8_0((const void *)src, row, cols);
+			break;
+		case GGML_TYPE_Q4_0:
+			quant_dequant_row_q4_0((const void *)src, row, cols);
+			break;
+		default:
+			fail_msg("deq: type %d", t->type);
+		}
+		for (size_t c = 0; c < cols; c++)
+			out[r * cols + c] = row[c];
+	}
+	free(row);
+	return out;
+}
+
+/* y[r] = sum_c W[r][c] x[c] (+ b[r]); W is [rows][cols]. */
+static void ref_mv(const double *w, const double *b, const double *x, double *y, int rows, int cols)
+{
+	for (int r = 0; r < rows; r++) {
+		double acc = b ? b[r] : 0;
+		for (int c = 0; c < cols; c++)
+			acc += w[(size_t)r * cols + c] * x[c];
+		y[r] = acc;
+	}
+}
+
+static void ref_rmsnorm(const double *x, const double *w, double *y, int n, double eps)
+{
+	double ss = 0;
+
+	for (int i = 0; i < n; i++)
+		ss += x[i] * x[i];
+	double k = 1.0 / sqrt(ss / n + eps);
+	for (int i = 0; i < n; i++)
+		y[i] = x[i] * k * w[i];
+}
+
+static void ref_rope(double *x, int n_heads, int hd, int rd, int pos, double base, bool neox)
+{
+	for (int h = 0; h < n_heads; h++) {
+		double *v = x + (size_t)h * hd;
+		for (int i = 0; i < rd / 2; i++) {
+			double th = pos * pow(base, -2.0 * i / rd), c = cos(th), s = sin(th);
+			int a = neox ? i : 2 * i, b = neox ? i + rd / 2 : 2 * i + 1;
+			double x0 = v[a], x1 = v[b];
+			v[a] = x0 * c - x1 * s;
+			v[b] = x0 * s + x1 * c;
+		}
+	}
+}
+
+/* Logits after the last of n tokens, computed token by token in double. */
+static void ref_forward(const struct model_desc *m, const int32_t *ids, int n, double *logits)
+{
+	int dim = (int)m->dim, hd = (int)m->head_dim, nh = (int)m->n_heads,
+	    nkv = (int)m->n_kv_heads;
+	int qd = nh * hd, kvd = nkv * hd, ffn = (int)m->ffn, nv = (int)m->n_vocab;
+	double *emb = deq(m->tok_embd), *outw = m->tied_output ? emb : deq(m->output);
+	double *onorm = deq(m->output_norm);
+	double *kc = calloc((size_t)m->n_layers * n * kvd, sizeof(double));
+	double *vc = calloc((size_t)m->n_layers * n * kvd, sizeof(double));
+	double *x = calloc((size_t)dim, sizeof(double)), *h = calloc((size_t)dim, sizeof(double));
+	double *q = calloc((size_t)qd, sizeof(double)), *att = calloc((size_t)qd, sizeof(double));
+	double *g = calloc((size_t)ffn, sizeof(double)), *u = calloc((size_t)ffn, sizeof(double));
+	double *sc = calloc((size_t)n, sizeof(double)), *o = calloc((size_t)dim, sizeof(double));
+
+	for (int t = 0; t < n; t++) {
+		memcpy(x, emb + (size_t)ids[t] * dim, sizeof(double) * (size_t)dim);
+		for (uint32_t l = 0; l < m->n_layers; l++) {
+			const struct model_layer *L = &m->layers[l];
+			double *an = deq(L->attn_norm), *wq = deq(L->wq), *wk = deq(L->wk);
+			double *wv = deq(L->wv), *wo = deq(L->wo), *fn = deq(L->ffn_norm);
+			double *wg = deq(L->w_gate), *wu = deq(L->w_up), *wd = deq(L->w_down);
+			double *bq = L->bq ? deq(L->bq) : NULL, *bk = L->bk ? deq(L->bk) : NULL;
+			double *bv = L->bv ? deq(L->bv) : NULL;
+			double *kl = kc + (size_t)l * n * kvd, *vl = vc + (size_t)l * n * kvd;
+
+			ref_rmsnorm(x, an, h, dim, m->rms_eps);
+			ref_mv(wq, bq, h, q, qd, dim);
+			ref_mv(wk, bk, h, kl + (size_t)t * kvd, kvd, dim);
+			ref_mv(wv, bv, h, vl + (size_t)t * kvd, kvd, dim);
+			bool neox = m->rope_mode == MODEL_ROPE_NEOX;
+			ref_rope(q, nh, hd, (int)m->rope_dim, t, m->rope_base, neox);
+			ref_rope(kl + (size_t)t * kvd, nkv, hd, (int)m->rope_dim, t, m->rope_base,
+				 neox);
+			for (int hh = 0; hh < nh; hh++) {
+				int kh = hh / (nh / nkv);
+				double mx = -INFINITY, sum = 0;
+				for (int s2 = 0; s2 <= t; s2++) {
+					double d = 0;
+					for (int j = 0; j < hd; j++)
+						d += q[hh * hd + j] *
+						     kl[(size_t)s2 * kvd + kh * hd + j];
+					sc[s2] = d / sqrt((double)hd);
+					mx = fmax(mx, sc[s2]);
+				}
+				for (int s2 = 0; s2 <= t; s2++)
+					sum += (sc[s2] = exp(sc[s2] - mx));
+				for (int j = 0; j < hd; j++) {
+					double a = 0;
+					for (int s2 = 0; s2 <= t; s2++)
+						a += sc[s2] / sum *
+						     vl[(size_t)s2 * kvd + kh * hd + j];
+					att[hh * hd + j] = a;
+				}
+			}
+			ref_mv(wo, NULL, att, o, dim, qd);
+			for (int i = 0; i < dim; i++)
+				x[i] += o[i];
+			ref_rmsnorm(x, fn, h, dim, m->rms_eps);
+			ref_mv(wg, NULL, h, g, ffn, dim);
+			ref_mv(wu, NULL, h, u, ffn, dim);
+			for (int i = 0; i < ffn; i++)
+				g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+			ref_mv(wd, NULL, g, o, dim, ffn);
+			for (int i = 0; i < dim; i++)
+				x[i] += o[i];
+			double *all[] = { an, wq, wk, wv, wo, fn, wg, wu, wd, bq, bk, bv };
+			for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+				free(all[i]);
+		}
+	}
+	ref_rmsnorm(x, onorm, h, dim, m->rms_eps);
+	ref_mv(outw, NULL, h, logits, nv, dim);
+	if (outw != emb)
+		free(outw);
+	free(emb);
+	free(onorm);
+	free(kc);
+	free(vc);
+	free(x);
+	free(h);
+	free(q);
+	free(att);
+	free(g);
+	free(u);
+	free(sc);
+	free(o);
+}
+
+/*
+ * Llama and Qwen2 (q/k/v biases, NeoX RoPE) synthetic models of every weight
+ * type against the f64 forward pass above.  F32/F16/BF16 run with f32
+ * activations (tight); Q8_0/Q4_0 quantize activations to 8 bits like ggml.
+ */
+static void test_reference_forward(void **state)
+{
+	const enum ggml_type types[] = { GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16,
+					 GGML_TYPE_Q8_0, GGML_TYPE_Q4_0 };
+	char *dir = tu_mkdtemp();
+	int32_t ids[21];
+
+	(void)state;
+	for (int i = 0; i < 21; i++)
+		ids[i] = (i * 53 + 7) % 354;
+	for (int qwen2 = 0; qwen2 < 2; qwen2++) {
+		for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+			char *path = make_model_arch(dir, types[t], t == 2, qwen2);
+			double want[354], max_diff = 0, max_abs = 0;
+			struct rig r;
+
+			rig_open(&r, path, GGML_TYPE_F32, 2, 8, 1);
+			assert_int_equal(r.m->arch, qwen2 ? MODEL_ARCH_QWEN2 : MODEL_ARCH_LLAMA);
+			assert_int_equal(r.m->layers[0].bq != NULL, qwen2);
+			assert_int_equal(llm_seq_eval(&r.seq, ids, 21, r.logits, NULL), 0);
+			ref_forward(r.m, ids, 21, want);
+			for (int i = 0; i < 354; i++) {
+				max_diff = fmax(max_diff, fabs(r.logits[i] - want[i]));
+				max_abs = fmax(max_abs, fabs(want[i]));
+			}
+			bool q8 = types[t] == GGML_TYPE_Q8_0 || types[t] == GGML_TYPE_Q4_0;
+			double tol = (q8 ? 2e-2 : 1e-4) * fmax(1.0, max_abs);
+			print_message(
+				"%s %s: max |diff| %.3g vs f64 (max |logit| %.3g, tolerance %.3g)\n",
+				qwen2 ? "qwen2" : "llama", ggml_type_name(types[t]), max_diff,
+				max_abs, tol);
+			assert_true(max_diff < tol);
+			rig_close(&r);
+			free(path);
+		}
+	}
+	tu_rmtree(dir);
 }
 
 /*
@@ -404,6 +623,7 @@ int main(void)
 		cmocka_unit_test(test_random_tiny_f32),
 		cmocka_unit_test(test_random_tiny_f16),
 		cmocka_unit_test(test_random_tiny_q8_0),
+		cmocka_unit_test(test_reference_forward),
 		cmocka_unit_test(test_batch_and_thread_invariance),
 		cmocka_unit_test(test_bad_input),
 	};
