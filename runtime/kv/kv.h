@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * KV block manager (DESIGN.md "KV cache").
+ *
+ * Host-side bookkeeping of a paged KV pool: which block ids are free, which
+ * sequences use them (reference counts, copy-on-write), which full blocks
+ * are kept for the prefix cache, and which are leased to an incoming
+ * transfer.  It owns no tensor memory: the backend's pool (be_kv_create) has
+ * the same n_blocks and block_tokens, and a block id here is the same block
+ * in every layer there.  A KV slot is block * block_tokens + offset.
+ *
+ * Every block is in exactly one state:
+ *   FREE     nobody uses it;
+ *   IN_USE   referenced by refcount >= 1 sequence block tables;
+ *   CACHED   refcount 0, but its tokens are registered in the prefix index,
+ *            kept in an LRU until allocation needs the block;
+ *   LEASED   reserved for an incoming transfer (owner, epoch, deadline).
+ * and free + in_use + cached + leased == total at all times.
+ *
+ * Everything is sized at kv_pool_create; no other function allocates.  A
+ * pool is not thread-safe: one thread (a worker's event loop) owns it.
+ *
+ * Prefix cache: full block i of a sequence is keyed by the hash chain
+ * h_i = H(h_{i-1}, tokens of block i), h_{-1} = H(salt), with the tenant
+ * salt given at kv_seq_create.  The hash only finds candidates: a match also
+ * compares the block's tokens, its salt and its parent block (id and
+ * registration generation), so a hash collision never returns wrong KV.
+ */
+#ifndef DUET_KV_H
+#define DUET_KV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct kv_pool;
+struct kv_seq;
+
+enum kv_block_state {
+	KV_BLOCK_FREE,
+	KV_BLOCK_IN_USE,
+	KV_BLOCK_CACHED,
+	KV_BLOCK_LEASED,
+};
+
+struct kv_pool_config {
+	int n_blocks;	    /* blocks in the pool, > 0; n_blocks * block_tokens <= INT32_MAX */
+	int block_tokens;   /* tokens per block, > 0 */
+	int max_seqs;	    /* sequences alive at once, > 0 */
+	int max_seq_tokens; /* tokens per sequence, > 0 (sizes each block table) */
+	int max_leases;	    /* leases outstanding at once, >= 0 */
+};
+
+/*
+ * Copy-on-write instruction from kv_seq_append.  When n_tokens > 0 the caller
+ * must copy token rows [0, n_tokens) of block src into block dst, K and V, in
+ * every layer, before anything reads dst (this step's attention) and before
+ * anything writes src.  Executing the copies of a step on the backend stream
+ * ahead of that step's kv_store satisfies both, even when src was released
+ * and handed to another sequence of the same step.
+ */
+struct kv_copy {
+	int32_t src;
+	int32_t dst;
+	int32_t n_tokens; /* 0: nothing to copy */
+};
+
+/* A lease as the caller names it; a stale epoch never matches a newer lease. */
+struct kv_lease_ref {
+	int32_t id;
+	uint64_t epoch;
+};
+
+struct kv_stats {
+	int total, free, in_use, cached, leased; /* blocks; the four add up to total */
+	int seqs, leases;			 /* alive now */
+	uint64_t queries;			 /* kv_seq_match_prefix calls */
+	uint64_t hits;				 /* ... that matched at least one block */
+	uint64_t query_tokens;			 /* tokens in full blocks offered to match */
+	uint64_t hit_tokens;			 /* tokens matched */
+	uint64_t evictions;			 /* CACHED blocks reclaimed */
+	uint64_t cow_copies;			 /* copy instructions issued */
+	uint64_t dedups; /* full blocks replaced by an identical cached one on publish */
+	uint64_t leases_expired;
+};
+
+/*
+ * Bytes of one block over all layers: 2 * block_tokens * n_kv_heads *
+ * head_dim * elem_size * n_layers.  -EINVAL for a non-positive argument,
+ * -EOVERFLOW when it does not fit size_t.
+ */
+int kv_block_bytes(int block_tokens, int n_kv_heads, int head_dim, size_t elem_size, int n_layers,
+		   size_t *out);
+/* Blocks that fit in budget bytes (capped at INT32_MAX / block_tokens); 0 is allowed. */
+int kv_blocks_for_budget(size_t budget, int block_tokens, int n_kv_heads, int head_dim,
+			 size_t elem_size, int n_layers, int *n_blocks);
+
+/* All blocks start FREE.  -EINVAL for a bad config, -ENOMEM. */
+int kv_pool_create(const struct kv_pool_config *c, struct kv_pool **out);
+/* Frees the pool with its sequences and leases; NULL is allowed. */
+void kv_pool_destroy(struct kv_pool *p);
+
+void kv_pool_stats(const struct kv_pool *p, struct kv_stats *out);
+/*
+ * Verifies every invariant by scanning: per-state counts, the free bitmap,
+ * reference counts against the block tables, the LRU list, the hash index,
+ * sequence and lease bookkeeping.  0, or -EFAULT after a log_alert naming
+ * the broken invariant.  O(n_blocks + tables); for tests and debug builds.
+ */
+int kv_pool_check(const struct kv_pool *p);
+/* Evicts every CACHED block (they become FREE); returns how many. */
+int kv_pool_drop_cache(struct kv_pool *p);
+
+/* Introspection; -EINVAL (or NULL) for an id out of range. */
+int kv_block_state(const struct kv_pool *p, int32_t block);
+int kv_block_refcount(const struct kv_pool *p, int32_t block);
+/* The block_tokens token ids last stored in block (meaningful up to its fill). */
+const int32_t *kv_block_tokens(const struct kv_pool *p, int32_t block);
+
+/* Salt for tenants named by bytes (hash them server-side, then kv_seq_create). */
+uint64_t kv_salt_from_bytes(const void *buf, size_t len);
+
+/*
+ * Test hook: replace the block hash H(prev, tokens, n) (NULL restores the
+ * default), e.g. with a constant to force collisions.  -EBUSY while any
+ * block is registered in the prefix index.
+ */
+typedef uint64_t (*kv_hash_fn)(uint64_t prev, const int32_t *tokens, int n);
+int kv_pool_set_hash(struct kv_pool *p, kv_hash_fn fn);
+
+/* An empty sequence of tenant salt.  -EBUSY when max_seqs are alive. */
+int kv_seq_create(struct kv_pool *p, uint64_t salt, struct kv_seq **out);
+/*
+ * Releases the sequence's blocks, last block first: a block whose refcount
+ * drops to 0 becomes CACHED (most recently used) when registered in the
+ * prefix index, FREE otherwise.  NULL is allowed; the handle is dead after.
+ */
+void kv_seq_free(struct kv_seq *s);
+/* A new sequence sharing all of src's blocks (refcount++), tokens and salt. */
+int kv_seq_fork(struct kv_seq *src, struct kv_seq **out);
+
+/*
+ * Appends n tokens (their ids, needed for the prefix cache), allocating
+ * blocks as needed: first the block right after the sequence's last one,
+ * else the lowest free run long enough, else the lowest free block, else the
+ * least recently used CACHED block (evicted).  slots[i] receives token i's KV
+ * slot.  When the last block is partially filled and shared, the sequence
+ * first moves to a fresh block and *cow says what to copy (see struct
+ * kv_copy); otherwise cow->n_tokens = 0.  With cow NULL, an append that
+ * would need a copy fails with -EINVAL.
+ * All or nothing: -ENOSPC (no block to be had: preempt someone), -E2BIG
+ * (beyond max_seq_tokens), -EINVAL; on error nothing changed.
+ */
+int kv_seq_append(struct kv_seq *s, const int32_t *tokens, int n, int32_t *slots,
+		  struct kv_copy *cow);
+/*
+ * Registers the sequence's full blocks not yet in the prefix index; call
+ * once their KV has been written (after the step that computed them).  A
+ * block identical to one already registered is replaced in the table by that
+ * one (same KV) and released.  Returns the number of full blocks registered
+ * for this sequence so far, or -EINVAL.
+ */
+int kv_seq_publish(struct kv_seq *s);
+/*
+ * On an empty sequence: attaches the longest chain of registered blocks
+ * (CACHED or IN_USE) matching the full blocks of tokens[0, n) under the
+ * sequence's salt, and returns the tokens covered (a multiple of
+ * block_tokens); the caller computes the rest with kv_seq_append.  To keep
+ * logits for the last prompt token, pass n = prompt length - 1.
+ * -EBUSY when the sequence is not empty, -EINVAL.
+ */
+int kv_seq_match_prefix(struct kv_seq *s, const int32_t *tokens, int n);
+
+int kv_seq_len(const struct kv_seq *s);
+/* The block table: *n_blocks ids, valid until the next call that changes s. */
+const int32_t *kv_seq_table(const struct kv_seq *s, int *n_blocks);
+
+/*
+ * Reserves n blocks (adjacent when possible) for a transfer by owner,
+ * expiring at deadline_ns (caller's clock); blocks[] receives their ids in
+ * table order.  -ENOSPC, -EBUSY (max_leases outstanding), -EINVAL
+ * (n > blocks per sequence).
+ */
+int kv_lease(struct kv_pool *p, int n, uint64_t owner, uint64_t deadline_ns, int32_t *blocks,
+	     struct kv_lease_ref *out);
+/*
+ * The transfer is complete: the lease's blocks become the block table of the
+ * empty sequence s, holding n_tokens tokens (ids in tokens[]); leased blocks
+ * beyond ceil(n_tokens / block_tokens) go FREE.  Call kv_seq_publish to
+ * enter them in the prefix cache.  -ESTALE for an unknown lease or epoch,
+ * -ETIMEDOUT when now_ns >= its deadline (the lease is released), -EBUSY
+ * when s is not empty, -EINVAL.
+ */
+int kv_lease_commit(struct kv_pool *p, struct kv_lease_ref ref, uint64_t now_ns, struct kv_seq *s,
+		    const int32_t *tokens, int n_tokens);
+/* The blocks go FREE.  -ESTALE for an unknown lease or epoch. */
+int kv_lease_release(struct kv_pool *p, struct kv_lease_ref ref);
+/* Releases every lease with deadline <= now_ns; returns how many. */
+int kv_lease_expire(struct kv_pool *p, uint64_t now_ns);
+/* Releases every lease of owner (a peer that died); returns how many. */
+int kv_lease_release_owner(struct kv_pool *p, uint64_t owner);
+
+#endif /* DUET_KV_H */
