@@ -83,8 +83,9 @@ MODEL_SRCS  := runtime/model/gguf.c runtime/model/gguf_write.c runtime/model/mod
 	       runtime/model/unicode_data.c runtime/model/sampler.c runtime/model/llama.c
 KERNEL_SRCS := kernels/cpu/quant.c kernels/cpu/ref.c kernels/cpu/avx2.c kernels/cpu/avx512.c \
 	       kernels/cpu/dispatch.c
+KV_SRCS     := runtime/kv/kv.c
 DRIVER_SRCS := drivers/backend.c drivers/cpu/cpu_backend.c drivers/cpu/threadpool.c
-LIB_SRCS    := $(CORE_SRCS) $(CONFIG_SRCS) $(MODEL_SRCS) $(DRIVER_SRCS) $(KERNEL_SRCS)
+LIB_SRCS    := $(CORE_SRCS) $(CONFIG_SRCS) $(MODEL_SRCS) $(KV_SRCS) $(DRIVER_SRCS) $(KERNEL_SRCS)
 LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIBDUET     := $(BUILD)/libduet.a
 
@@ -93,7 +94,7 @@ TINY_MODEL  := $(BUILD)/models/duet-tiny.gguf
 # Shape of the bundled model (etc/duet.cfg points at it).
 TINY_ARGS   := --dim 128 --layers 4 --heads 4 --kv-heads 2 --ffn 352 --ctx 1024 --type f16 --seed 1
 
-UNIT_TESTS  := core config gguf synth quant tokenizer sampler kernels llama
+UNIT_TESTS  := core config gguf synth quant tokenizer sampler kernels kv llama
 TEST_HELPER := tests/unit/testutil.c tests/unit/ggufgen.c
 TEST_HELPER_OBJS := $(TEST_HELPER:%.c=$(BUILD)/obj/%.o)
 TEST_BINS   := $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
@@ -101,8 +102,13 @@ FUZZ_TARGETS := gguf config
 REPLAY_BINS := $(FUZZ_TARGETS:%=$(BUILD)/tests/replay_%)
 BENCH_BINS  := $(BUILD)/tests/bench_gguf $(BUILD)/tests/bench_membw $(BUILD)/tests/bench_kernels
 
-# Keep objects of pattern-rule chains (tests, replays) between runs.
-.SECONDARY:
+# Keep the objects of pattern-rule chains (tests, replays, benches) between runs.
+# (Listed explicitly: a bare .SECONDARY: would also let a missing library
+# object count as up to date.)
+.SECONDARY: $(UNIT_TESTS:%=$(BUILD)/obj/tests/unit/test_%.o) \
+	    $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o) $(BUILD)/obj/tests/fuzz/replay.o \
+	    $(BENCH_BINS:$(BUILD)/tests/%=$(BUILD)/obj/tests/bench/%.o) \
+	    $(BUILD)/obj/tests/fuzz/gen_seeds.o
 
 .PHONY: all run test check-tests bench fuzz clean install deps deps-test deps-fuzz seeds format
 all: $(BINS) $(TINY_MODEL)

@@ -123,6 +123,11 @@ int be_kv_region(struct backend *be, const struct be_kv *kv, int layer, struct b
 	return CALL(kv_region, kv, layer, out);
 }
 
+int be_kv_copy(struct backend *be, struct be_kv *kv, int32_t src, int32_t dst, int n_tokens)
+{
+	return CALL(kv_copy, kv, src, dst, n_tokens);
+}
+
 int be_step_begin(struct backend *be, const struct be_step *s)
 {
 	return CALL(step_begin, s);

@@ -113,6 +113,12 @@ struct backend_ops {
 	void (*kv_destroy)(void *priv, struct be_kv *kv);
 	int (*kv_region)(void *priv, const struct be_kv *kv, int layer, struct be_region *out);
 
+	/*
+	 * Copy the first n_tokens token slots of block src to block dst in every
+	 * layer (K and V): copy-on-write of a shared, partially filled block.
+	 */
+	int (*kv_copy)(void *priv, struct be_kv *kv, int32_t src, int32_t dst, int n_tokens);
+
 	/* Upload the step's metadata; the ops below use it until the next step. */
 	int (*step_begin)(void *priv, const struct be_step *s);
 
@@ -167,6 +173,7 @@ int be_kv_create(struct backend *be, const struct be_kv_layout *l, enum be_mem_k
 		 struct be_kv **out);
 void be_kv_destroy(struct backend *be, struct be_kv *kv);
 int be_kv_region(struct backend *be, const struct be_kv *kv, int layer, struct be_region *out);
+int be_kv_copy(struct backend *be, struct be_kv *kv, int32_t src, int32_t dst, int n_tokens);
 int be_step_begin(struct backend *be, const struct be_step *s);
 int be_embed(struct backend *be, const struct be_weight *table, struct be_buf *out);
 int be_rmsnorm(struct backend *be, const struct be_buf *in, const struct be_weight *w,

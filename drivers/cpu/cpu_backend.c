@@ -297,6 +297,26 @@ static int cpu_kv_region(void *priv, const struct be_kv *kv, int layer, struct b
 	return 0;
 }
 
+static int cpu_kv_copy(void *priv, struct be_kv *kv, int32_t src, int32_t dst, int n_tokens)
+{
+	const struct be_kv_layout *l = &kv->l;
+	size_t rows = (size_t)n_tokens * l->n_kv_heads * l->head_dim * kv->elem;
+	size_t half = kv->block_bytes / 2;
+
+	(void)priv;
+	if (src < 0 || src >= l->n_blocks || dst < 0 || dst >= l->n_blocks || src == dst ||
+	    n_tokens < 0 || n_tokens > l->block_tokens)
+		return -EINVAL;
+	for (int layer = 0; layer < l->n_layers; layer++) {
+		uint8_t *base = kv->mem + (size_t)layer * kv->layer_bytes;
+		uint8_t *s = base + (size_t)src * kv->block_bytes;
+		uint8_t *d = base + (size_t)dst * kv->block_bytes;
+		memcpy(d, s, rows);
+		memcpy(d + half, s + half, rows);
+	}
+	return 0;
+}
+
 /* --- step ------------------------------------------------------------------- */
 
 static int cpu_step_begin(void *priv, const struct be_step *s)
@@ -829,6 +849,7 @@ const struct backend_ops cpu_backend_ops = {
 	.kv_create = cpu_kv_create,
 	.kv_destroy = cpu_kv_destroy,
 	.kv_region = cpu_kv_region,
+	.kv_copy = cpu_kv_copy,
 	.step_begin = cpu_step_begin,
 	.embed = cpu_embed,
 	.rmsnorm = cpu_rmsnorm,

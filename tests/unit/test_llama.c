@@ -578,6 +578,43 @@ static void test_batch_and_thread_invariance(void **state)
 	tu_rmtree(dir);
 }
 
+/* Copy-on-write support: kv_copy moves n token rows of K and V in every layer. */
+static void test_kv_copy(void **state)
+{
+	char *dir = tu_mkdtemp();
+	char *path = make_model(dir, GGML_TYPE_F32, false);
+	struct rig r;
+	int32_t ids[40];
+	struct be_region reg;
+
+	(void)state;
+	for (int i = 0; i < 40; i++)
+		ids[i] = i + 3;
+	rig_open(&r, path, GGML_TYPE_F16, 1, 64, 1);
+	assert_int_equal(llm_seq_eval(&r.seq, ids, 40, r.logits, NULL), 0);
+	struct be_kv *kv = llm_kv(r.llm);
+	int bt = llm_block_tokens(r.llm);
+	size_t row = (size_t)r.m->n_kv_heads * r.m->head_dim * 2; /* F16 */
+	size_t block = 2 * (size_t)bt * row;
+	assert_int_equal(be_kv_copy(r.be, kv, 1, 9, 5), 0);
+	for (int layer = 0; layer < (int)r.m->n_layers; layer++) {
+		assert_int_equal(be_kv_region(r.be, kv, layer, &reg), 0);
+		const uint8_t *b = reg.base;
+		/* K rows 0..4 and V rows 0..4 of block 1 now also in block 9 */
+		assert_memory_equal(b + 9 * block, b + 1 * block, 5 * row);
+		assert_memory_equal(b + 9 * block + block / 2, b + 1 * block + block / 2, 5 * row);
+		/* row 5 of block 9 untouched (zero: never written) */
+		for (size_t i = 0; i < row; i++)
+			assert_int_equal(b[9 * block + 5 * row + i], 0);
+	}
+	assert_int_equal(be_kv_copy(r.be, kv, 1, 1, 5), -EINVAL);
+	assert_int_equal(be_kv_copy(r.be, kv, 1, llm_n_blocks(r.llm), 5), -EINVAL);
+	assert_int_equal(be_kv_copy(r.be, kv, 1, 2, bt + 1), -EINVAL);
+	rig_close(&r);
+	free(path);
+	tu_rmtree(dir);
+}
+
 static void test_bad_input(void **state)
 {
 	char *dir = tu_mkdtemp();
@@ -625,6 +662,7 @@ int main(void)
 		cmocka_unit_test(test_random_tiny_q8_0),
 		cmocka_unit_test(test_reference_forward),
 		cmocka_unit_test(test_batch_and_thread_invariance),
+		cmocka_unit_test(test_kv_copy),
 		cmocka_unit_test(test_bad_input),
 	};
 	return cmocka_run_group_tests_name("llama", tests, NULL, NULL);
