@@ -243,6 +243,11 @@ struct be_kv *llm_kv(const struct llm *llm)
 	return llm->kv;
 }
 
+int llm_kv_copy(struct llm *llm, int32_t src, int32_t dst, int n_tokens)
+{
+	return be_kv_copy(llm->be, llm->kv, src, dst, n_tokens);
+}
+
 /* One transformer block over the step's tokens: x += attn(norm(x)); x += ffn(norm(x)). */
 static int layer_forward(struct llm *llm, int il, int n)
 {

@@ -43,6 +43,9 @@ int llm_max_tokens(const struct llm *llm);
 int llm_max_out(const struct llm *llm);
 struct be_kv *llm_kv(const struct llm *llm);
 
+/* Copy-on-write of a shared block: n_tokens slots of src into dst, all layers. */
+int llm_kv_copy(struct llm *llm, int32_t src, int32_t dst, int n_tokens);
+
 /*
  * One forward step.  Stores every token's K/V in its slot, then writes the
  * logits of the step's out_rows to logits ([n_out][n_vocab] floats, host).

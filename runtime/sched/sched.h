@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The continuous-batching scheduler of one partition (DESIGN.md "Request
+ * life"): requests share one paged KV pool and one forward step.  Each
+ * sched_step() forms a batch under the token budget (max_batch_tokens) and
+ * the sequence limit (max_batch_seqs): every decoding request's next token
+ * first, then chunks of prompts (chunked prefill), then newly admitted
+ * requests in priority then arrival order.  When the pool runs out, the
+ * newest running request is preempted (its blocks freed) and later
+ * recomputed from its prompt and the tokens it already produced, so its
+ * output is exactly what it would have been (the forward pass is batch
+ * invariant).  Prompts reuse cached KV blocks of earlier requests with the
+ * same tenant salt (prefix cache).
+ */
+#ifndef DUET_SCHED_H
+#define DUET_SCHED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "runtime/kv/kv.h"
+#include "runtime/model/llama.h"
+#include "runtime/model/sampler.h"
+
+struct sched_config {
+	int max_batch_tokens; /* tokens per step, all sequences (<= llm_max_tokens) */
+	int max_batch_seqs;   /* sequences per step (<= llm_max_out) */
+	int max_requests; /* requests known at once (waiting + running + finished, not yet released) */
+	bool prefix_cache; /* match prompts against cached blocks */
+};
+
+enum sched_state {
+	SCHED_WAITING,	  /* queued, or preempted and waiting to be recomputed */
+	SCHED_PREFILLING, /* prompt being computed, chunk by chunk */
+	SCHED_DECODING,
+	SCHED_FINISHED,
+};
+
+enum sched_finish {
+	SCHED_FINISH_NONE,
+	SCHED_FINISH_LENGTH,  /* max_tokens produced */
+	SCHED_FINISH_EOG,     /* an end-of-generation token */
+	SCHED_FINISH_CONTEXT, /* the context is full */
+	SCHED_FINISH_ERROR,
+};
+
+struct sched_request {
+	const int32_t *prompt; /* copied */
+	int n_prompt;	       /* >= 1 */
+	int max_tokens;	       /* >= 1 */
+	struct smp_params sampling;
+	uint64_t salt; /* prefix-cache tenant salt */
+	int priority;  /* higher is scheduled first; FCFS within a priority */
+};
+
+/* Per-request record; times are the caller's clock (ns), 0 when not reached. */
+struct sched_info {
+	uint64_t id;
+	enum sched_state state;
+	enum sched_finish finish;
+	int n_prompt;
+	int n_gen;	       /* tokens produced */
+	const int32_t *tokens; /* [n_gen] */
+	int n_cached;	       /* prompt tokens served from the prefix cache (last admission) */
+	int n_preempted;
+	uint64_t t_arrival, t_first_sched, t_first_token, t_finish;
+	const uint64_t *t_tokens; /* [n_gen]: time each token was produced */
+};
+
+struct sched_stats {
+	uint64_t steps;
+	uint64_t prefill_tokens, decode_tokens;
+	uint64_t preemptions;
+	uint64_t step_ns;  /* forward passes */
+	uint64_t sched_ns; /* batch formation and bookkeeping, outside the forward pass */
+	struct kv_stats kv;
+};
+
+struct sched;
+
+/*
+ * is_eog(ctx, token): does this token end generation (from the tokenizer).
+ * The scheduler owns a kv_pool sized from the llm's KV pool.
+ */
+int sched_create(struct llm *llm, const struct sched_config *c,
+		 bool (*is_eog)(void *ctx, int32_t token), void *eog_ctx, struct sched **out);
+void sched_destroy(struct sched *s);
+
+/* Queue a request; *id receives its handle.  -EINVAL (bad request), -EBUSY (full). */
+int sched_submit(struct sched *s, const struct sched_request *r, uint64_t now_ns, uint64_t *id);
+
+/*
+ * Run one step: form a batch, run the forward pass, sample.  Returns the
+ * number of tokens computed (0 when there was nothing to do) or a negative
+ * error (which fails the affected requests, not the scheduler).
+ */
+int sched_step(struct sched *s, uint64_t (*clock_ns)(void));
+
+bool sched_busy(const struct sched *s); /* any request waiting or running */
+const struct sched_info *sched_get(const struct sched *s, uint64_t id);
+/* Forget a finished request (its record and tokens). */
+void sched_release(struct sched *s, uint64_t id);
+void sched_get_stats(const struct sched *s, struct sched_stats *out);
+struct kv_pool *sched_pool(struct sched *s);
+
+#endif /* DUET_SCHED_H */

@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Continuous batching: requests give exactly the tokens they give alone,
+ * whatever the batch, the chunk size, preemption and prefix-cache hits; the
+ * prefix cache computes only the suffix and never crosses tenants; the
+ * stories260K goldens still pass through the batched path.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "drivers/backend.h"
+#include "runtime/core/err.h"
+#include "runtime/kv/kv.h"
+#include "runtime/model/llama.h"
+#include "runtime/model/synth.h"
+#include "runtime/sched/sched.h"
+#include "tests/unit/testutil.h"
+
+static uint64_t clock_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+struct eng {
+	struct gguf_file *f;
+	struct model_desc *m;
+	struct backend *be;
+	struct llm *llm;
+	struct sched *s;
+};
+
+static void eng_open(struct eng *e, const char *path, enum ggml_type kv, int batch_tokens,
+		     int batch_seqs, int n_blocks, int threads)
+{
+	char err[512];
+	struct be_options bo = { .threads = threads };
+	struct llm_options lo = { .kv_dtype = kv,
+				  .max_tokens = batch_tokens,
+				  .max_seqs = batch_seqs,
+				  .max_out = batch_seqs,
+				  .n_blocks = n_blocks };
+	struct sched_config sc = { .max_batch_tokens = batch_tokens,
+				   .max_batch_seqs = batch_seqs,
+				   .max_requests = 64,
+				   .prefix_cache = true };
+
+	memset(e, 0, sizeof(*e));
+	if (gguf_open(path, &e->f, err, sizeof(err)) ||
+	    model_desc_load(e->f, 0, &e->m, err, sizeof(err)))
+		fail_msg("%s", err);
+	int n_ctx = (int)e->m->n_ctx;
+	struct be_step_limits lim = { .max_tokens = batch_tokens,
+				      .max_seqs = batch_seqs,
+				      .max_table = batch_seqs * (n_ctx / 16 + 1) };
+	assert_int_equal(backend_open("cpu", &bo, &lim, &e->be), 0);
+	assert_int_equal(llm_create(e->be, e->m, &lo, &e->llm), 0);
+	assert_int_equal(sched_create(e->llm, &sc, NULL, NULL, &e->s), 0);
+}
+
+static void eng_close(struct eng *e)
+{
+	assert_int_equal(kv_pool_check(sched_pool(e->s)), 0);
+	sched_destroy(e->s);
+	llm_destroy(e->llm);
+	backend_close(e->be);
+	model_desc_free(e->m);
+	gguf_close(e->f);
+}
+
+static void run_all(struct eng *e)
+{
+	int guard = 0;
+
+	while (sched_busy(e->s)) {
+		int ret = sched_step(e->s, clock_ns);
+		assert_true(ret >= 0);
+		assert_int_equal(kv_pool_check(sched_pool(e->s)), 0);
+		assert_true(++guard < 100000);
+	}
+}
+
+/* --- requests ---------------------------------------------------------------- */
+
+#define N_REQ 32
+#define MAX_PROMPT 120
+#define GEN 12
+
+struct job {
+	int32_t prompt[MAX_PROMPT];
+	int n_prompt;
+	struct smp_params sp;
+	uint64_t salt;
+	int32_t want[GEN];
+	int n_want;
+};
+
+/* Mixed lengths; every third shares a 40-token prefix; every fourth samples. */
+static void make_jobs(struct job *jobs)
+{
+	uint64_t x = 12345;
+
+	for (int j = 0; j < N_REQ; j++) {
+		struct job *q = &jobs[j];
+		q->n_prompt = 1 + (int)((j * 37 + 11) % MAX_PROMPT);
+		for (int i = 0; i < q->n_prompt; i++) {
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			q->prompt[i] = (int32_t)((x >> 33) % 354);
+		}
+		if (j % 3 == 0 && q->n_prompt > 40) {
+			for (int i = 0; i < 40; i++)
+				q->prompt[i] = (int32_t)((i * 7 + 3) % 354);
+		}
+		q->sp = smp_params_default();
+		if (j % 4 == 0) {
+			q->sp.temperature = 0.9f;
+			q->sp.seed = (uint64_t)j;
+		} else {
+			q->sp.temperature = 0.0f;
+		}
+		q->salt = 42;
+	}
+}
+
+static uint64_t submit(struct eng *e, const struct job *q)
+{
+	struct sched_request r = { .prompt = q->prompt,
+				   .n_prompt = q->n_prompt,
+				   .max_tokens = GEN,
+				   .sampling = q->sp,
+				   .salt = q->salt };
+	uint64_t id;
+
+	assert_int_equal(sched_submit(e->s, &r, clock_ns(), &id), 0);
+	return id;
+}
+
+static char *model_path(char **dir)
+{
+	struct synth_params p;
+	char *path;
+
+	*dir = tu_mkdtemp();
+	synth_params_init(&p);
+	p.dim = 64;
+	p.n_layers = 2;
+	p.n_heads = 4;
+	p.n_kv_heads = 2;
+	p.ffn = 96;
+	p.ctx = 256;
+	p.type = GGML_TYPE_Q8_0;
+	p.seed = 11;
+	assert_true(asprintf(&path, "%s/m.gguf", *dir) > 0);
+	assert_int_equal(synth_write_file(&p, path, NULL), 0);
+	return path;
+}
+
+/* Each request alone, one at a time, through a roomy scheduler. */
+static void reference(const char *path, struct job *jobs)
+{
+	struct eng e;
+
+	eng_open(&e, path, GGML_TYPE_F16, 512, 4, 0, 1);
+	for (int j = 0; j < N_REQ; j++) {
+		uint64_t id = submit(&e, &jobs[j]);
+		run_all(&e);
+		const struct sched_info *in = sched_get(e.s, id);
+		assert_int_equal(in->n_gen, GEN);
+		memcpy(jobs[j].want, in->tokens, sizeof(int32_t) * GEN);
+		jobs[j].n_want = in->n_gen;
+		sched_release(e.s, id);
+		/* Alone means alone: drop what the previous request left cached. */
+		kv_pool_drop_cache(sched_pool(e.s));
+	}
+	eng_close(&e);
+}
+
+static void check_batched(const char *path, struct job *jobs, int batch_tokens, int n_blocks,
+			  bool expect_preemption)
+{
+	struct eng e;
+	uint64_t ids[N_REQ];
+	struct sched_stats st;
+
+	eng_open(&e, path, GGML_TYPE_F16, batch_tokens, 16, n_blocks, 2);
+	for (int j = 0; j < N_REQ; j++)
+		ids[j] = submit(&e, &jobs[j]);
+	run_all(&e);
+	for (int j = 0; j < N_REQ; j++) {
+		const struct sched_info *in = sched_get(e.s, ids[j]);
+		assert_int_equal(in->state, SCHED_FINISHED);
+		assert_int_equal(in->finish, SCHED_FINISH_LENGTH);
+		if (memcmp(in->tokens, jobs[j].want, sizeof(int32_t) * GEN) != 0)
+			fail_msg(
+				"request %d (prompt %d tokens, %s): batched tokens differ from alone "
+				"(chunk %d, %d blocks, preempted %d times)",
+				j, jobs[j].n_prompt,
+				jobs[j].sp.temperature > 0 ? "sampled" : "greedy", batch_tokens,
+				n_blocks, in->n_preempted);
+		assert_true(in->t_arrival <= in->t_first_sched);
+		assert_true(in->t_first_sched <= in->t_first_token);
+		assert_true(in->t_first_token <= in->t_finish);
+		for (int i = 1; i < in->n_gen; i++)
+			assert_true(in->t_tokens[i - 1] <= in->t_tokens[i]);
+	}
+	sched_get_stats(e.s, &st);
+	print_message("chunk %3d, %3d blocks: %llu steps, %llu prefill + %llu decode tokens, "
+		      "%llu preemptions, prefix hits %llu tokens\n",
+		      batch_tokens, n_blocks, (unsigned long long)st.steps,
+		      (unsigned long long)st.prefill_tokens, (unsigned long long)st.decode_tokens,
+		      (unsigned long long)st.preemptions, (unsigned long long)st.kv.hit_tokens);
+	if (expect_preemption)
+		assert_true(st.preemptions > 0);
+	for (int j = 0; j < N_REQ; j++)
+		sched_release(e.s, ids[j]);
+	eng_close(&e);
+}
+
+static void test_batch_invariance(void **state)
+{
+	static struct job jobs[N_REQ];
+	char *dir, *path = model_path(&dir);
+
+	(void)state;
+	make_jobs(jobs);
+	reference(path, jobs);
+	check_batched(path, jobs, 16, 0, false);
+	check_batched(path, jobs, 64, 0, false);
+	check_batched(path, jobs, 512, 0, false);
+	/* 24 blocks of 16 tokens: far less than 32 requests need at once. */
+	check_batched(path, jobs, 64, 24, true);
+	free(path);
+	tu_rmtree(dir);
+}
+
+static void test_prefix_cache(void **state)
+{
+	char *dir, *path = model_path(&dir);
+	struct job a = { 0 }, b, c;
+	struct eng e;
+	struct sched_stats st0, st1;
+	uint64_t ia, ib, ic;
+
+	(void)state;
+	a.n_prompt = 100;
+	for (int i = 0; i < 100; i++)
+		a.prompt[i] = (int32_t)((i * 13 + 5) % 354);
+	a.sp = smp_params_default();
+	a.sp.temperature = 0;
+	a.salt = 1;
+	b = a;
+	b.prompt[97] = 7; /* same first 97 tokens */
+	c = b;
+	c.salt = 2; /* another tenant */
+
+	eng_open(&e, path, GGML_TYPE_F16, 512, 4, 0, 1);
+	ia = submit(&e, &a);
+	run_all(&e);
+	sched_get_stats(e.s, &st0);
+	ib = submit(&e, &b);
+	run_all(&e);
+	sched_get_stats(e.s, &st1);
+	/* 97 shared tokens = 6 full blocks of 16: only the rest is computed. */
+	assert_int_equal(sched_get(e.s, ib)->n_cached, 96);
+	assert_int_equal(st1.prefill_tokens - st0.prefill_tokens, 100 - 96);
+	ic = submit(&e, &c);
+	run_all(&e);
+	assert_int_equal(sched_get(e.s, ic)->n_cached, 0);
+	/* Same tokens with and without the cache: b and c differ only in the salt. */
+	assert_memory_equal(sched_get(e.s, ib)->tokens, sched_get(e.s, ic)->tokens,
+			    sizeof(int32_t) * GEN);
+	(void)ia;
+	eng_close(&e);
+	free(path);
+	tu_rmtree(dir);
+}
+
+/* The stories260K goldens through the batched path: all 6 prompts at once. */
+static void test_stories_batched(void **state)
+{
+	static const char *const cases[] = {
+		"once_upon_a_time", "the_little_dog",	 "empty",
+		"lily_and_tom",	    "newline_in_prompt", "leading_space"
+	};
+	char model[1024], rel[128];
+	int32_t want[6][128];
+	uint64_t ids[6];
+	struct eng e;
+
+	(void)state;
+	snprintf(model, sizeof(model), "%s", TU_SHARED_OR_SKIP("models/stories260K.gguf"));
+	eng_open(&e, model, GGML_TYPE_F32, 64, 6, 0, 2);
+	for (int c = 0; c < 6; c++) {
+		double v[256];
+		int32_t prompt[64];
+		snprintf(rel, sizeof(rel), "golden/stories260K/%s.json", cases[c]);
+		char *json = tu_read_file(TU_SHARED_OR_SKIP(rel), NULL);
+		assert_non_null(json);
+		long np = tu_json_numbers(json, "prompt_ids", v, 64);
+		for (long i = 0; i < np; i++)
+			prompt[i] = (int32_t)v[i];
+		assert_int_equal(tu_json_numbers(json, "generated_ids", v, 256), 128);
+		for (int i = 0; i < 128; i++)
+			want[c][i] = (int32_t)v[i];
+		free(json);
+		struct sched_request r = { .prompt = prompt,
+					   .n_prompt = (int)np,
+					   .max_tokens = 128,
+					   .sampling = smp_params_default() };
+		r.sampling.temperature = 0;
+		assert_int_equal(sched_submit(e.s, &r, clock_ns(), &ids[c]), 0);
+	}
+	run_all(&e);
+	for (int c = 0; c < 6; c++) {
+		const struct sched_info *in = sched_get(e.s, ids[c]);
+		assert_int_equal(in->n_gen, 128);
+		if (memcmp(in->tokens, want[c], sizeof(want[c])) != 0)
+			fail_msg("%s: batched greedy ids differ from the golden ones", cases[c]);
+	}
+	eng_close(&e);
+}
+
+static void test_bad_requests(void **state)
+{
+	char *dir, *path = model_path(&dir);
+	struct eng e;
+	int32_t p[4] = { 1, 2, 3, 400 };
+	uint64_t id;
+	struct sched_request r = {
+		.prompt = p, .n_prompt = 3, .max_tokens = 4, .sampling = smp_params_default()
+	};
+
+	(void)state;
+	eng_open(&e, path, GGML_TYPE_F16, 64, 4, 0, 1);
+	r.n_prompt = 0;
+	assert_int_equal(sched_submit(e.s, &r, 0, &id), -EINVAL);
+	r.n_prompt = 4; /* token 400 is beyond the 354-token vocabulary */
+	assert_int_equal(sched_submit(e.s, &r, 0, &id), -EINVAL);
+	r.n_prompt = 3;
+	r.sampling.top_p = 2;
+	assert_int_equal(sched_submit(e.s, &r, 0, &id), -EINVAL);
+	r.sampling.top_p = 1;
+	r.max_tokens = 0;
+	assert_int_equal(sched_submit(e.s, &r, 0, &id), -EINVAL);
+	r.max_tokens = 1000; /* runs into the 256-token context */
+	assert_int_equal(sched_submit(e.s, &r, 0, &id), 0);
+	run_all(&e);
+	assert_int_equal(sched_get(e.s, id)->finish, SCHED_FINISH_CONTEXT);
+	assert_int_equal(sched_get(e.s, id)->n_gen, 256 - 3);
+	eng_close(&e);
+	free(path);
+	tu_rmtree(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_batch_invariance),
+		cmocka_unit_test(test_prefix_cache),
+		cmocka_unit_test(test_stories_batched),
+		cmocka_unit_test(test_bad_requests),
+	};
+	return cmocka_run_group_tests_name("sched", tests, NULL, NULL);
+}
