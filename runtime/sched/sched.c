@@ -280,6 +280,18 @@ static void finish(struct req *r, enum sched_finish why, uint64_t now)
 	r->info.t_finish = now;
 }
 
+int sched_cancel(struct sched *s, uint64_t id, uint64_t now_ns)
+{
+	struct req *r = find(s, id);
+
+	if (!r)
+		return -ENOENT;
+	if (r->info.state == SCHED_FINISHED)
+		return -EALREADY;
+	finish(r, SCHED_FINISH_CANCELLED, now_ns);
+	return 0;
+}
+
 /* Give back a running request's blocks; it will be recomputed later. */
 static void preempt(struct sched *s, struct req *r)
 {

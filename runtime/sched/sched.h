@@ -42,6 +42,7 @@ enum sched_finish {
 	SCHED_FINISH_EOG,     /* an end-of-generation token */
 	SCHED_FINISH_CONTEXT, /* the context is full */
 	SCHED_FINISH_ERROR,
+	SCHED_FINISH_CANCELLED, /* sched_cancel (a client went away, a stop string matched) */
 };
 
 struct sched_request {
@@ -98,6 +99,12 @@ int sched_step(struct sched *s, uint64_t (*clock_ns)(void));
 
 bool sched_busy(const struct sched *s); /* any request waiting or running */
 const struct sched_info *sched_get(const struct sched *s, uint64_t id);
+/*
+ * Finish a request now, between steps: its blocks are released (full ones
+ * stay in the prefix cache).  -ENOENT for an unknown id, -EALREADY when it
+ * has finished.
+ */
+int sched_cancel(struct sched *s, uint64_t id, uint64_t now_ns);
 /* Forget a finished request (its record and tokens). */
 void sched_release(struct sched *s, uint64_t id);
 void sched_get_stats(const struct sched *s, struct sched_stats *out);

@@ -353,6 +353,19 @@ static void test_bad_requests(void **state)
 	r.sampling.top_p = 1;
 	r.max_tokens = 0;
 	assert_int_equal(sched_submit(e.s, &r, 0, &id), -EINVAL);
+	/* Cancel: between steps, blocks released, state and reason recorded. */
+	r.max_tokens = 50;
+	assert_int_equal(sched_submit(e.s, &r, 0, &id), 0);
+	assert_true(sched_step(e.s, clock_ns) > 0);
+	assert_int_equal(sched_cancel(e.s, id, clock_ns()), 0);
+	assert_int_equal(sched_get(e.s, id)->finish, SCHED_FINISH_CANCELLED);
+	assert_int_equal(sched_cancel(e.s, id, clock_ns()), -EALREADY);
+	assert_int_equal(sched_cancel(e.s, 999999, clock_ns()), -ENOENT);
+	assert_false(sched_busy(e.s));
+	struct sched_stats st;
+	sched_get_stats(e.s, &st);
+	assert_int_equal(st.kv.in_use, 0);
+	sched_release(e.s, id);
 	r.max_tokens = 1000; /* runs into the 256-token context */
 	assert_int_equal(sched_submit(e.s, &r, 0, &id), 0);
 	run_all(&e);
