@@ -173,6 +173,20 @@ int llm_create(struct backend *be, const struct model_desc *m, const struct llm_
 	llm->n_ctx = (llm->n_ctx + llm->block_tokens - 1) / llm->block_tokens * llm->block_tokens;
 	llm->n_blocks =
 		o->n_blocks > 0 ? o->n_blocks : llm->max_seqs * (llm->n_ctx / llm->block_tokens);
+	if (o->n_blocks <= 0 && o->kv_budget > 0) {
+		/* Bytes of one block in every layer: K and V rows of block_tokens tokens. */
+		size_t elem = o->kv_dtype == GGML_TYPE_F16 ? 2 : 4;
+		size_t per = 2 * (size_t)llm->block_tokens * m->n_kv_heads * m->head_dim * elem *
+			     m->n_layers;
+		size_t n = o->kv_budget / per;
+		if (n < 1 || n > INT32_MAX / (size_t)llm->block_tokens) {
+			log_error("llm", "a KV budget of %zu bytes holds %zu blocks of %zu bytes",
+				  o->kv_budget, n, per);
+			ret = -EINVAL;
+			goto destroy;
+		}
+		llm->n_blocks = (int)n;
+	}
 	llm->q_dim = (int)(m->n_heads * m->head_dim);
 	llm->kv_dim = (int)(m->n_kv_heads * m->head_dim);
 	llm->layers = duet_calloc(m->n_layers, sizeof(*llm->layers));
@@ -194,7 +208,7 @@ int llm_create(struct backend *be, const struct model_desc *m, const struct llm_
 		.head_dim = (int)m->head_dim,
 		.dtype = o->kv_dtype,
 	};
-	ret = be_kv_create(be, &kl, BE_MEM_HOST, &llm->kv);
+	ret = be_kv_create(be, &kl, o->hugepages ? BE_MEM_HOST_HUGE : BE_MEM_HOST, &llm->kv);
 	if (ret) {
 		log_error("llm", "cannot create a KV pool of %d blocks: %s", llm->n_blocks,
 			  duet_strerror(ret));

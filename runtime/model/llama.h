@@ -10,6 +10,7 @@
 #define DUET_LLAMA_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "drivers/backend.h"
@@ -19,7 +20,10 @@ struct llm_options {
 	enum ggml_type kv_dtype; /* GGML_TYPE_F16 (default) or GGML_TYPE_F32 */
 	int n_ctx;		 /* tokens per sequence; 0 = the model's context length */
 	int block_tokens;	 /* KV block size; 0 = 16 */
-	int n_blocks;		 /* KV pool size; 0 = enough for max_seqs full contexts */
+	int n_blocks;		 /* KV pool size in blocks; 0 = from kv_budget, or else
+				  * enough for max_seqs full contexts */
+	size_t kv_budget;	 /* KV pool size in bytes when n_blocks is 0; 0 = unused */
+	bool hugepages;		 /* KV pool on huge pages (falls back with a warning) */
 	int max_tokens;		 /* tokens per step; 0 = 512 */
 	int max_seqs;		 /* sequences per step; 0 = 1 */
 	int max_out;		 /* logit rows per step; 0 = max_seqs */

@@ -578,6 +578,44 @@ static void test_batch_and_thread_invariance(void **state)
 	tu_rmtree(dir);
 }
 
+/* The KV pool sized from a byte budget, and on huge pages when asked (or a fallback). */
+static void test_kv_budget_and_hugepages(void **state)
+{
+	char *dir = tu_mkdtemp();
+	char *path = make_model(dir, GGML_TYPE_F32, false);
+	char err[256];
+	struct gguf_file *f;
+	struct model_desc *m;
+	struct backend *be;
+	struct llm *llm;
+	struct be_step_limits lim = { 16, 1, 64 };
+	/* 2 layers x 2 (K,V) x 16 tokens x 2 kv heads x 16 dims x 2 bytes = 4096 per block */
+	struct llm_options lo = { .kv_dtype = GGML_TYPE_F16,
+				  .kv_budget = 10 * 4096 + 100,
+				  .max_tokens = 16,
+				  .hugepages = true };
+
+	(void)state;
+	assert_int_equal(gguf_open(path, &f, err, sizeof(err)), 0);
+	assert_int_equal(model_desc_load(f, 0, &m, err, sizeof(err)), 0);
+	assert_int_equal(backend_open("cpu", &(struct be_options){ .threads = 1 }, &lim, &be), 0);
+	tu_log_capture_start();
+	assert_int_equal(llm_create(be, m, &lo, &llm), 0);
+	tu_log_capture_stop();
+	assert_int_equal(llm_n_blocks(llm), 10);
+	struct be_region reg;
+	assert_int_equal(be_kv_region(be, llm_kv(llm), 1, &reg), 0);
+	assert_int_equal(reg.bytes, 10 * 4096 / 2);
+	llm_destroy(llm);
+	lo.kv_budget = 100; /* not even one block */
+	assert_int_equal(llm_create(be, m, &lo, &llm), -EINVAL);
+	backend_close(be);
+	model_desc_free(m);
+	gguf_close(f);
+	free(path);
+	tu_rmtree(dir);
+}
+
 /* Copy-on-write support: kv_copy moves n token rows of K and V in every layer. */
 static void test_kv_copy(void **state)
 {
@@ -663,6 +701,7 @@ int main(void)
 		cmocka_unit_test(test_reference_forward),
 		cmocka_unit_test(test_batch_and_thread_invariance),
 		cmocka_unit_test(test_kv_copy),
+		cmocka_unit_test(test_kv_budget_and_hugepages),
 		cmocka_unit_test(test_bad_input),
 	};
 	return cmocka_run_group_tests_name("llama", tests, NULL, NULL);
