@@ -78,7 +78,8 @@ struct be_step {
 	const int32_t *seq;    /* [n_tokens] sequence index in [0, n_seqs) */
 	const int32_t *slot;   /* [n_tokens] KV slot: block * block_tokens + offset */
 	int n_seqs;
-	const int32_t *table_start;  /* [n_seqs] offset of each sequence's table in block_tables */
+	const int32_t *table_start;  /* [n_seqs] offset of each sequence's table in block_tables;
+				      * ascending: tables are concatenated in sequence order */
 	const int32_t *block_tables; /* concatenated block tables */
 	int n_table;		     /* entries in block_tables */
 	int n_out;

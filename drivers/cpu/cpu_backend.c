@@ -335,6 +335,12 @@ static int cpu_step_begin(void *priv, const struct be_step *s)
 		if (s->out_rows[i] < 0 || s->out_rows[i] >= s->n_tokens)
 			return -EINVAL;
 	}
+	/* Tables are concatenated in sequence order: starts ascend and stay inside. */
+	for (int i = 0; i < s->n_seqs; i++) {
+		if (s->table_start[i] < 0 || s->table_start[i] > s->n_table ||
+		    (i > 0 && s->table_start[i] < s->table_start[i - 1]))
+			return -EINVAL;
+	}
 	memcpy(c->tokens, s->tokens, sizeof(int32_t) * (size_t)s->n_tokens);
 	memcpy(c->pos, s->pos, sizeof(int32_t) * (size_t)s->n_tokens);
 	memcpy(c->seq, s->seq, sizeof(int32_t) * (size_t)s->n_tokens);
