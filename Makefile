@@ -100,7 +100,8 @@ TEST_HELPER_OBJS := $(TEST_HELPER:%.c=$(BUILD)/obj/%.o)
 TEST_BINS   := $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 FUZZ_TARGETS := gguf config
 REPLAY_BINS := $(FUZZ_TARGETS:%=$(BUILD)/tests/replay_%)
-BENCH_BINS  := $(BUILD)/tests/bench_gguf $(BUILD)/tests/bench_membw $(BUILD)/tests/bench_kernels
+BENCH_BINS  := $(BUILD)/tests/bench_gguf $(BUILD)/tests/bench_membw $(BUILD)/tests/bench_kernels \
+	       $(BUILD)/tests/bench_sched
 
 # Keep the objects of pattern-rule chains (tests, replays, benches) between runs.
 # (Listed explicitly: a bare .SECONDARY: would also let a missing library
@@ -132,7 +133,8 @@ $(BUILD)/bin/duet-mkmodel: $(BUILD)/obj/runtime/tools/mkmodel.o $(LIBDUET)
 	@echo "  LD      $@"
 	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/bin/duet-generate: $(BUILD)/obj/runtime/tools/generate.o $(LIBDUET)
+$(BUILD)/bin/duet-generate: $(BUILD)/obj/runtime/tools/generate.o $(BUILD)/obj/runtime/tools/batch.o \
+			    $(LIBDUET)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
@@ -169,6 +171,7 @@ bench: deps
 	@BUILD=$(BUILD) DUET_SHARED=$(SHARED) $(BUILD)/tests/bench_gguf
 	@$(BUILD)/tests/bench_kernels
 	@tests/bench/bench_generate.sh $(BUILD) $(SHARED)
+	@$(BUILD)/tests/bench_sched $(BUILD)/bench/synth-110m-f16.gguf
 
 run: deps
 	@$(MAKE) --no-print-directory all

@@ -35,10 +35,10 @@ struct batch_options {
 	int max_batch_tokens; /* scheduler token budget per step (<= llm_max_tokens) */
 	int max_batch_seqs;   /* sequences per step (<= llm_max_out) */
 	bool prefix_cache;
-	bool add_bos;	    /* tokenize "prompt" with the vocabulary's BOS/EOS flags */
-	bool parse_special; /* control-token text in "prompt" becomes the token */
-	bool ignore_eos;    /* generate past end-of-generation tokens */
-	int max_tokens;	    /* default for requests without "max_tokens" */
+	bool add_bos;	      /* tokenize "prompt" with the vocabulary's BOS/EOS flags */
+	bool parse_special;   /* control-token text in "prompt" becomes the token */
+	bool ignore_eos;      /* generate past end-of-generation tokens */
+	int max_tokens;	      /* default for requests without "max_tokens" */
 	struct smp_params sp; /* defaults for the sampling keys a request omits */
 };
 
@@ -54,11 +54,11 @@ int batch_run(struct llm *llm, const struct tokenizer *tok, const struct batch_o
 struct batch_gen_options {
 	int n_requests;
 	uint64_t seed;
-	int prompt_min, prompt_max;	/* prompt tokens, inclusive range, >= 1 */
+	int prompt_min, prompt_max;	    /* prompt tokens, inclusive range, >= 1 */
 	int max_tokens_min, max_tokens_max; /* inclusive range, >= 1 */
-	int shared_prefix;		/* leading tokens common to every prompt */
-	double rate;			/* Poisson arrivals per second; 0 = all at t = 0 */
-	int n_vocab;			/* token ids are drawn from [0, n_vocab) */
+	int shared_prefix;		    /* leading tokens common to every prompt */
+	double rate;			    /* Poisson arrivals per second; 0 = all at t = 0 */
+	int n_vocab;			    /* token ids are drawn from [0, n_vocab) */
 };
 
 /* Write the trace to fp.  -EINVAL for inconsistent options, -EIO on a write error. */

@@ -4,6 +4,8 @@
  *
  *   duet-generate -m MODEL.gguf -p PROMPT [-n N] [sampling options] [--json] [--logits]
  *   duet-generate -m MODEL.gguf --bench [-p 512] [-n 128] [-r 5] [--json]
+ *   duet-generate -m MODEL.gguf --requests TRACE.jsonl [--out FILE] [batch options]
+ *   duet-generate -m MODEL.gguf --make-requests N [trace options] [--out FILE]
  *
  * Text mode streams the generated text to stdout as it is produced.
  * Exit codes: 0 done, 1 runtime error (bad model, prompt too long ...), 2 usage.
@@ -22,11 +24,13 @@
 #include "drivers/backend.h"
 #include "runtime/core/err.h"
 #include "runtime/core/log.h"
+#include "runtime/kv/kv.h"
 #include "runtime/model/gguf.h"
 #include "runtime/model/llama.h"
 #include "runtime/model/model.h"
 #include "runtime/model/sampler.h"
 #include "runtime/model/tokenizer.h"
+#include "runtime/tools/batch.h"
 
 #define PROG "duet-generate"
 #define EXIT_USAGE 2
@@ -46,6 +50,11 @@ struct opts {
 	struct smp_params sp;
 	const char *stops[MAX_STOPS];
 	int n_stops;
+	/* Batch mode (--requests) and trace generation (--make-requests). */
+	const char *requests, *out;
+	int max_batch_tokens, max_batch_seqs, kv_blocks;
+	bool no_prefix_cache;
+	struct batch_gen_options gen; /* n_requests > 0: write a trace */
 };
 
 static void usage(FILE *fp)
@@ -53,6 +62,8 @@ static void usage(FILE *fp)
 	fprintf(fp,
 		"Usage: " PROG " -m MODEL.gguf -p PROMPT [options]\n"
 		"       " PROG " -m MODEL.gguf --bench [-p TOKENS] [-n TOKENS] [-r REPS] [--json]\n"
+		"       " PROG " -m MODEL.gguf --requests TRACE.jsonl [--out FILE] [options]\n"
+		"       " PROG " -m MODEL.gguf --make-requests N [trace options] [--out FILE]\n"
 		"\n"
 		"Generation:\n"
 		"  -m, --model FILE       GGUF model (llama or qwen2 architecture)\n"
@@ -82,6 +93,24 @@ static void usage(FILE *fp)
 		"      --logits           also print the logits of the first generated position\n"
 		"      --bench            measure prompt processing and decode tokens/s\n"
 		"  -r, --reps N           benchmark repetitions [5]\n"
+		"Batch mode (continuous batching; sampling options and -n are per-request defaults):\n"
+		"      --requests FILE    replay a JSONL trace of requests in real time (\"-\" = stdin);\n"
+		"                         one JSON result per request, then a summary line\n"
+		"                         (keys: prompt | prompt_ids, max_tokens, temperature, top_k,\n"
+		"                         top_p, min_p, repeat_penalty, repeat_last_n, presence_penalty,\n"
+		"                         frequency_penalty, seed, stop, arrival_ms, tenant, priority, id)\n"
+		"      --out FILE         write the results (or the trace) to FILE [stdout]\n"
+		"      --max-batch-tokens N  tokens per step, all sequences [512]\n"
+		"      --max-batch-seqs N    sequences per step [64]\n"
+		"      --kv-blocks N      KV pool in blocks of 16 tokens, 0 = max-batch-seqs full\n"
+		"                         contexts, at most 2 GiB of KV (at least one context) [0]\n"
+		"      --no-prefix-cache  do not reuse the KV of earlier prompts\n"
+		"Trace generation (prompt_ids, no text needed; --seed seeds it):\n"
+		"      --make-requests N  write N synthetic requests as JSONL and exit\n"
+		"      --prompt-len A-B   prompt tokens, uniform in [A, B] [128-512]\n"
+		"      --max-tokens C-D   tokens to generate, uniform in [C, D] [64-256]\n"
+		"      --shared-prefix P  leading prompt tokens common to all requests [0]\n"
+		"      --rate R           Poisson arrivals, requests/s; 0 = all at once [0]\n"
 		"  -h, --help             this text\n",
 		MAX_STOPS);
 }
@@ -156,7 +185,44 @@ enum {
 	OPT_JSON,
 	OPT_LOGITS,
 	OPT_BENCH,
+	OPT_REQUESTS,
+	OPT_OUT,
+	OPT_MAX_BATCH_TOKENS,
+	OPT_MAX_BATCH_SEQS,
+	OPT_KV_BLOCKS,
+	OPT_NO_PREFIX_CACHE,
+	OPT_MAKE_REQUESTS,
+	OPT_PROMPT_LEN,
+	OPT_MAX_TOKENS,
+	OPT_SHARED_PREFIX,
+	OPT_RATE,
 };
+
+/* "A-B" (or "A") with min <= A <= B <= max. */
+static int parse_range(const char *opt, const char *s, int min, int max, int *lo, int *hi)
+{
+	char *end;
+	long a, b;
+
+	errno = 0;
+	a = strtol(s, &end, 10);
+	b = a;
+	if (!errno && end != s && *end == '-') {
+		const char *t = end + 1;
+
+		b = strtol(t, &end, 10);
+		if (end == t)
+			errno = EINVAL;
+	}
+	if (errno || end == s || *end || a < min || b < a || b > max) {
+		fprintf(stderr, PROG ": --%s: '%s' is not a range A-B with %d <= A <= B <= %d\n",
+			opt, s, min, max);
+		return EXIT_USAGE;
+	}
+	*lo = (int)a;
+	*hi = (int)b;
+	return 0;
+}
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
@@ -186,6 +252,17 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "logits", no_argument, NULL, OPT_LOGITS },
 		{ "bench", no_argument, NULL, OPT_BENCH },
+		{ "requests", required_argument, NULL, OPT_REQUESTS },
+		{ "out", required_argument, NULL, OPT_OUT },
+		{ "max-batch-tokens", required_argument, NULL, OPT_MAX_BATCH_TOKENS },
+		{ "max-batch-seqs", required_argument, NULL, OPT_MAX_BATCH_SEQS },
+		{ "kv-blocks", required_argument, NULL, OPT_KV_BLOCKS },
+		{ "no-prefix-cache", no_argument, NULL, OPT_NO_PREFIX_CACHE },
+		{ "make-requests", required_argument, NULL, OPT_MAKE_REQUESTS },
+		{ "prompt-len", required_argument, NULL, OPT_PROMPT_LEN },
+		{ "max-tokens", required_argument, NULL, OPT_MAX_TOKENS },
+		{ "shared-prefix", required_argument, NULL, OPT_SHARED_PREFIX },
+		{ "rate", required_argument, NULL, OPT_RATE },
 		{ NULL, 0, NULL, 0 },
 	};
 	cpu_set_t aff;
@@ -204,6 +281,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	o->sp.top_k = 0;
 	o->sp.top_p = 1.0f;
 	o->sp.min_p = 0.0f;
+	o->max_batch_tokens = 512;
+	o->max_batch_seqs = 64;
+	o->gen.prompt_min = 128;
+	o->gen.prompt_max = 512;
+	o->gen.max_tokens_min = 64;
+	o->gen.max_tokens_max = 256;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:p:n:t:c:r:h", lo, NULL)) != -1) {
 		switch (c) {
@@ -297,6 +380,48 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case OPT_BENCH:
 			o->bench = true;
 			break;
+		case OPT_REQUESTS:
+			o->requests = optarg;
+			break;
+		case OPT_OUT:
+			o->out = optarg;
+			break;
+		case OPT_MAX_BATCH_TOKENS:
+			ret = parse_int("max-batch-tokens", optarg, 1, 1 << 20,
+					&o->max_batch_tokens);
+			break;
+		case OPT_MAX_BATCH_SEQS:
+			ret = parse_int("max-batch-seqs", optarg, 1, 4096, &o->max_batch_seqs);
+			break;
+		case OPT_KV_BLOCKS:
+			ret = parse_int("kv-blocks", optarg, 0, 1 << 24, &o->kv_blocks);
+			break;
+		case OPT_NO_PREFIX_CACHE:
+			o->no_prefix_cache = true;
+			break;
+		case OPT_MAKE_REQUESTS:
+			ret = parse_int("make-requests", optarg, 1, 1 << 24, &o->gen.n_requests);
+			break;
+		case OPT_PROMPT_LEN:
+			ret = parse_range("prompt-len", optarg, 1, 1 << 24, &o->gen.prompt_min,
+					  &o->gen.prompt_max);
+			break;
+		case OPT_MAX_TOKENS:
+			ret = parse_range("max-tokens", optarg, 1, 1 << 24, &o->gen.max_tokens_min,
+					  &o->gen.max_tokens_max);
+			break;
+		case OPT_SHARED_PREFIX:
+			ret = parse_int("shared-prefix", optarg, 0, 1 << 24, &o->gen.shared_prefix);
+			break;
+		case OPT_RATE: {
+			float rate;
+
+			ret = parse_float("rate", optarg, &rate);
+			if (ret == 0 && rate < 0)
+				return usage_error("--rate: '%s' is negative", optarg);
+			o->gen.rate = rate;
+			break;
+		}
 		case ':':
 			return usage_error("option %s needs a value", argv[optind - 1]);
 		default:
@@ -309,6 +434,25 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		return usage_error("unexpected argument '%s'", argv[optind]);
 	if (!o->model)
 		return usage_error("no model (-m FILE)");
+	if ((o->bench != 0) + (o->requests != NULL) + (o->gen.n_requests > 0) +
+		    (o->prompt != NULL && !o->bench) >
+	    1)
+		return usage_error(
+			"-p, --bench, --requests and --make-requests exclude each other");
+	if (o->gen.n_requests > 0) {
+		o->gen.seed = o->sp.seed;
+		return 0;
+	}
+	if (o->requests) {
+		if (o->n_stops)
+			return usage_error("--stop applies to -p; give each request its \"stop\"");
+		if (o->n_predict < 0)
+			o->n_predict = 128;
+		if (o->max_batch_seqs > o->max_batch_tokens)
+			return usage_error("--max-batch-seqs %d exceeds --max-batch-tokens %d",
+					   o->max_batch_seqs, o->max_batch_tokens);
+		return 0;
+	}
 	if (o->bench) {
 		o->bench_p = 512;
 		if (o->prompt && parse_int("prompt", o->prompt, 0, 1 << 20, &o->bench_p))
@@ -381,24 +525,50 @@ static int engine_open(struct engine *e, const struct opts *o)
 		return ret;
 	}
 	int n_ctx = o->ctx > 0 ? o->ctx : (int)e->m->n_ctx;
-	lim.max_table = (n_ctx + 15) / 16 + 1;
+	int ctx_blocks = (n_ctx + 15) / 16;
+	lim.max_table = ctx_blocks + 1;
+	if (o->requests) {
+		/* Continuous batching: steps of many sequences over one shared pool. */
+		lo.max_tokens = lim.max_tokens = o->max_batch_tokens;
+		lo.max_seqs = lo.max_out = lim.max_seqs = o->max_batch_seqs;
+		lim.max_table = o->max_batch_seqs * (ctx_blocks + 1);
+		lo.block_tokens = 16;
+		lo.n_blocks = o->kv_blocks;
+		if (lo.n_blocks == 0) {
+			/* Every sequence's full context, within 2 GiB, but at least one context. */
+			size_t bb = 0;
+			long want = (long)o->max_batch_seqs * ctx_blocks, cap = want;
+
+			if (kv_block_bytes(16, (int)e->m->n_kv_heads, (int)e->m->head_dim,
+					   o->kv == GGML_TYPE_F32 ? 4 : 2, (int)e->m->n_layers,
+					   &bb) == 0 &&
+			    bb > 0)
+				cap = (long)((2ull << 30) / bb);
+			if (cap < ctx_blocks + 1)
+				cap = ctx_blocks + 1;
+			lo.n_blocks = (int)(want < cap ? want : cap);
+		}
+	}
 	ret = backend_open("cpu", &bo, &lim, &e->be);
 	if (ret)
 		return ret;
 	ret = llm_create(e->be, e->m, &lo, &e->llm);
 	if (ret)
 		return ret;
-	ret = llm_seq_init(&e->seq, e->llm);
-	if (ret)
-		return ret;
+	if (!o->requests) {
+		ret = llm_seq_init(&e->seq, e->llm);
+		if (ret)
+			return ret;
+	}
 	e->n_vocab = (int)e->m->n_vocab;
 	e->logits = calloc((size_t)e->n_vocab, sizeof(float));
 	if (!e->logits)
 		return -ENOMEM;
 	model_desc_summary(e->m, err, sizeof(err));
 	backend_describe(e->be, desc, sizeof(desc));
-	log_info("generate", "%s; %s; context %d, KV %s", err, desc, llm_n_ctx(e->llm),
-		 ggml_type_name(o->kv));
+	log_info("generate", "%s; %s; context %d, KV %s, %d blocks of %d tokens", err, desc,
+		 llm_n_ctx(e->llm), ggml_type_name(o->kv), llm_n_blocks(e->llm),
+		 llm_block_tokens(e->llm));
 	return 0;
 }
 
@@ -752,6 +922,68 @@ static int bench(struct engine *e, const struct opts *o)
 	return 0;
 }
 
+/* --- batch mode ----------------------------------------------------------------- */
+
+static int run_batch(struct engine *e, const struct opts *o)
+{
+	struct batch_options bo = {
+		.requests = o->requests,
+		.out = o->out,
+		.max_batch_tokens = o->max_batch_tokens,
+		.max_batch_seqs = o->max_batch_seqs,
+		.prefix_cache = !o->no_prefix_cache,
+		.add_bos = !o->no_bos,
+		.parse_special = o->parse_special,
+		.ignore_eos = o->ignore_eos,
+		.max_tokens = o->n_predict,
+		.sp = o->sp,
+	};
+
+	return batch_run(e->llm, e->tok, &bo);
+}
+
+/* --make-requests: needs only the vocabulary size, so the weights stay unloaded. */
+static int make_requests(struct opts *o)
+{
+	struct gguf_file *f = NULL;
+	struct model_desc *m = NULL;
+	FILE *fp = stdout;
+	char err[512];
+	int ret;
+
+	ret = gguf_open(o->model, &f, err, sizeof(err));
+	if (ret) {
+		log_error("generate", "%s", err);
+		return ret;
+	}
+	ret = model_desc_load(f, MODEL_LOAD_VOCAB_ONLY, &m, err, sizeof(err));
+	if (ret) {
+		log_error("generate", "%s: %s", o->model, err);
+		goto out_gguf;
+	}
+	o->gen.n_vocab = (int)m->n_vocab;
+	if (o->out && strcmp(o->out, "-") != 0) {
+		fp = fopen(o->out, "w");
+		if (!fp) {
+			ret = -errno;
+			log_error("generate", "%s: %s", o->out, strerror(errno));
+			goto out_model;
+		}
+	}
+	ret = batch_make_requests(&o->gen, fp);
+	if (ret)
+		log_error("generate", "--make-requests: %s", duet_strerror(ret));
+	if (fp != stdout && fclose(fp) != 0 && ret == 0) {
+		ret = -errno;
+		log_error("generate", "%s: %s", o->out, strerror(errno));
+	}
+out_model:
+	model_desc_free(m);
+out_gguf:
+	gguf_close(f);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o;
@@ -762,10 +994,14 @@ int main(int argc, char **argv)
 	ret = parse_args(argc, argv, &o);
 	if (ret)
 		return ret;
+	if (o.gen.n_requests > 0)
+		return make_requests(&o) ? 1 : 0;
 	if (o.json || o.bench)
 		duet_log_set_level(DUET_LOG_WARN);
 	ret = engine_open(&e, &o);
-	if (ret == 0)
+	if (ret == 0 && o.requests)
+		ret = run_batch(&e, &o);
+	else if (ret == 0)
 		ret = o.bench ? bench(&e, &o) : generate(&e, &o);
 	engine_close(&e);
 	return ret ? 1 : 0;
