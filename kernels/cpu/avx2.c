@@ -129,7 +129,8 @@ T2 INL void tile_f(int wt, const struct kcpu_matmul_args *a, int i0, int tn, int
 	for (; j + 8 <= k; j += 8) {
 		__m256 wv[DR];
 
-		if (tn == 1)
+		/* The first token tile over these rows fetches the rows after them. */
+		if (i0 == 0)
 			prefetch_next(w, tr, a->w_row_bytes, (size_t)j * (wt == KCPU_W_F32 ? 4 : 2),
 				      8 * (wt == KCPU_W_F32 ? 4 : 2));
 #pragma GCC unroll 8
@@ -262,7 +263,7 @@ T2 INL void tile_q(int q4, const struct kcpu_matmul_args *a, int i0, int tn, int
 		__m256i wq[DR];
 		float wd[DR];
 
-		if (tn == 1)
+		if (i0 == 0) /* the first token tile over these rows fetches the next ones */
 			prefetch_next(w, tr, a->w_row_bytes, (size_t)b * wbs, wbs);
 
 #pragma GCC unroll 8

@@ -115,7 +115,7 @@ T512 INL void tile_f(int wt, const struct kcpu_matmul_args *a, int i0, int tn, i
 	for (; j + 16 <= k; j += 16) {
 		__m512 xv[4], wv[8];
 
-		if (tn == 1)
+		if (i0 == 0) /* the first token tile over these rows fetches the next ones */
 			prefetch_next(w, tr, a->w_row_bytes, (size_t)j * (wt == KCPU_W_F32 ? 4 : 2),
 				      16 * (wt == KCPU_W_F32 ? 4 : 2));
 
@@ -322,7 +322,7 @@ T512 INL void tile_q(int q4, int vnni, const struct kcpu_matmul_args *a, int i0,
 		__m512i xq[4], xb[4], wq[8];
 		__m512 xd[4], wd[8];
 
-		if (tn == 1)
+		if (i0 == 0) /* the first token tile over these rows fetches the next ones */
 			prefetch_next(w, tr, a->w_row_bytes, (size_t)b * wbs, 2 * wbs);
 
 #pragma GCC unroll 4
