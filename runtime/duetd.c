@@ -52,8 +52,10 @@ static void usage(FILE *fp)
 static void print_version(void)
 {
 	printf("duetd %s\n", DUET_VERSION);
-	printf("built with: CUDA %s, NCCL %s, libibverbs %s\n", DUET_HAVE_CUDA ? "yes" : "no",
-	       DUET_HAVE_NCCL ? "yes" : "no", DUET_HAVE_VERBS ? "yes" : "no");
+	printf("optional parts found when built: CUDA toolkit %s, NCCL %s, libibverbs %s\n",
+	       DUET_HAVE_CUDA ? "yes" : "no", DUET_HAVE_NCCL ? "yes" : "no",
+	       DUET_HAVE_VERBS ? "yes" : "no");
+	printf("compute backends: cpu (CUDA backend and verbs/NCCL drivers not written yet)\n");
 }
 
 /* Load and validate config; print every error.  Returns 0 or the first error. */
