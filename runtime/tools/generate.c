@@ -676,7 +676,7 @@ static int generate(struct engine *e, const struct opts *o)
 		log_error("generate", "cannot tokenize the prompt: %s", duet_strerror(ret));
 		goto out;
 	}
-	/* --no-bos drops a BOS the tokenizer would add. */
+	/* With --no-bos an empty prompt has no tokens at all. */
 	if (n_prompt == 0) {
 		log_error("generate", "the prompt is empty and the model adds no BOS; nothing to "
 				      "condition on");
