@@ -80,7 +80,8 @@ CORE_SRCS   := runtime/core/err.c runtime/core/log.c runtime/core/mem.c
 CONFIG_SRCS := runtime/config/config.c runtime/config/schema.c
 MODEL_SRCS  := runtime/model/gguf.c runtime/model/gguf_write.c runtime/model/model.c \
 	       runtime/model/synth.c runtime/model/tokenizer.c runtime/model/unicode.c \
-	       runtime/model/unicode_data.c runtime/model/sampler.c runtime/model/llama.c
+	       runtime/model/unicode_data.c runtime/model/sampler.c runtime/model/llama.c \
+	       runtime/model/chat.c
 KERNEL_SRCS := kernels/cpu/quant.c kernels/cpu/ref.c kernels/cpu/avx2.c kernels/cpu/avx512.c \
 	       kernels/cpu/dispatch.c
 KV_SRCS     := runtime/kv/kv.c runtime/sched/sched.c
@@ -94,7 +95,7 @@ TINY_MODEL  := $(BUILD)/models/duet-tiny.gguf
 # Shape of the bundled model (etc/duet.cfg points at it).
 TINY_ARGS   := --dim 128 --layers 4 --heads 4 --kv-heads 2 --ffn 352 --ctx 1024 --type f16 --seed 1
 
-UNIT_TESTS  := core config gguf synth quant tokenizer sampler kernels kv llama sched
+UNIT_TESTS  := core config gguf synth quant tokenizer sampler kernels kv llama sched chat
 TEST_HELPER := tests/unit/testutil.c tests/unit/ggufgen.c
 TEST_HELPER_OBJS := $(TEST_HELPER:%.c=$(BUILD)/obj/%.o)
 TEST_BINS   := $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
