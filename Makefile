@@ -76,7 +76,7 @@ DEPS_FUZZ  := clang:libFuzzer-targets libclang-rt-14-dev:libFuzzer-runtime
 # ---------------------------------------------------------------------------
 # Objects
 # ---------------------------------------------------------------------------
-CORE_SRCS   := runtime/core/err.c runtime/core/log.c runtime/core/mem.c
+CORE_SRCS   := runtime/core/err.c runtime/core/log.c runtime/core/mem.c runtime/core/sdnotify.c
 CONFIG_SRCS := runtime/config/config.c runtime/config/schema.c
 MODEL_SRCS  := runtime/model/gguf.c runtime/model/gguf_write.c runtime/model/model.c \
 	       runtime/model/synth.c runtime/model/tokenizer.c runtime/model/unicode.c \
@@ -212,13 +212,16 @@ deps-fuzz:
 
 # --- install -----------------------------------------------------------------
 install: all
-	@echo "install: $(DESTDIR)$(PREFIX)/bin, $(DESTDIR)$(PREFIX)/share/duet, $(DESTDIR)$(SYSCONFDIR)/duet"
+	@echo "install: $(DESTDIR)$(PREFIX)/bin, $(DESTDIR)$(PREFIX)/share/duet, $(DESTDIR)$(SYSCONFDIR)/duet, $(DESTDIR)$(PREFIX)/lib/systemd/system"
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/duet/models $(DESTDIR)$(SYSCONFDIR)/duet
 	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 $(TINY_MODEL) $(DESTDIR)$(PREFIX)/share/duet/models/
 	sed 's|^\([[:space:]]*path[[:space:]]*=[[:space:]]*\)"[^"]*duet-tiny.gguf"|\1"$(PREFIX)/share/duet/models/duet-tiny.gguf"|' \
 		etc/duet.cfg > $(DESTDIR)$(SYSCONFDIR)/duet/duet.cfg
 	chmod 0644 $(DESTDIR)$(SYSCONFDIR)/duet/duet.cfg
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	sed -e 's|/usr/local/bin/duetd|$(PREFIX)/bin/duetd|' -e 's|/etc/duet/duet.cfg|$(SYSCONFDIR)/duet/duet.cfg|' \
+		etc/duetd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/duetd.service
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

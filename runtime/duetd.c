@@ -13,11 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runtime/config/config.h"
 #include "runtime/core/err.h"
 #include "runtime/core/log.h"
+#include "runtime/core/sdnotify.h"
 #include "runtime/model/gguf.h"
 #include "runtime/model/model.h"
 
@@ -150,9 +152,20 @@ static int serve(const char *config_path, struct duet_config *cfg, bool verbose)
 		 "up (pid %d): configuration and model validated; serving arrives with the "
 		 "supervisor and API; Ctrl-C or SIGTERM stops",
 		 (int)getpid());
+	sdn_notify("READY=1");
+	sdn_status("configuration and model validated; %u partition(s)", cfg->n_partitions);
+
+	/* Under systemd with WatchdogSec=, ping at half the interval. */
+	uint64_t wd_usec = sdn_watchdog_usec();
+	struct timespec wait = { .tv_sec = (time_t)(wd_usec / 2 / 1000000),
+				 .tv_nsec = (long)(wd_usec / 2 % 1000000) * 1000 };
 	for (;;) {
-		int sig = sigwaitinfo(&set, &si);
+		int sig = wd_usec ? sigtimedwait(&set, &si, &wait) : sigwaitinfo(&set, &si);
 		if (sig < 0) {
+			if (errno == EAGAIN) {
+				sdn_notify("WATCHDOG=1");
+				continue;
+			}
 			if (errno == EINTR)
 				continue;
 			log_error("duetd", "sigwaitinfo: %s", strerror(errno));
@@ -161,6 +174,7 @@ static int serve(const char *config_path, struct duet_config *cfg, bool verbose)
 		if (sig == SIGHUP) {
 			struct duet_config next;
 			log_info("duetd", "SIGHUP: re-reading %s", config_path);
+			sdn_notify("RELOADING=1");
 			if (load_config(config_path, &next) == 0) {
 				*cfg = next;
 				apply_log_config(cfg, verbose);
@@ -170,9 +184,11 @@ static int serve(const char *config_path, struct duet_config *cfg, bool verbose)
 				log_warn("duetd",
 					 "reload failed; keeping the running configuration");
 			}
+			sdn_notify("READY=1");
 			continue;
 		}
 		log_info("duetd", "%s: shutting down", strsignal(sig));
+		sdn_notify("STOPPING=1");
 		return 0;
 	}
 }

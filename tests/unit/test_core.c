@@ -12,11 +12,14 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include "runtime/core/err.h"
 #include "runtime/core/log.h"
+#include "runtime/core/sdnotify.h"
 #include "tests/unit/testutil.h"
 
 static void test_strerror(void **state)
@@ -169,6 +172,67 @@ static void test_assert_aborts_with_alert(void **state)
 	assert_non_null(strstr(buf, "invariant '1 + 1 == 3' broken"));
 }
 
+/* Notifications reach the socket $NOTIFY_SOCKET names, path or abstract. */
+static void test_sdnotify(void **state)
+{
+	char *dir = tu_mkdtemp();
+	char path[100], buf[128];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+	ssize_t n;
+
+	(void)state;
+	unsetenv("NOTIFY_SOCKET");
+	assert_int_equal(sdn_notify("READY=1"), 0); /* not under systemd: nothing to do */
+
+	snprintf(path, sizeof(path), "%s/notify", dir);
+	fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+	assert_true(fd >= 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	setenv("NOTIFY_SOCKET", path, 1);
+	assert_int_equal(sdn_notify("READY=1"), 0);
+	n = recv(fd, buf, sizeof(buf) - 1, 0);
+	assert_int_equal(n, 7);
+	buf[n] = '\0';
+	assert_string_equal(buf, "READY=1");
+	assert_int_equal(sdn_status("loading %d of %d", 1, 2), 0);
+	n = recv(fd, buf, sizeof(buf) - 1, 0);
+	buf[n > 0 ? n : 0] = '\0';
+	assert_string_equal(buf, "STATUS=loading 1 of 2");
+	close(fd);
+
+	/* Abstract namespace: "@name". */
+	fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1, "duet-test-%d", (int)getpid());
+	socklen_t len =
+		(socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(sa.sun_path + 1));
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, len), 0);
+	snprintf(path, sizeof(path), "@duet-test-%d", (int)getpid());
+	setenv("NOTIFY_SOCKET", path, 1);
+	assert_int_equal(sdn_notify("WATCHDOG=1"), 0);
+	n = recv(fd, buf, sizeof(buf) - 1, 0);
+	assert_int_equal(n, 10);
+	close(fd);
+
+	setenv("NOTIFY_SOCKET", "relative/path", 1);
+	assert_int_equal(sdn_notify("READY=1"), -EINVAL);
+	unsetenv("NOTIFY_SOCKET");
+
+	setenv("WATCHDOG_USEC", "30000000", 1);
+	unsetenv("WATCHDOG_PID");
+	assert_int_equal(sdn_watchdog_usec(), 30000000);
+	setenv("WATCHDOG_PID", "1", 1); /* someone else's watchdog */
+	assert_int_equal(sdn_watchdog_usec(), 0);
+	unsetenv("WATCHDOG_PID");
+	setenv("WATCHDOG_USEC", "soon", 1);
+	assert_int_equal(sdn_watchdog_usec(), 0);
+	unsetenv("WATCHDOG_USEC");
+	tu_rmtree(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -179,6 +243,7 @@ int main(void)
 		cmocka_unit_test(test_log_long),
 		cmocka_unit_test(test_log_auto_journal),
 		cmocka_unit_test(test_assert_aborts_with_alert),
+		cmocka_unit_test(test_sdnotify),
 	};
 	return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }
