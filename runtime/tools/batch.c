@@ -709,8 +709,7 @@ out:
 
 /* --- output -------------------------------------------------------------------- */
 
-/* The same escaping as duet-generate --json, so that texts compare byte for byte. */
-static void json_str(FILE *fp, const char *s, size_t n)
+void batch_json_str(FILE *fp, const char *s, size_t n)
 {
 	fputc('"', fp);
 	for (size_t i = 0; i < n; i++) {
@@ -752,7 +751,7 @@ static void write_request(FILE *fp, const struct breq *r)
 	for (int i = 0; i < r->n_gen; i++)
 		fprintf(fp, "%s%d", i ? ", " : "", r->gen[i]);
 	fputs("], \"text\": ", fp);
-	json_str(fp, r->text.buf ? r->text.buf : "", r->emitted);
+	batch_json_str(fp, r->text.buf ? r->text.buf : "", r->emitted);
 	fprintf(fp, ", \"finish_reason\": \"%s\"", r->finish);
 	json_ms(fp, "ttft_ms", r->ttft_ms);
 	json_ms(fp, "tpot_ms", r->tpot_ms);

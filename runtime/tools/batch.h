@@ -64,4 +64,11 @@ struct batch_gen_options {
 /* Write the trace to fp.  -EINVAL for inconsistent options, -EIO on a write error. */
 int batch_make_requests(const struct batch_gen_options *g, FILE *fp);
 
+/*
+ * s[0..n) as a JSON string literal: quotes, backslashes and control bytes
+ * escaped, other bytes as they are (the detokenizer emits valid UTF-8).
+ * Shared by every JSON output of duet-generate so texts compare byte for byte.
+ */
+void batch_json_str(FILE *fp, const char *s, size_t n);
+
 #endif /* DUET_BATCH_H */

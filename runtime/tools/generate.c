@@ -586,27 +586,6 @@ static void engine_close(struct engine *e)
 
 /* --- JSON helpers --------------------------------------------------------------- */
 
-static void json_str(FILE *fp, const char *s, size_t n)
-{
-	fputc('"', fp);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		if (ch == '"' || ch == '\\')
-			fprintf(fp, "\\%c", ch);
-		else if (ch == '\n')
-			fputs("\\n", fp);
-		else if (ch == '\r')
-			fputs("\\r", fp);
-		else if (ch == '\t')
-			fputs("\\t", fp);
-		else if (ch < 0x20 || ch == 0x7f)
-			fprintf(fp, "\\u%04x", ch);
-		else
-			fputc(ch, fp);
-	}
-	fputc('"', fp);
-}
-
 static void json_ids(FILE *fp, const int32_t *ids, int n)
 {
 	fputc('[', fp);
@@ -781,7 +760,7 @@ static int generate(struct engine *e, const struct opts *o)
 		printf(", \"generated_ids\": ");
 		json_ids(stdout, gen, n_gen);
 		printf(", \"text\": ");
-		json_str(stdout, out.buf ? out.buf : "", final_len);
+		batch_json_str(stdout, out.buf ? out.buf : "", final_len);
 		printf(", \"finish_reason\": \"%s\"", why);
 		printf(", \"timings\": {\"prefill_ms\": %.3f, \"prefill_tokens\": %zu, "
 		       "\"prefill_tokens_per_s\": %.2f, \"decode_ms\": %.3f, \"decode_tokens\": %d, "
@@ -898,10 +877,10 @@ static int bench(struct engine *e, const struct opts *o)
 	double wbytes = (double)e->m->weight_bytes;
 	if (o->json) {
 		printf("{\"model\": ");
-		json_str(stdout, e->m->name, strlen(e->m->name));
+		batch_json_str(stdout, e->m->name, strlen(e->m->name));
 		printf(", \"weights\": \"%s\", \"params\": %llu, \"weight_bytes\": %.0f, \"backend\": ",
 		       ggml_type_name(e->m->wtype), (unsigned long long)e->m->n_params, wbytes);
-		json_str(stdout, desc, strlen(desc));
+		batch_json_str(stdout, desc, strlen(desc));
 		printf(", \"threads\": %d, \"reps\": %d, \"pp_tokens\": %d, \"pp_tokens_per_s\": %.2f, "
 		       "\"pp_sd\": %.2f, \"tg_tokens\": %d, \"tg_tokens_per_s\": %.2f, \"tg_sd\": %.2f, "
 		       "\"tg_weight_gb_per_s\": %.2f}\n",
