@@ -1,0 +1,366 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Supervisor <-> worker channel (DESIGN.md "Processes").
+ *
+ * One AF_UNIX SOCK_SEQPACKET socketpair per worker.  Seqpacket because the
+ * kernel keeps message boundaries and delivers or refuses a whole message:
+ * one sendmsg() is one frame, one recvmsg() is one frame, there are no
+ * partial reads or writes to reassemble, and a frame longer than the
+ * receiver's buffer is reported (MSG_TRUNC) instead of desynchronising the
+ * stream.  The peer is always a process of the same host and the same
+ * binary, so every field is in host byte order (little-endian on every
+ * supported target) and structs are sent as they are laid out in memory;
+ * every struct has explicit widths, explicit padding and a static_assert on
+ * its size, and the version field changes whenever any of them does.
+ *
+ * Frame = struct ipc_hdr (24 bytes) + len payload bytes, len <= IPC_MAX_PAYLOAD
+ * (64 KiB).  The payload is the type's struct; types with a token array
+ * (SUBMIT, PROMPT_CHUNK) send only the used part of it.  64 KiB keeps one
+ * frame well under the default AF_UNIX send buffer (wmem_default, ~208 KiB),
+ * so a frame never needs tuning of socket options; a prompt longer than one
+ * frame (IPC_SUBMIT_MAX_TOKENS, ~16K tokens) is sent as one SUBMIT with the
+ * first tokens followed by PROMPT_CHUNK frames, which lets prompts reach any
+ * context length (IPC_MAX_PROMPT) with a fixed receive buffer.
+ *
+ * Validation: every received frame is checked before ipc_recv returns it:
+ * magic, version, header flags, type, direction (a worker does not send
+ * SUBMIT), request id (zero or not, per type), length (exact for fixed
+ * structs; header + 4 * count for token arrays), enums, bit masks, counts
+ * against each other, NUL-terminated and NUL-padded strings, finite floats
+ * in range.  The first violation kills the channel: ipc_recv and ipc_send
+ * return the same negative code from then on, and the supervisor treats the
+ * worker as crashed.  Senders run the same validator, so a bug on the
+ * sending side is caught there (-EINVAL, channel stays alive) rather than
+ * killing the peer.
+ *
+ * Cross-frame state (a PROMPT_CHUNK must follow its SUBMIT at the right
+ * offset, a TOKEN must name a known request) is the receiver's to check.
+ *
+ * Errors (negative errno): -EPROTO malformed header (magic, flags, type,
+ * direction, request id, short frame), -EPROTONOSUPPORT version mismatch,
+ * -EMSGSIZE length beyond IPC_MAX_PAYLOAD or not the type's length,
+ * -EBADMSG payload rejected by the type's validator, -EPIPE / -ECONNRESET
+ * peer gone.  ipc_chan_error_reason() says what exactly, for the log.
+ */
+#ifndef DUET_IPC_H
+#define DUET_IPC_H
+
+#include <assert.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define IPC_MAGIC 0x43504944u /* "DIPC" in memory on little-endian */
+#define IPC_VERSION 1
+#define IPC_MAX_PAYLOAD (64u * 1024u)
+#define IPC_NAME_MAX 128	  /* model name field, NUL included */
+#define IPC_ERRMSG_MAX 256	  /* ERROR message field, NUL included */
+#define IPC_MAX_PROMPT (1u << 24) /* tokens in one prompt, all chunks */
+
+/* Types.  Values are wire values: append, never renumber. */
+enum ipc_type {
+	IPC_HELLO = 1,	  /* W->S  process up: pid, partition, role, model */
+	IPC_READY,	  /* W->S  model loaded: n_ctx, n_vocab, KV blocks */
+	IPC_SUBMIT,	  /* S->W  a request: sampling, limits, first prompt tokens */
+	IPC_PROMPT_CHUNK, /* S->W  more prompt tokens of a SUBMIT */
+	IPC_CANCEL,	  /* S->W  stop a request */
+	IPC_TOKEN,	  /* W->S  one generated token */
+	IPC_DONE,	  /* W->S  a request finished (after its last TOKEN) */
+	IPC_ERROR,	  /* both  a request (req_id != 0) or the worker failed */
+	IPC_STATS,	  /* W->S  periodic counters */
+	IPC_PING,	  /* both  liveness; req_id is a nonce */
+	IPC_PONG,	  /* both  answer to PING, same req_id and payload */
+	IPC_SHUTDOWN,	  /* S->W  drain or stop */
+	IPC_RELOAD,	  /* S->W  apply runtime settings */
+	IPC_TYPE__END
+};
+
+/* Which end of the socketpair a channel is; decides what it may send and receive. */
+enum ipc_end {
+	IPC_END_SUPERVISOR,
+	IPC_END_WORKER,
+};
+
+enum ipc_role { IPC_ROLE_PREFILL, IPC_ROLE_DECODE, IPC_ROLE_MIXED, IPC_ROLE__END };
+
+/* Why a request ended (TOKEN with IPC_TOK_LAST, DONE). */
+enum ipc_finish {
+	IPC_FINISH_NONE,      /* not finished (TOKEN without IPC_TOK_LAST) */
+	IPC_FINISH_LENGTH,    /* max_tokens produced */
+	IPC_FINISH_EOG,	      /* end-of-generation token */
+	IPC_FINISH_CONTEXT,   /* context full */
+	IPC_FINISH_STOP,      /* stop string (supervisor side) */
+	IPC_FINISH_CANCELLED, /* CANCEL received */
+	IPC_FINISH_ERROR,     /* see the ERROR frame sent before DONE */
+	IPC_FINISH__END
+};
+
+enum ipc_cancel_reason {
+	IPC_CANCEL_CLIENT,   /* client went away */
+	IPC_CANCEL_STOP,     /* stop string matched */
+	IPC_CANCEL_DEADLINE, /* request deadline passed */
+	IPC_CANCEL_ADMIN,    /* operator */
+	IPC_CANCEL_REROUTE,  /* moved to another partition */
+	IPC_CANCEL__END
+};
+
+enum ipc_shutdown_mode {
+	IPC_SHUTDOWN_DRAIN, /* finish running requests, accept none, then exit */
+	IPC_SHUTDOWN_NOW,   /* cancel everything and exit */
+	IPC_SHUTDOWN__END
+};
+
+/* Frame header; 24 bytes, offsets 0, 4, 6, 8, 12, 16. */
+struct ipc_hdr {
+	uint32_t magic;	  /* IPC_MAGIC */
+	uint16_t version; /* IPC_VERSION */
+	uint16_t type;	  /* enum ipc_type */
+	uint32_t len;	  /* payload bytes after the header, <= IPC_MAX_PAYLOAD */
+	uint32_t flags;	  /* none defined in version 1: must be 0 */
+	uint64_t req_id;  /* request id; 0 for channel-level messages; PING nonce */
+};
+static_assert(sizeof(struct ipc_hdr) == 24, "ipc_hdr wire size");
+
+#define IPC_FRAME_MAX (sizeof(struct ipc_hdr) + IPC_MAX_PAYLOAD)
+
+/* HELLO: 144 bytes.  req_id 0. */
+struct ipc_hello {
+	int32_t pid;		  /* > 0 */
+	uint32_t partition;	  /* index in the config */
+	uint32_t role;		  /* enum ipc_role */
+	uint32_t reserved;	  /* 0 */
+	char model[IPC_NAME_MAX]; /* NUL-terminated, NUL-padded */
+};
+static_assert(sizeof(struct ipc_hello) == 144, "ipc_hello wire size");
+
+/* READY: 24 bytes.  req_id 0. */
+struct ipc_ready {
+	uint32_t n_ctx;		  /* tokens, > 0 */
+	uint32_t n_vocab;	  /* (0, 1 << 24] */
+	uint32_t kv_blocks_total; /* > 0 */
+	uint32_t block_tokens;	  /* > 0 */
+	uint32_t max_batch;	  /* sequences per step, > 0 */
+	uint32_t reserved;	  /* 0 */
+};
+static_assert(sizeof(struct ipc_ready) == 24, "ipc_ready wire size");
+
+/* Sampling parameters (struct smp_params without logit bias); 40 bytes, ranges as smp_params. */
+struct ipc_sampling {
+	float temperature;	 /* [0, 100]; 0 = greedy */
+	float top_p;		 /* (0, 1] */
+	float min_p;		 /* [0, 1] */
+	float repeat_penalty;	 /* (0, 10] */
+	float presence_penalty;	 /* [-2, 2] */
+	float frequency_penalty; /* [-2, 2] */
+	int32_t top_k;		 /* >= 0; 0 = off */
+	int32_t repeat_last_n;	 /* [0, 1 << 20] */
+	uint64_t seed;
+};
+static_assert(sizeof(struct ipc_sampling) == 40, "ipc_sampling wire size");
+
+/*
+ * SUBMIT: 64-byte fixed part + n_tokens * 4 bytes (ipc_submit_len()).
+ * req_id != 0.  tokens[] holds prompt tokens [0, n_tokens); when
+ * n_tokens < n_prompt, PROMPT_CHUNK frames with the same req_id follow.
+ */
+#define IPC_SUBMIT_FIXED 64u
+#define IPC_SUBMIT_MAX_TOKENS ((IPC_MAX_PAYLOAD - IPC_SUBMIT_FIXED) / 4u)
+struct ipc_submit {
+	struct ipc_sampling sampling;
+	uint64_t salt;	     /* prefix-cache tenant salt */
+	uint32_t max_tokens; /* tokens to generate, > 0 */
+	int32_t priority;    /* larger runs first; any value */
+	uint32_t n_prompt;   /* whole prompt, (0, IPC_MAX_PROMPT] */
+	uint32_t n_tokens;   /* in this frame, (0, min(n_prompt, IPC_SUBMIT_MAX_TOKENS)] */
+	int32_t tokens[IPC_SUBMIT_MAX_TOKENS]; /* >= 0 each (n_vocab is the worker's check) */
+};
+static_assert(offsetof(struct ipc_submit, tokens) == IPC_SUBMIT_FIXED, "ipc_submit layout");
+static_assert(sizeof(struct ipc_submit) == IPC_MAX_PAYLOAD, "ipc_submit wire size");
+
+/* PROMPT_CHUNK: 16-byte fixed part + n_tokens * 4 bytes.  req_id != 0. */
+#define IPC_CHUNK_FIXED 16u
+#define IPC_CHUNK_MAX_TOKENS ((IPC_MAX_PAYLOAD - IPC_CHUNK_FIXED) / 4u)
+struct ipc_prompt_chunk {
+	uint32_t n_prompt; /* as in the SUBMIT */
+	uint32_t offset;   /* index of tokens[0] in the prompt, > 0 */
+	uint32_t n_tokens; /* > 0, offset + n_tokens <= n_prompt; == n_prompt: the last chunk */
+	uint32_t reserved; /* 0 */
+	int32_t tokens[IPC_CHUNK_MAX_TOKENS];
+};
+static_assert(offsetof(struct ipc_prompt_chunk, tokens) == IPC_CHUNK_FIXED, "chunk layout");
+static_assert(sizeof(struct ipc_prompt_chunk) == IPC_MAX_PAYLOAD, "chunk wire size");
+
+/* CANCEL: 8 bytes.  req_id != 0. */
+struct ipc_cancel {
+	uint32_t reason;   /* enum ipc_cancel_reason */
+	uint32_t reserved; /* 0 */
+};
+static_assert(sizeof(struct ipc_cancel) == 8, "ipc_cancel wire size");
+
+#define IPC_TOK_FIRST 1u /* first generated token of the request */
+#define IPC_TOK_LAST 2u	 /* last one; finish != IPC_FINISH_NONE exactly then */
+#define IPC_TOK__MASK 3u
+
+/* TOKEN: 32 bytes.  req_id != 0.  Times are CLOCK_MONOTONIC ns. */
+struct ipc_token {
+	int32_t token;	  /* >= 0 */
+	uint32_t index;	  /* 0-based among generated tokens; 0 exactly with IPC_TOK_FIRST */
+	uint32_t flags;	  /* IPC_TOK_* */
+	uint32_t finish;  /* enum ipc_finish */
+	uint64_t t_ns;	  /* when the token was sampled */
+	uint64_t step_ns; /* duration of the step that produced it */
+};
+static_assert(sizeof(struct ipc_token) == 32, "ipc_token wire size");
+
+/* DONE: 40 bytes.  req_id != 0. */
+struct ipc_done {
+	uint32_t finish;      /* enum ipc_finish, != IPC_FINISH_NONE */
+	uint32_t n_prompt;    /* prompt tokens */
+	uint32_t n_cached;    /* of them served from the prefix cache, <= n_prompt */
+	uint32_t n_generated; /* tokens sent */
+	uint32_t n_preempted; /* times the request was preempted */
+	uint32_t reserved;    /* 0 */
+	uint64_t t_first_ns;  /* first token sampled (0: none) */
+	uint64_t t_done_ns;   /* finished */
+};
+static_assert(sizeof(struct ipc_done) == 40, "ipc_done wire size");
+
+/* ERROR: 264 bytes.  req_id: the failed request, or 0 for the worker itself. */
+struct ipc_error {
+	int32_t code;		  /* < 0: -errno or -DUET_E* */
+	uint32_t reserved;	  /* 0 */
+	char msg[IPC_ERRMSG_MAX]; /* NUL-terminated, NUL-padded */
+};
+static_assert(sizeof(struct ipc_error) == 264, "ipc_error wire size");
+
+/* STATS: 96 bytes.  req_id 0.  Counters are cumulative since the worker started. */
+struct ipc_stats {
+	uint32_t running, waiting;		/* requests now */
+	uint32_t kv_total;			/* blocks */
+	uint32_t kv_used, kv_cached, kv_leased; /* sum <= kv_total */
+	uint64_t prefix_queries, prefix_hits;	/* hits <= queries */
+	uint64_t prompt_tokens, gen_tokens;
+	uint64_t preemptions;
+	uint64_t steps;
+	uint64_t step_ns_total, step_ns_max;
+	uint64_t t_ns; /* CLOCK_MONOTONIC when sampled */
+};
+static_assert(sizeof(struct ipc_stats) == 96, "ipc_stats wire size");
+
+/* PING / PONG: 8 bytes.  req_id: any nonce; PONG echoes req_id and t_ns. */
+struct ipc_ping {
+	uint64_t t_ns; /* sender's CLOCK_MONOTONIC at PING */
+};
+static_assert(sizeof(struct ipc_ping) == 8, "ipc_ping wire size");
+
+/* SHUTDOWN: 8 bytes.  req_id 0. */
+struct ipc_shutdown {
+	uint32_t mode;	      /* enum ipc_shutdown_mode */
+	uint32_t deadline_ms; /* DRAIN: then as NOW; 0 = no deadline */
+};
+static_assert(sizeof(struct ipc_shutdown) == 8, "ipc_shutdown wire size");
+
+#define IPC_RELOAD_LOG_LEVEL 1u /* apply log_level */
+#define IPC_RELOAD__MASK 1u
+
+/* RELOAD: 8 bytes.  req_id 0. */
+struct ipc_reload {
+	uint32_t what;	    /* IPC_RELOAD_* bits, at least one */
+	uint32_t log_level; /* enum duet_log_level when IPC_RELOAD_LOG_LEVEL */
+};
+static_assert(sizeof(struct ipc_reload) == 8, "ipc_reload wire size");
+
+/* A received frame: the header and its validated payload (hdr.len bytes of u). */
+struct ipc_msg {
+	struct ipc_hdr hdr;
+	union {
+		struct ipc_hello hello;
+		struct ipc_ready ready;
+		struct ipc_submit submit;
+		struct ipc_prompt_chunk chunk;
+		struct ipc_cancel cancel;
+		struct ipc_token token;
+		struct ipc_done done;
+		struct ipc_error error;
+		struct ipc_stats stats;
+		struct ipc_ping ping;
+		struct ipc_shutdown shutdown;
+		struct ipc_reload reload;
+		uint8_t raw[IPC_MAX_PAYLOAD];
+	} u;
+};
+
+struct ipc_chan;
+
+/* Payload bytes of a SUBMIT / PROMPT_CHUNK carrying n tokens (n within the type's maximum). */
+static inline uint32_t ipc_submit_len(uint32_t n)
+{
+	return IPC_SUBMIT_FIXED + 4u * n;
+}
+
+static inline uint32_t ipc_chunk_len(uint32_t n)
+{
+	return IPC_CHUNK_FIXED + 4u * n;
+}
+
+/*
+ * Wraps fd, one end of an AF_UNIX SOCK_SEQPACKET socketpair, as the given
+ * end.  The channel takes the fd (ipc_chan_destroy closes it, also on
+ * failure here), sets O_NONBLOCK and FD_CLOEXEC, and reserves an outgoing
+ * queue of queue_bytes (0: 1 MiB; at least IPC_FRAME_MAX).  This is the only
+ * allocation.  -EPROTOTYPE if fd is not a seqpacket socket, -ENOMEM.
+ */
+int ipc_chan_create(int fd, enum ipc_end end, size_t queue_bytes, struct ipc_chan **out);
+void ipc_chan_destroy(struct ipc_chan *c); /* NULL is fine; closes the fd */
+
+/* The socket, for epoll: EPOLLIN always, EPOLLOUT while ipc_chan_queued() > 0. */
+int ipc_chan_fd(const struct ipc_chan *c);
+
+/* Frames waiting in the outgoing queue. */
+size_t ipc_chan_queued(const struct ipc_chan *c);
+
+/* 0 while the channel is alive, else the code that killed it (sticky). */
+int ipc_chan_error(const struct ipc_chan *c);
+
+/* What killed the channel, for the log ("bad magic 0x...", "peer closed"); "" when alive. */
+const char *ipc_chan_error_reason(const struct ipc_chan *c);
+
+/*
+ * Sends one frame: header (type, req_id, len) + len bytes of payload.  The
+ * payload is validated as the receiver will; -EINVAL if it fails (nothing
+ * sent, channel alive).  The frame goes out now, or is copied into the
+ * outgoing queue when the socket is full (or earlier frames wait), so
+ * frames are never reordered or lost: 0 then.  -ENOBUFS when the queue has
+ * no room for it (nothing queued, channel alive: the peer is not reading;
+ * the caller decides whether that makes it dead).  -EPIPE / -ECONNRESET
+ * when the peer is gone (channel dead).  Allocates nothing.
+ */
+int ipc_send(struct ipc_chan *c, enum ipc_type type, uint64_t req_id, const void *payload,
+	     uint32_t len);
+
+/*
+ * Writes queued frames until the queue is empty or the socket is full.
+ * Returns the frames still queued (>= 0), or the channel's error.
+ */
+int ipc_flush(struct ipc_chan *c);
+
+/*
+ * Receives at most one frame into *m, without blocking.  1: *m holds a
+ * validated frame (m->hdr.len payload bytes of m->u; the rest of m->u is
+ * undefined).  0: no frame waiting.  < 0: a protocol violation or the peer
+ * closed; the channel is dead and every later call returns the same code.
+ * Allocates nothing.
+ */
+int ipc_recv(struct ipc_chan *c, struct ipc_msg *m);
+
+/*
+ * Validates one frame as ipc_recv does, for a frame sent by `from`
+ * (header and the len payload bytes at payload).  0 or the negative code;
+ * *reason (optional) gets a static description.
+ */
+int ipc_validate(enum ipc_end from, const struct ipc_hdr *h, const void *payload,
+		 const char **reason);
+
+/* "HELLO", "SUBMIT", ...; "?" for unknown values. */
+const char *ipc_type_name(unsigned type);
+
+#endif /* DUET_IPC_H */
