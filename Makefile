@@ -35,7 +35,7 @@ WARNFLAGS   := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes 
 	       -Wmissing-prototypes -Wformat=2 -Wvla -Werror=implicit-function-declaration
 ALL_CFLAGS  := -std=gnu11 $(OPTFLAGS) $(WARNFLAGS) -D_GNU_SOURCE -pthread -I. -MMD -MP $(CFLAGS)
 ALL_LDFLAGS := $(OPTFLAGS) -pthread $(LDFLAGS)
-LIBS        := -lconfig -ljansson -lm
+LIBS        := -lconfig -ljansson -lmicrohttpd -lm
 
 # ---------------------------------------------------------------------------
 # Probes for the optional parts.  None of them is needed to build or test.
@@ -69,7 +69,8 @@ ALL_CFLAGS += -DDUET_HAVE_CUDA=$(HAVE_CUDA) -DDUET_HAVE_NCCL=$(HAVE_NCCL) -DDUET
 # ---------------------------------------------------------------------------
 # Debian packages: what each is for.  `make deps` installs the missing ones.
 # ---------------------------------------------------------------------------
-DEPS_BUILD := gcc:compiler make:build-tool libconfig-dev:configuration-parser libjansson-dev:JSON
+DEPS_BUILD := gcc:compiler make:build-tool libconfig-dev:configuration-parser libjansson-dev:JSON \
+	      libmicrohttpd-dev:HTTP-server
 DEPS_TEST  := libcmocka-dev:unit-tests
 DEPS_FUZZ  := clang:libFuzzer-targets libclang-rt-14-dev:libFuzzer-runtime
 
@@ -85,7 +86,7 @@ MODEL_SRCS  := runtime/model/gguf.c runtime/model/gguf_write.c runtime/model/mod
 KERNEL_SRCS := kernels/cpu/quant.c kernels/cpu/ref.c kernels/cpu/avx2.c kernels/cpu/avx512.c \
 	       kernels/cpu/dispatch.c
 KV_SRCS     := runtime/kv/kv.c runtime/sched/sched.c
-CTL_SRCS    := runtime/ctl/openai.c runtime/ctl/metrics.c runtime/ipc/ipc.c
+CTL_SRCS    := runtime/ctl/openai.c runtime/ctl/metrics.c runtime/ctl/http.c runtime/ipc/ipc.c
 DRIVER_SRCS := drivers/backend.c drivers/cpu/cpu_backend.c drivers/cpu/threadpool.c
 LIB_SRCS    := $(CORE_SRCS) $(CONFIG_SRCS) $(MODEL_SRCS) $(KV_SRCS) $(CTL_SRCS) $(DRIVER_SRCS) \
 	       $(KERNEL_SRCS)
@@ -98,7 +99,7 @@ TINY_MODEL  := $(BUILD)/models/duet-tiny.gguf
 TINY_ARGS   := --dim 128 --layers 4 --heads 4 --kv-heads 2 --ffn 352 --ctx 1024 --type f16 --seed 1
 
 UNIT_TESTS  := core config gguf synth quant tokenizer sampler kernels kv llama sched chat openai ipc \
-	       metrics
+	       metrics http
 TEST_HELPER := tests/unit/testutil.c tests/unit/ggufgen.c
 TEST_HELPER_OBJS := $(TEST_HELPER:%.c=$(BUILD)/obj/%.o)
 TEST_BINS   := $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
