@@ -86,7 +86,8 @@ MODEL_SRCS  := runtime/model/gguf.c runtime/model/gguf_write.c runtime/model/mod
 KERNEL_SRCS := kernels/cpu/quant.c kernels/cpu/ref.c kernels/cpu/avx2.c kernels/cpu/avx512.c \
 	       kernels/cpu/dispatch.c
 KV_SRCS     := runtime/kv/kv.c runtime/sched/sched.c
-CTL_SRCS    := runtime/ctl/openai.c runtime/ctl/metrics.c runtime/ctl/http.c runtime/ipc/ipc.c
+CTL_SRCS    := runtime/ctl/openai.c runtime/ctl/metrics.c runtime/ctl/http.c runtime/ipc/ipc.c \
+	       runtime/worker.c
 DRIVER_SRCS := drivers/backend.c drivers/cpu/cpu_backend.c drivers/cpu/threadpool.c
 LIB_SRCS    := $(CORE_SRCS) $(CONFIG_SRCS) $(MODEL_SRCS) $(KV_SRCS) $(CTL_SRCS) $(DRIVER_SRCS) \
 	       $(KERNEL_SRCS)
@@ -99,7 +100,7 @@ TINY_MODEL  := $(BUILD)/models/duet-tiny.gguf
 TINY_ARGS   := --dim 128 --layers 4 --heads 4 --kv-heads 2 --ffn 352 --ctx 1024 --type f16 --seed 1
 
 UNIT_TESTS  := core config gguf synth quant tokenizer sampler kernels kv llama sched chat openai ipc \
-	       metrics http
+	       metrics http worker
 TEST_HELPER := tests/unit/testutil.c tests/unit/ggufgen.c
 TEST_HELPER_OBJS := $(TEST_HELPER:%.c=$(BUILD)/obj/%.o)
 TEST_BINS   := $(UNIT_TESTS:%=$(BUILD)/tests/test_%)

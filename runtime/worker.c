@@ -1,0 +1,839 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The partition worker's step loop; the protocol it keeps is described in
+ * worker.h, the frames in runtime/ipc/ipc.h.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "drivers/backend.h"
+#include "runtime/core/err.h"
+#include "runtime/core/log.h"
+#include "runtime/core/mem.h"
+#include "runtime/ipc/ipc.h"
+#include "runtime/model/gguf.h"
+#include "runtime/model/llama.h"
+#include "runtime/model/model.h"
+#include "runtime/model/sampler.h"
+#include "runtime/model/tokenizer.h"
+#include "runtime/sched/sched.h"
+#include "runtime/worker.h"
+
+#define SUB "worker"
+#define MAX_FRAMES_PER_TURN 64 /* frames taken between two steps */
+#define MIN_REQUESTS 256       /* requests known at once, at least */
+#define NS_PER_MS 1000000ull
+
+/* One request the supervisor submitted; rid == 0: the slot is free. */
+
+/* Test hook (worker_set_step_delay_us): a pause after every step. */
+static unsigned step_delay_us;
+
+void worker_set_step_delay_us(unsigned us)
+{
+	step_delay_us = us;
+}
+
+struct wreq {
+	uint64_t rid;		/* supervisor's request id */
+	uint64_t sid;		/* scheduler id; 0 while the prompt is being assembled */
+	int32_t *prompt;	/* [n_prompt] while PROMPT_CHUNKs arrive, else NULL */
+	uint32_t n_prompt;	/* whole prompt */
+	uint32_t n_have;	/* prompt tokens received so far */
+	uint32_t n_sent;	/* TOKEN frames sent */
+	struct sched_request q; /* what goes to sched_submit (q.prompt set then) */
+};
+
+struct worker {
+	const struct duet_config *cfg;
+	const struct cfg_partition *part;
+	int index;
+	struct ipc_chan *ch;
+	struct ipc_msg *msg; /* receive buffer */
+
+	struct gguf_file *f;
+	struct model_desc *m;
+	struct tokenizer *tok;
+	struct backend *be;
+	struct llm *llm;
+	struct sched *s;
+	int cpus[CFG_MAX_CPUS]; /* the partition's CPU list, for the backend */
+	int n_vocab, n_ctx;
+
+	struct wreq *reqs; /* [n_reqs] */
+	int n_reqs;
+	int n_active; /* slots in use */
+
+	bool draining;
+	uint64_t drain_deadline; /* ns; 0 = none */
+	int fatal;		 /* channel dead or supervisor stuck: exit */
+	int step_err;		 /* the last sched_step error, for failed requests */
+
+	uint64_t next_stats; /* ns */
+	uint64_t prompt_tokens, gen_tokens;
+	uint64_t step_ns_total, step_ns_max;
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static bool is_eog(void *ctx, int32_t t)
+{
+	return tok_is_eog(ctx, t);
+}
+
+/* --- sending ------------------------------------------------------------------------ */
+
+/*
+ * Send one frame; waits (bounded) for room when the queue is full.  Sets
+ * w->fatal when the channel is dead or the supervisor stopped reading.
+ */
+static int send_frame(struct worker *w, enum ipc_type type, uint64_t id, const void *p,
+		      uint32_t len)
+{
+	uint64_t deadline = 0;
+	int ret;
+
+	if (w->fatal)
+		return w->fatal;
+	for (;;) {
+		ret = ipc_send(w->ch, type, id, p, len);
+		if (ret == 0)
+			return 0;
+		if (ret == -EINVAL) {
+			log_alert(SUB, "%s frame for request %llu failed validation",
+				  ipc_type_name(type), (unsigned long long)id);
+			return ret;
+		}
+		if (ret != -ENOBUFS)
+			break;
+		uint64_t now = mono_ns();
+		if (!deadline)
+			deadline = now + WORKER_SEND_TIMEOUT_MS * NS_PER_MS;
+		if (now >= deadline) {
+			log_error(SUB, "supervisor stopped reading: send queue full for %d ms",
+				  WORKER_SEND_TIMEOUT_MS);
+			w->fatal = -ETIMEDOUT;
+			return w->fatal;
+		}
+		struct pollfd pfd = { .fd = ipc_chan_fd(w->ch), .events = POLLOUT };
+		if (poll(&pfd, 1, (int)((deadline - now) / NS_PER_MS) + 1) < 0 && errno != EINTR) {
+			ret = -errno;
+			log_error(SUB, "poll: %s", strerror(errno));
+			break;
+		}
+		ret = ipc_flush(w->ch);
+		if (ret < 0)
+			break;
+	}
+	log_error(SUB, "channel to the supervisor: %s (%s)", duet_strerror(ret),
+		  ipc_chan_error_reason(w->ch));
+	w->fatal = ret;
+	return ret;
+}
+
+/* Wait up to WORKER_FLUSH_MS for queued frames to leave, before exiting. */
+static void flush_out(struct worker *w)
+{
+	uint64_t deadline = mono_ns() + WORKER_FLUSH_MS * NS_PER_MS;
+
+	while (ipc_flush(w->ch) > 0) {
+		uint64_t now = mono_ns();
+		if (now >= deadline)
+			break;
+		struct pollfd pfd = { .fd = ipc_chan_fd(w->ch), .events = POLLOUT };
+		poll(&pfd, 1, (int)((deadline - now) / NS_PER_MS) + 1);
+	}
+}
+
+static void send_error(struct worker *w, uint64_t id, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* ERROR frame (code < 0); the message is also logged (warn for a request, error otherwise). */
+static void send_error(struct worker *w, uint64_t id, int code, const char *fmt, ...)
+{
+	struct ipc_error e;
+	va_list ap;
+
+	memset(&e, 0, sizeof(e));
+	e.code = code < 0 ? code : -EIO;
+	va_start(ap, fmt);
+	vsnprintf(e.msg, sizeof(e.msg), fmt, ap);
+	va_end(ap);
+	if (id)
+		log_warn(SUB, "request %llu: %s", (unsigned long long)id, e.msg);
+	else
+		log_error(SUB, "%s", e.msg);
+	send_frame(w, IPC_ERROR, id, &e, sizeof(e));
+}
+
+static void send_done(struct worker *w, uint64_t id, enum ipc_finish finish, uint32_t n_prompt,
+		      const struct sched_info *in, uint32_t n_sent)
+{
+	struct ipc_done d = {
+		.finish = finish,
+		.n_prompt = n_prompt,
+		.n_generated = n_sent,
+		.t_done_ns = mono_ns(),
+	};
+
+	if (in) {
+		d.n_cached = (uint32_t)in->n_cached;
+		d.n_preempted = (uint32_t)in->n_preempted;
+		d.t_first_ns = in->t_first_token;
+		d.t_done_ns = in->t_finish ? in->t_finish : d.t_done_ns;
+	}
+	send_frame(w, IPC_DONE, id, &d, sizeof(d));
+}
+
+/* --- the request table -------------------------------------------------------------- */
+
+static struct wreq *req_find(struct worker *w, uint64_t rid)
+{
+	for (int i = 0, seen = 0; i < w->n_reqs && seen < w->n_active; i++) {
+		if (!w->reqs[i].rid)
+			continue;
+		if (w->reqs[i].rid == rid)
+			return &w->reqs[i];
+		seen++;
+	}
+	return NULL;
+}
+
+static struct wreq *req_alloc(struct worker *w, uint64_t rid)
+{
+	for (int i = 0; i < w->n_reqs; i++) {
+		if (!w->reqs[i].rid) {
+			memset(&w->reqs[i], 0, sizeof(w->reqs[i]));
+			w->reqs[i].rid = rid;
+			w->n_active++;
+			return &w->reqs[i];
+		}
+	}
+	return NULL;
+}
+
+static void req_free(struct worker *w, struct wreq *r)
+{
+	if (r->sid)
+		sched_release(w->s, r->sid);
+	duet_free(r->prompt);
+	memset(r, 0, sizeof(*r));
+	w->n_active--;
+}
+
+/* A request that never reached the scheduler failed: ERROR, DONE, slot freed. */
+static void req_fail(struct worker *w, struct wreq *r, int code, const char *what)
+{
+	send_error(w, r->rid, code, "%s", what);
+	send_done(w, r->rid, IPC_FINISH_ERROR, r->n_prompt, NULL, 0);
+	req_free(w, r);
+}
+
+static enum ipc_finish finish_of(enum sched_finish f)
+{
+	switch (f) {
+	case SCHED_FINISH_LENGTH:
+		return IPC_FINISH_LENGTH;
+	case SCHED_FINISH_EOG:
+		return IPC_FINISH_EOG;
+	case SCHED_FINISH_CONTEXT:
+		return IPC_FINISH_CONTEXT;
+	case SCHED_FINISH_CANCELLED:
+		return IPC_FINISH_CANCELLED;
+	case SCHED_FINISH_ERROR:
+	case SCHED_FINISH_NONE:
+	default:
+		return IPC_FINISH_ERROR;
+	}
+}
+
+/*
+ * Send every token not yet sent, and DONE for finished requests (whose
+ * slots are freed).  step_ns: the duration of the step that produced them.
+ */
+static void collect(struct worker *w, uint64_t step_ns)
+{
+	int n_active = w->n_active; /* req_free() below lowers w->n_active */
+
+	for (int i = 0, seen = 0; i < w->n_reqs && seen < n_active && !w->fatal; i++) {
+		struct wreq *r = &w->reqs[i];
+
+		if (!r->rid)
+			continue;
+		seen++;
+		if (!r->sid)
+			continue;
+		const struct sched_info *in = sched_get(w->s, r->sid);
+		DUET_ASSERT(in != NULL);
+		bool fin = in->state == SCHED_FINISHED;
+		enum ipc_finish why = fin ? finish_of(in->finish) : IPC_FINISH_NONE;
+		bool on_token = why == IPC_FINISH_LENGTH || why == IPC_FINISH_EOG ||
+				why == IPC_FINISH_CONTEXT;
+
+		for (; r->n_sent < (uint32_t)in->n_gen && !w->fatal; r->n_sent++) {
+			bool last = on_token && r->n_sent + 1 == (uint32_t)in->n_gen;
+			struct ipc_token t = {
+				.token = in->tokens[r->n_sent],
+				.index = r->n_sent,
+				.flags = (r->n_sent == 0 ? IPC_TOK_FIRST : 0u) |
+					 (last ? IPC_TOK_LAST : 0u),
+				.finish = last ? why : IPC_FINISH_NONE,
+				.t_ns = in->t_tokens[r->n_sent],
+				.step_ns = step_ns,
+			};
+			send_frame(w, IPC_TOKEN, r->rid, &t, sizeof(t));
+			w->gen_tokens++;
+		}
+		if (!fin || w->fatal)
+			continue;
+		if (why == IPC_FINISH_ERROR)
+			send_error(w, r->rid, w->step_err ? w->step_err : -EIO,
+				   "request failed in the scheduler: %s",
+				   duet_strerror(w->step_err ? w->step_err : -EIO));
+		send_done(w, r->rid, why, r->n_prompt, in, r->n_sent);
+		req_free(w, r);
+	}
+}
+
+/* Hand a complete prompt to the scheduler; on failure the request fails. */
+static void req_start(struct worker *w, struct wreq *r, const int32_t *prompt)
+{
+	int ret;
+
+	r->q.prompt = prompt;
+	r->q.n_prompt = (int)r->n_prompt;
+	ret = sched_submit(w->s, &r->q, mono_ns(), &r->sid);
+	duet_free(r->prompt);
+	r->prompt = NULL;
+	r->q.prompt = NULL;
+	if (ret) {
+		r->sid = 0;
+		req_fail(w, r, ret, ret == -EBUSY ? "scheduler full" : "request rejected");
+		return;
+	}
+	w->prompt_tokens += r->n_prompt;
+}
+
+/* Index of the first token of ids[0..n) outside the vocabulary, or -1. */
+static long bad_token(const struct worker *w, const int32_t *ids, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		if (ids[i] < 0 || ids[i] >= w->n_vocab)
+			return (long)i;
+	}
+	return -1;
+}
+
+/* --- frames from the supervisor ----------------------------------------------------- */
+
+static void on_submit(struct worker *w, uint64_t rid, const struct ipc_submit *sub)
+{
+	const struct ipc_sampling *sp = &sub->sampling;
+	char err[IPC_ERRMSG_MAX];
+	struct wreq *r;
+	long bad;
+
+	if (req_find(w, rid)) {
+		send_error(w, rid, -EEXIST, "request id already in use");
+		return;
+	}
+	r = req_alloc(w, rid);
+	if (!r) {
+		/* No slot to track it: answer directly. */
+		send_error(w, rid, -EBUSY, "too many requests (%d)", w->n_reqs);
+		send_done(w, rid, IPC_FINISH_ERROR, sub->n_prompt, NULL, 0);
+		return;
+	}
+	r->n_prompt = sub->n_prompt;
+	if (w->draining) {
+		req_fail(w, r, -ESHUTDOWN, "worker is shutting down");
+		return;
+	}
+	if (sub->n_prompt >= (uint32_t)w->n_ctx) {
+		snprintf(err, sizeof(err), "prompt of %u tokens does not fit the context of %d",
+			 sub->n_prompt, w->n_ctx);
+		req_fail(w, r, -E2BIG, err);
+		return;
+	}
+	bad = bad_token(w, sub->tokens, sub->n_tokens);
+	if (bad >= 0) {
+		snprintf(err, sizeof(err), "prompt token %ld is %d, outside the vocabulary [0, %d)",
+			 bad, sub->tokens[bad], w->n_vocab);
+		req_fail(w, r, -EINVAL, err);
+		return;
+	}
+	r->q = (struct sched_request){
+		.max_tokens = sub->max_tokens < (uint32_t)w->n_ctx ? (int)sub->max_tokens
+								   : w->n_ctx,
+		.sampling = {
+			.temperature = sp->temperature,
+			.top_k = sp->top_k,
+			.top_p = sp->top_p,
+			.min_p = sp->min_p,
+			.repeat_penalty = sp->repeat_penalty,
+			.repeat_last_n = sp->repeat_last_n,
+			.presence_penalty = sp->presence_penalty,
+			.frequency_penalty = sp->frequency_penalty,
+			.seed = sp->seed,
+		},
+		.salt = sub->salt,
+		.priority = sub->priority,
+	};
+	if (smp_params_validate(&r->q.sampling, w->n_vocab, err, sizeof(err))) {
+		req_fail(w, r, -EINVAL, err);
+		return;
+	}
+	if (sub->n_tokens == sub->n_prompt) {
+		req_start(w, r, sub->tokens);
+		return;
+	}
+	r->prompt = duet_malloc(sizeof(int32_t) * sub->n_prompt);
+	if (!r->prompt) {
+		req_fail(w, r, -ENOMEM, "out of memory for the prompt");
+		return;
+	}
+	memcpy(r->prompt, sub->tokens, sizeof(int32_t) * sub->n_tokens);
+	r->n_have = sub->n_tokens;
+}
+
+static void on_chunk(struct worker *w, uint64_t rid, const struct ipc_prompt_chunk *c)
+{
+	struct wreq *r = req_find(w, rid);
+	char err[IPC_ERRMSG_MAX];
+	long bad;
+
+	if (!r || r->sid) {
+		log_debug(SUB, "request %llu: PROMPT_CHUNK ignored (%s)", (unsigned long long)rid,
+			  r ? "prompt complete" : "unknown request");
+		return;
+	}
+	if (c->n_prompt != r->n_prompt || c->offset != r->n_have) {
+		snprintf(err, sizeof(err),
+			 "PROMPT_CHUNK at offset %u of %u tokens, expected offset %u of %u",
+			 c->offset, c->n_prompt, r->n_have, r->n_prompt);
+		req_fail(w, r, -EPROTO, err);
+		return;
+	}
+	bad = bad_token(w, c->tokens, c->n_tokens);
+	if (bad >= 0) {
+		snprintf(err, sizeof(err), "prompt token %ld is %d, outside the vocabulary [0, %d)",
+			 (long)c->offset + bad, c->tokens[bad], w->n_vocab);
+		req_fail(w, r, -EINVAL, err);
+		return;
+	}
+	memcpy(r->prompt + r->n_have, c->tokens, sizeof(int32_t) * c->n_tokens);
+	r->n_have += c->n_tokens;
+	if (r->n_have == r->n_prompt)
+		req_start(w, r, r->prompt);
+}
+
+/* Cancel one request; its DONE goes out from collect() (or now, when not yet scheduled). */
+static void req_cancel(struct worker *w, struct wreq *r)
+{
+	if (!r->sid) {
+		send_done(w, r->rid, IPC_FINISH_CANCELLED, r->n_prompt, NULL, 0);
+		req_free(w, r);
+		return;
+	}
+	sched_cancel(w->s, r->sid, mono_ns()); /* -EALREADY: finished, DONE on its way */
+}
+
+static void cancel_all(struct worker *w)
+{
+	for (int i = 0; i < w->n_reqs && w->n_active > 0; i++) {
+		if (w->reqs[i].rid)
+			req_cancel(w, &w->reqs[i]);
+	}
+	collect(w, 0);
+}
+
+/* Take waiting frames.  Returns 1 when SHUTDOWN NOW arrived, else 0 (w->fatal on death). */
+static int take_frames(struct worker *w)
+{
+	struct ipc_msg *m = w->msg;
+
+	for (int n = 0; n < MAX_FRAMES_PER_TURN && !w->fatal; n++) {
+		int ret = ipc_recv(w->ch, m);
+
+		if (ret == 0)
+			return 0;
+		if (ret < 0) {
+			log_error(SUB, "channel to the supervisor: %s (%s)", duet_strerror(ret),
+				  ipc_chan_error_reason(w->ch));
+			w->fatal = ret;
+			return 0;
+		}
+		uint64_t rid = m->hdr.req_id;
+		switch (m->hdr.type) {
+		case IPC_SUBMIT:
+			on_submit(w, rid, &m->u.submit);
+			break;
+		case IPC_PROMPT_CHUNK:
+			on_chunk(w, rid, &m->u.chunk);
+			break;
+		case IPC_CANCEL: {
+			struct wreq *r = req_find(w, rid);
+			if (r)
+				req_cancel(w, r);
+			else
+				log_debug(SUB, "CANCEL of unknown request %llu",
+					  (unsigned long long)rid);
+			break;
+		}
+		case IPC_PING:
+			send_frame(w, IPC_PONG, rid, &m->u.ping, sizeof(m->u.ping));
+			break;
+		case IPC_PONG:
+			break;
+		case IPC_RELOAD:
+			if (m->u.reload.what & IPC_RELOAD_LOG_LEVEL) {
+				duet_log_set_level((enum duet_log_level)m->u.reload.log_level);
+				log_info(SUB, "log level %s",
+					 duet_log_level_name(
+						 (enum duet_log_level)m->u.reload.log_level));
+			}
+			break;
+		case IPC_SHUTDOWN:
+			if (m->u.shutdown.mode == IPC_SHUTDOWN_NOW) {
+				log_info(SUB, "shutdown now: %d requests cancelled", w->n_active);
+				return 1;
+			}
+			if (!w->draining)
+				log_info(SUB, "draining %d requests", w->n_active);
+			w->draining = true;
+			if (m->u.shutdown.deadline_ms)
+				w->drain_deadline =
+					mono_ns() + m->u.shutdown.deadline_ms * NS_PER_MS;
+			break;
+		case IPC_ERROR:
+			log_warn(SUB, "supervisor reports error %d for request %llu: %s",
+				 m->u.error.code, (unsigned long long)rid, m->u.error.msg);
+			break;
+		default:
+			log_warn(SUB, "unexpected %s frame ignored", ipc_type_name(m->hdr.type));
+			break;
+		}
+	}
+	return 0;
+}
+
+/* --- periodic statistics ------------------------------------------------------------ */
+
+static void send_stats(struct worker *w)
+{
+	struct sched_stats ss;
+	struct ipc_stats st;
+
+	sched_get_stats(w->s, &ss);
+	memset(&st, 0, sizeof(st));
+	for (int i = 0, seen = 0; i < w->n_reqs && seen < w->n_active; i++) {
+		const struct wreq *r = &w->reqs[i];
+		if (!r->rid)
+			continue;
+		seen++;
+		const struct sched_info *in = r->sid ? sched_get(w->s, r->sid) : NULL;
+		if (!in || in->state == SCHED_WAITING)
+			st.waiting++;
+		else if (in->state != SCHED_FINISHED)
+			st.running++;
+	}
+	st.kv_total = (uint32_t)ss.kv.total;
+	st.kv_used = (uint32_t)ss.kv.in_use;
+	st.kv_cached = (uint32_t)ss.kv.cached;
+	st.kv_leased = (uint32_t)ss.kv.leased;
+	st.prefix_queries = ss.kv.queries;
+	st.prefix_hits = ss.kv.hits;
+	st.prompt_tokens = w->prompt_tokens;
+	st.gen_tokens = w->gen_tokens;
+	st.preemptions = ss.preemptions;
+	st.steps = ss.steps;
+	st.step_ns_total = w->step_ns_total;
+	st.step_ns_max = w->step_ns_max;
+	st.t_ns = mono_ns();
+	send_frame(w, IPC_STATS, 0, &st, sizeof(st));
+}
+
+/* --- setup -------------------------------------------------------------------------- */
+
+static void send_hello(struct worker *w)
+{
+	struct ipc_hello h;
+	const char *name = w->cfg->model.served_name;
+
+	memset(&h, 0, sizeof(h));
+	h.pid = (int32_t)getpid();
+	h.partition = (uint32_t)w->index;
+	h.role = w->part->role == CFG_ROLE_PREFILL  ? IPC_ROLE_PREFILL
+		 : w->part->role == CFG_ROLE_DECODE ? IPC_ROLE_DECODE
+						    : IPC_ROLE_MIXED;
+	if (!name[0]) {
+		name = strrchr(w->cfg->model.path, '/');
+		name = name ? name + 1 : w->cfg->model.path;
+	}
+	snprintf(h.model, sizeof(h.model), "%.127s", name[0] ? name : "model");
+	send_frame(w, IPC_HELLO, 0, &h, sizeof(h));
+}
+
+/* Threads and pinning from the partition: its CPU set, or every allowed CPU when empty. */
+static void cpu_options(struct worker *w, struct be_options *bo)
+{
+	const struct cfg_partition *p = w->part;
+	int n = 0;
+
+	for (unsigned c = 0; c < CFG_MAX_CPUS && p->n_cpus > 0; c++) {
+		if (cfg_cpuset_has(&p->cpuset, c))
+			w->cpus[n++] = (int)c;
+	}
+	bo->cpus = n > 0 ? w->cpus : NULL;
+	bo->n_cpus = n;
+	bo->threads = p->threads;
+	if (bo->threads == 0 && n == 0) {
+		cpu_set_t set;
+
+		bo->threads = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+	}
+	bo->device = p->device_index;
+}
+
+/* Model, backend, KV pool and scheduler.  On failure err says why (for the ERROR frame). */
+static int engine_open(struct worker *w, char *err, size_t errlen)
+{
+	const struct duet_config *cfg = w->cfg;
+	const struct cfg_partition *p = w->part;
+	struct be_options bo = { 0 };
+	struct be_step_limits lim;
+	struct llm_options lo;
+	struct sched_config sc;
+	char msg[512], desc[256];
+	int ret;
+
+	ret = gguf_open(cfg->model.path, &w->f, msg, sizeof(msg));
+	if (ret) {
+		snprintf(err, errlen, "%.240s", msg);
+		return ret;
+	}
+	ret = model_desc_load(w->f, 0, &w->m, msg, sizeof(msg));
+	if (ret) {
+		snprintf(err, errlen, "%.100s: %.140s", cfg->model.path, msg);
+		return ret;
+	}
+	ret = tok_create(w->f, w->m, &w->tok, msg, sizeof(msg));
+	if (ret) {
+		snprintf(err, errlen, "%.100s: tokenizer: %.120s", cfg->model.path, msg);
+		return ret;
+	}
+
+	int bt = cfg->kv.block_tokens > 0 ? cfg->kv.block_tokens : 16;
+	int n_ctx = cfg->model.context > 0 ? cfg->model.context : (int)w->m->n_ctx;
+	int ctx_blocks = (n_ctx + bt - 1) / bt;
+
+	lo = (struct llm_options){
+		.kv_dtype = cfg->kv.dtype == CFG_KV_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16,
+		.n_ctx = n_ctx,
+		.block_tokens = bt,
+		.n_blocks = cfg->kv.blocks,
+		.kv_budget = cfg->kv.blocks > 0 ? 0 : (size_t)cfg->kv.memory_mb << 20,
+		.hugepages = cfg->kv.hugepages,
+		.max_tokens = p->max_batch_tokens,
+		.max_seqs = p->max_seqs,
+		.max_out = p->max_seqs,
+	};
+	lim = (struct be_step_limits){
+		.max_tokens = p->max_batch_tokens,
+		.max_seqs = p->max_seqs,
+		.max_table = p->max_seqs * (ctx_blocks + 1),
+	};
+	cpu_options(w, &bo);
+	ret = backend_open(p->device_kind == CFG_DEVICE_CUDA ? "cuda" : "cpu", &bo, &lim, &w->be);
+	if (ret) {
+		snprintf(err, errlen, "backend %s: %s", p->device, duet_strerror(ret));
+		return ret;
+	}
+	ret = llm_create(w->be, w->m, &lo, &w->llm);
+	if (ret) {
+		snprintf(err, errlen, "engine for %.100s: %.120s", cfg->model.path,
+			 duet_strerror(ret));
+		return ret;
+	}
+	w->n_vocab = (int)w->m->n_vocab;
+	w->n_ctx = llm_n_ctx(w->llm);
+	w->n_reqs = 8 * p->max_seqs > MIN_REQUESTS ? 8 * p->max_seqs : MIN_REQUESTS;
+	sc = (struct sched_config){
+		.max_batch_tokens = p->max_batch_tokens,
+		.max_batch_seqs = p->max_seqs,
+		.max_requests = w->n_reqs,
+		.prefix_cache = cfg->kv.prefix_cache,
+	};
+	ret = sched_create(w->llm, &sc, is_eog, w->tok, &w->s);
+	if (ret) {
+		snprintf(err, errlen, "scheduler: %s", duet_strerror(ret));
+		return ret;
+	}
+	w->reqs = duet_calloc((size_t)w->n_reqs, sizeof(*w->reqs));
+	if (!w->reqs) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	model_desc_summary(w->m, msg, sizeof(msg));
+	backend_describe(w->be, desc, sizeof(desc));
+	log_info(SUB, "partition %s: %s; %s; context %d, %d KV blocks of %d tokens", p->name, msg,
+		 desc, w->n_ctx, llm_n_blocks(w->llm), llm_block_tokens(w->llm));
+	return 0;
+}
+
+static void engine_close(struct worker *w)
+{
+	for (int i = 0; w->reqs && i < w->n_reqs; i++)
+		duet_free(w->reqs[i].prompt);
+	duet_free(w->reqs);
+	sched_destroy(w->s);
+	llm_destroy(w->llm);
+	backend_close(w->be);
+	tok_destroy(w->tok);
+	model_desc_free(w->m);
+	gguf_close(w->f);
+}
+
+/* --- the loop ----------------------------------------------------------------------- */
+
+/* Until SHUTDOWN (WORKER_EXIT_OK) or the channel dies (WORKER_EXIT_CHANNEL). */
+static int step_loop(struct worker *w)
+{
+	w->next_stats = mono_ns();
+	for (;;) {
+		uint64_t now = mono_ns();
+
+		if (w->fatal)
+			return WORKER_EXIT_CHANNEL;
+		if (w->draining &&
+		    (w->n_active == 0 || (w->drain_deadline && now >= w->drain_deadline))) {
+			cancel_all(w);
+			break;
+		}
+		if (now >= w->next_stats) {
+			send_stats(w);
+			w->next_stats = now + WORKER_STATS_MS * NS_PER_MS;
+		}
+
+		bool busy = sched_busy(w->s);
+		uint64_t wake = w->next_stats;
+		if (w->drain_deadline && w->drain_deadline < wake)
+			wake = w->drain_deadline;
+		struct pollfd pfd = {
+			.fd = ipc_chan_fd(w->ch),
+			.events = POLLIN | (ipc_chan_queued(w->ch) ? POLLOUT : 0),
+		};
+		int timeout = busy ? 0 : (int)((wake > now ? wake - now : 0) / NS_PER_MS) + 1;
+		if (poll(&pfd, 1, timeout) < 0 && errno != EINTR) {
+			log_error(SUB, "poll: %s", strerror(errno));
+			return WORKER_EXIT_CHANNEL;
+		}
+		if (ipc_chan_queued(w->ch) && ipc_flush(w->ch) < 0) {
+			log_error(SUB, "channel to the supervisor: %s",
+				  ipc_chan_error_reason(w->ch));
+			return WORKER_EXIT_CHANNEL;
+		}
+		if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+			if (take_frames(w)) {
+				cancel_all(w);
+				break;
+			}
+			if (w->fatal)
+				return WORKER_EXIT_CHANNEL;
+		}
+
+		uint64_t step_ns = 0;
+		if (sched_busy(w->s)) {
+			uint64_t t0 = mono_ns();
+			int ret = sched_step(w->s, mono_ns);
+			if (step_delay_us)
+				usleep(step_delay_us);
+			step_ns = mono_ns() - t0;
+			w->step_err = ret < 0 ? ret : 0;
+			if (ret > 0) {
+				w->step_ns_total += step_ns;
+				if (step_ns > w->step_ns_max)
+					w->step_ns_max = step_ns;
+			}
+		}
+		if (w->n_active)
+			collect(w, step_ns);
+	}
+	if (w->fatal)
+		return WORKER_EXIT_CHANNEL;
+	flush_out(w);
+	return WORKER_EXIT_OK;
+}
+
+int worker_run(int fd, const struct duet_config *cfg, int partition_index)
+{
+	struct worker *w;
+	char err[IPC_ERRMSG_MAX];
+	int ret, status = WORKER_EXIT_SETUP;
+
+	w = duet_calloc(1, sizeof(*w));
+	if (!w) {
+		close(fd);
+		log_error(SUB, "out of memory");
+		return WORKER_EXIT_SETUP;
+	}
+	w->cfg = cfg;
+	w->index = partition_index;
+	ret = ipc_chan_create(fd, IPC_END_WORKER, 0, &w->ch);
+	if (ret) {
+		log_error(SUB, "ipc_chan_create: %s", duet_strerror(ret));
+		goto free_worker;
+	}
+	w->msg = duet_malloc(sizeof(*w->msg));
+	if (!w->msg) {
+		send_error(w, 0, -ENOMEM, "out of memory");
+		goto destroy_chan;
+	}
+	if (partition_index < 0 || (unsigned)partition_index >= cfg->n_partitions) {
+		send_error(w, 0, -EINVAL, "partition %d not in the config (%u partitions)",
+			   partition_index, cfg->n_partitions);
+		goto flush;
+	}
+	w->part = &cfg->partitions[partition_index];
+	send_hello(w);
+	ret = engine_open(w, err, sizeof(err));
+	if (ret) {
+		send_error(w, 0, ret, "%s", err);
+		goto close_engine;
+	}
+
+	struct ipc_ready rd = {
+		.n_ctx = (uint32_t)w->n_ctx,
+		.n_vocab = (uint32_t)w->n_vocab,
+		.kv_blocks_total = (uint32_t)llm_n_blocks(w->llm),
+		.block_tokens = (uint32_t)llm_block_tokens(w->llm),
+		.max_batch = (uint32_t)w->part->max_seqs,
+	};
+	send_frame(w, IPC_READY, 0, &rd, sizeof(rd));
+	status = step_loop(w);
+	if (status == WORKER_EXIT_OK)
+		log_info(SUB, "partition %s: shut down", w->part->name);
+close_engine:
+	engine_close(w);
+flush:
+	if (status != WORKER_EXIT_CHANNEL && !w->fatal)
+		flush_out(w);
+	duet_free(w->msg);
+destroy_chan:
+	ipc_chan_destroy(w->ch);
+free_worker:
+	duet_free(w);
+	return status;
+}

@@ -1,0 +1,737 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The partition worker, end to end: worker_run() in a thread on one end of a
+ * seqpacket socketpair, the test as the supervisor on the other, the real
+ * tiny model.  Streams are checked frame by frame and against an in-process
+ * greedy llm_seq run.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "drivers/backend.h"
+#include "runtime/config/config.h"
+#include "runtime/core/log.h"
+#include "runtime/ipc/ipc.h"
+#include "runtime/model/gguf.h"
+#include "runtime/model/llama.h"
+#include "runtime/model/model.h"
+#include "runtime/model/tokenizer.h"
+#include "runtime/worker.h"
+#include "tests/unit/testutil.h"
+
+#define N_CTX 512
+#define N_BLOCKS 256
+#define TIMEOUT_MS 30000 /* any single wait; generous for sanitizer builds */
+#define MAX_REQ 16
+#define MAX_GEN 512
+
+/* The bundled model of this build ($BUILD, as tests/run-tests.sh sets it; else "build"). */
+static char model_path[512];
+static char cfg_text[1024];
+
+/* --- the supervisor's side ---------------------------------------------------------- */
+
+struct sup {
+	struct duet_config cfg;
+	struct ipc_chan *ch;
+	int wfd;
+	pthread_t th;
+	bool running;
+	int ret;
+	struct ipc_msg m;      /* last frame received */
+	struct ipc_submit sub; /* send buffers */
+	struct ipc_prompt_chunk chunk;
+	struct ipc_ready ready;
+	struct ipc_stats stats; /* last STATS */
+	unsigned n_stats;
+};
+
+/* Per-request stream as received. */
+struct stream {
+	uint64_t rid;
+	int32_t tokens[MAX_GEN];
+	uint64_t t_ns[MAX_GEN];
+	int n;
+	bool last_seen, done, error;
+	uint32_t last_finish;
+	int32_t error_code;
+	struct ipc_done d;
+};
+
+static int32_t n_vocab_model;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void *worker_main(void *arg)
+{
+	struct sup *s = arg;
+
+	s->ret = worker_run(s->wfd, &s->cfg, 0);
+	return NULL;
+}
+
+static struct sup *sup_start(const char *text)
+{
+	struct cfg_errors errs;
+	struct sup *s = calloc(1, sizeof(*s));
+	int sv[2];
+
+	assert_non_null(s);
+	if (cfg_load_string(text, "test.cfg", NULL, &s->cfg, &errs)) {
+		cfg_errors_print(stderr, &errs);
+		fail_msg("config does not load");
+	}
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+	assert_int_equal(ipc_chan_create(sv[0], IPC_END_SUPERVISOR, 0, &s->ch), 0);
+	s->wfd = sv[1];
+	assert_int_equal(pthread_create(&s->th, NULL, worker_main, s), 0);
+	s->running = true;
+	return s;
+}
+
+/* The worker's exit status; fails when it does not return within timeout_ms. */
+static int sup_join(struct sup *s, int timeout_ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	if (pthread_timedjoin_np(s->th, NULL, &ts) != 0)
+		fail_msg("worker did not exit within %d ms", timeout_ms);
+	s->running = false;
+	return s->ret;
+}
+
+static void sup_free(struct sup *s)
+{
+	ipc_chan_destroy(s->ch);
+	if (s->running)
+		sup_join(s, TIMEOUT_MS);
+	free(s);
+}
+
+/* Next frame of any type into s->m; false on timeout. */
+static bool sup_recv_any(struct sup *s, int timeout_ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+
+	for (;;) {
+		int ret = ipc_recv(s->ch, &s->m);
+
+		if (ret < 0)
+			fail_msg("supervisor channel: %s", ipc_chan_error_reason(s->ch));
+		if (ret == 1) {
+			if (s->m.hdr.type == IPC_STATS) {
+				s->stats = s->m.u.stats;
+				s->n_stats++;
+			}
+			return true;
+		}
+		uint64_t now = now_ns();
+		if (now >= deadline)
+			return false;
+		struct pollfd pfd = { .fd = ipc_chan_fd(s->ch), .events = POLLIN };
+		poll(&pfd, 1, (int)((deadline - now) / 1000000ull) + 1);
+	}
+}
+
+/* Next frame other than STATS. */
+static struct ipc_msg *sup_recv(struct sup *s)
+{
+	do {
+		if (!sup_recv_any(s, TIMEOUT_MS))
+			fail_msg("no frame from the worker within %d ms", TIMEOUT_MS);
+	} while (s->m.hdr.type == IPC_STATS);
+	return &s->m;
+}
+
+static void sup_handshake(struct sup *s)
+{
+	struct ipc_msg *m = sup_recv(s);
+
+	assert_int_equal(m->hdr.type, IPC_HELLO);
+	assert_int_equal(m->u.hello.pid, getpid());
+	assert_int_equal(m->u.hello.partition, 0);
+	assert_int_equal(m->u.hello.role, IPC_ROLE_MIXED);
+	assert_string_equal(m->u.hello.model, "duet-tiny.gguf");
+	m = sup_recv(s);
+	if (m->hdr.type == IPC_ERROR)
+		fail_msg("worker failed: %s", m->u.error.msg);
+	assert_int_equal(m->hdr.type, IPC_READY);
+	s->ready = m->u.ready;
+	assert_int_equal(s->ready.n_ctx, N_CTX);
+	assert_int_equal(s->ready.n_vocab, n_vocab_model);
+	assert_int_equal(s->ready.kv_blocks_total, N_BLOCKS);
+	assert_int_equal(s->ready.block_tokens, 16);
+	assert_int_equal(s->ready.max_batch, 8);
+}
+
+/*
+ * A greedy request; the prompt goes as a SUBMIT of `first` tokens and chunks
+ * of `chunk` (0: no chunks, the prompt stays incomplete).
+ */
+static void sup_submit(struct sup *s, uint64_t rid, const int32_t *prompt, uint32_t n,
+		       uint32_t max_tokens, uint32_t first, uint32_t chunk)
+{
+	memset(&s->sub, 0, IPC_SUBMIT_FIXED);
+	s->sub.sampling = (struct ipc_sampling){ .top_p = 1.0f, .repeat_penalty = 1.0f };
+	s->sub.max_tokens = max_tokens;
+	s->sub.n_prompt = n;
+	s->sub.n_tokens = first < n ? first : n;
+	memcpy(s->sub.tokens, prompt, 4 * s->sub.n_tokens);
+	assert_int_equal(ipc_send(s->ch, IPC_SUBMIT, rid, &s->sub, ipc_submit_len(s->sub.n_tokens)),
+			 0);
+	for (uint32_t off = s->sub.n_tokens; chunk > 0 && off < n; off += chunk) {
+		uint32_t k = n - off < chunk ? n - off : chunk;
+
+		memset(&s->chunk, 0, IPC_CHUNK_FIXED);
+		s->chunk.n_prompt = n;
+		s->chunk.offset = off;
+		s->chunk.n_tokens = k;
+		memcpy(s->chunk.tokens, prompt + off, 4 * k);
+		assert_int_equal(
+			ipc_send(s->ch, IPC_PROMPT_CHUNK, rid, &s->chunk, ipc_chunk_len(k)), 0);
+	}
+}
+
+static void sup_send(struct sup *s, enum ipc_type type, uint64_t rid, const void *p, uint32_t len)
+{
+	assert_int_equal(ipc_send(s->ch, type, rid, p, len), 0);
+	while (ipc_chan_queued(s->ch) > 0)
+		assert_true(ipc_flush(s->ch) >= 0);
+}
+
+/* File one TOKEN / ERROR / DONE into its stream, checking the stream's rules. */
+static struct stream *stream_add(struct stream *st, int n_st, const struct ipc_msg *m)
+{
+	struct stream *x = NULL;
+
+	for (int i = 0; i < n_st; i++) {
+		if (st[i].rid == m->hdr.req_id)
+			x = &st[i];
+	}
+	if (!x)
+		fail_msg("%s for unknown request %llu", ipc_type_name(m->hdr.type),
+			 (unsigned long long)m->hdr.req_id);
+	assert_false(x->done);
+	switch (m->hdr.type) {
+	case IPC_TOKEN: {
+		const struct ipc_token *t = &m->u.token;
+
+		assert_false(x->last_seen);
+		assert_false(x->error);
+		assert_int_equal(t->index, x->n); /* in order, no gaps */
+		assert_int_equal(!!(t->flags & IPC_TOK_FIRST), x->n == 0);
+		assert_true(t->token >= 0 && t->token < n_vocab_model);
+		assert_true(x->n < MAX_GEN);
+		if (x->n > 0)
+			assert_true(t->t_ns >= x->t_ns[x->n - 1]);
+		x->tokens[x->n] = t->token;
+		x->t_ns[x->n++] = t->t_ns;
+		if (t->flags & IPC_TOK_LAST) {
+			x->last_seen = true;
+			x->last_finish = t->finish;
+		}
+		break;
+	}
+	case IPC_ERROR:
+		assert_false(x->error);
+		x->error = true;
+		x->error_code = m->u.error.code;
+		break;
+	case IPC_DONE:
+		x->done = true;
+		x->d = m->u.done;
+		/* Sent right after the step that finished it, not at the next timer. */
+		/* Sent with the step that finished it, not at the next timer (generous for CI load). */
+		assert_true(now_ns() - x->d.t_done_ns < 2000 * 1000000ull);
+		assert_int_equal(x->d.n_generated, x->n);
+		if (x->last_seen)
+			assert_int_equal(x->d.finish, x->last_finish);
+		assert_int_equal(x->error, x->d.finish == IPC_FINISH_ERROR);
+		if (x->n > 0) {
+			assert_int_equal(x->d.t_first_ns, x->t_ns[0]);
+			assert_true(x->d.t_done_ns >= x->t_ns[x->n - 1]);
+		}
+		break;
+	default:
+		fail_msg("unexpected %s", ipc_type_name(m->hdr.type));
+	}
+	return x;
+}
+
+/* Receive until every stream is DONE. */
+static void sup_collect(struct sup *s, struct stream *st, int n_st)
+{
+	for (;;) {
+		int open = 0;
+
+		for (int i = 0; i < n_st; i++)
+			open += !st[i].done;
+		if (!open)
+			return;
+		stream_add(st, n_st, sup_recv(s));
+	}
+}
+
+/* --- the reference: one sequence, greedy, in process -------------------------------- */
+
+static struct {
+	struct gguf_file *f;
+	struct model_desc *m;
+	struct tokenizer *tok;
+	struct backend *be;
+	struct llm *llm;
+	struct llm_seq seq;
+	float *logits;
+} ref;
+
+static int group_setup(void **state)
+{
+	char err[512];
+	struct be_options bo = { .threads = 2 };
+	struct be_step_limits lim = { .max_tokens = 128, .max_seqs = 1, .max_table = 64 };
+	struct llm_options lo = {
+		.kv_dtype = GGML_TYPE_F16, .n_ctx = N_CTX, .block_tokens = 16, .max_tokens = 128
+	};
+
+	const char *build = getenv("BUILD");
+
+	snprintf(model_path, sizeof(model_path), "%s/models/duet-tiny.gguf",
+		 build && build[0] ? build : "build");
+	snprintf(cfg_text, sizeof(cfg_text),
+		 "model = { path = \"%s\"; context = %d; };\n"
+		 "kv = { blocks = %d; block_tokens = 16; };\n"
+		 "partitions = ( { name = \"p0\"; threads = 2; max_seqs = 8;\n"
+		 "                 max_batch_tokens = 128; } );\n",
+		 model_path, N_CTX, N_BLOCKS);
+	if (access(model_path, R_OK) != 0) {
+		fprintf(stderr, "test_worker: %s missing (run make)\n", model_path);
+		return -1;
+	}
+	if (gguf_open(model_path, &ref.f, err, sizeof(err)) ||
+	    model_desc_load(ref.f, 0, &ref.m, err, sizeof(err)) ||
+	    tok_create(ref.f, ref.m, &ref.tok, err, sizeof(err))) {
+		fprintf(stderr, "test_worker: %s\n", err);
+		return -1;
+	}
+	if (backend_open("cpu", &bo, &lim, &ref.be) || llm_create(ref.be, ref.m, &lo, &ref.llm) ||
+	    llm_seq_init(&ref.seq, ref.llm))
+		return -1;
+	n_vocab_model = (int32_t)ref.m->n_vocab;
+	ref.logits = calloc((size_t)n_vocab_model, sizeof(float));
+	return ref.logits ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+	free(ref.logits);
+	if (ref.seq.llm)
+		llm_seq_free(&ref.seq);
+	llm_destroy(ref.llm);
+	backend_close(ref.be);
+	tok_destroy(ref.tok);
+	model_desc_free(ref.m);
+	gguf_close(ref.f);
+	return 0;
+}
+
+/* Greedy continuation of prompt; returns the tokens generated (stops after an EOG token). */
+static int ref_greedy(const int32_t *prompt, int n, int max_tokens, int32_t *out)
+{
+	int32_t id;
+	int k = 0;
+
+	llm_seq_reset(&ref.seq);
+	assert_int_equal(llm_seq_eval(&ref.seq, prompt, n, ref.logits, NULL), 0);
+	while (k < max_tokens) {
+		id = 0;
+		for (int32_t v = 1; v < n_vocab_model; v++) {
+			if (ref.logits[v] > ref.logits[id])
+				id = v;
+		}
+		out[k++] = id;
+		if (tok_is_eog(ref.tok, id) || n + k >= N_CTX)
+			break;
+		assert_int_equal(llm_seq_eval(&ref.seq, &id, 1, ref.logits, NULL), 0);
+	}
+	return k;
+}
+
+static void make_prompt(int32_t *p, int n, uint32_t seed)
+{
+	for (int i = 0; i < n; i++) {
+		seed = seed * 1664525u + 1013904223u;
+		p[i] = (int32_t)((seed >> 8) % (uint32_t)n_vocab_model);
+	}
+}
+
+/* The stream is complete and equals the reference run. */
+static void check_against_ref(const struct stream *x, const int32_t *prompt, int n, int max_tokens)
+{
+	int32_t want[MAX_GEN];
+	int k = ref_greedy(prompt, n, max_tokens, want);
+
+	assert_true(x->done);
+	assert_int_equal(x->d.n_prompt, n);
+	assert_int_equal(x->n, k);
+	assert_memory_equal(x->tokens, want, sizeof(int32_t) * (size_t)k);
+	assert_true(x->last_seen);
+	if (tok_is_eog(ref.tok, want[k - 1]))
+		assert_int_equal(x->d.finish, IPC_FINISH_EOG);
+	else
+		assert_int_equal(x->d.finish,
+				 k == max_tokens ? IPC_FINISH_LENGTH : IPC_FINISH_CONTEXT);
+}
+
+static void shutdown_now(struct sup *s)
+{
+	struct ipc_shutdown sd = { .mode = IPC_SHUTDOWN_NOW };
+
+	sup_send(s, IPC_SHUTDOWN, 0, &sd, sizeof(sd));
+	assert_int_equal(sup_join(s, TIMEOUT_MS), WORKER_EXIT_OK);
+}
+
+/* --- tests -------------------------------------------------------------------------- */
+
+static void test_handshake_ping_stats_shutdown(void **state)
+{
+	worker_set_step_delay_us(0);
+	struct sup *s = sup_start(cfg_text);
+	struct ipc_ping ping = { .t_ns = 12345 };
+	struct ipc_reload rl = { .what = IPC_RELOAD_LOG_LEVEL, .log_level = duet_log_get_level() };
+
+	sup_handshake(s);
+	sup_send(s, IPC_RELOAD, 0, &rl, sizeof(rl));
+	sup_send(s, IPC_PING, 77, &ping, sizeof(ping));
+	struct ipc_msg *m = sup_recv(s);
+	assert_int_equal(m->hdr.type, IPC_PONG);
+	assert_int_equal(m->hdr.req_id, 77);
+	assert_int_equal(m->u.ping.t_ns, 12345);
+
+	/* STATS keep coming while idle, about every WORKER_STATS_MS. */
+	unsigned n0 = s->n_stats;
+	uint64_t t0 = now_ns();
+	while (s->n_stats < n0 + 2)
+		assert_true(sup_recv_any(s, 2000));
+	assert_true(now_ns() - t0 >= (uint64_t)WORKER_STATS_MS * 1000000ull / 2);
+	assert_int_equal(s->stats.kv_total, N_BLOCKS);
+	assert_int_equal(s->stats.kv_used, 0);
+	assert_int_equal(s->stats.running + s->stats.waiting, 0);
+
+	shutdown_now(s);
+	sup_free(s);
+}
+
+static void test_greedy_stream(void **state)
+{
+	worker_set_step_delay_us(0);
+	struct sup *s = sup_start(cfg_text);
+	struct stream *st = calloc(1, sizeof(*st));
+	int32_t prompt[12];
+
+	sup_handshake(s);
+	make_prompt(prompt, 12, 1);
+	st->rid = 1001;
+	sup_submit(s, st->rid, prompt, 12, 40, 12, 0);
+	sup_collect(s, st, 1);
+	check_against_ref(st, prompt, 12, 40);
+	assert_int_equal(st->d.n_preempted, 0);
+	assert_true(st->d.t_first_ns > 0);
+
+	shutdown_now(s);
+	sup_free(s);
+	free(st);
+}
+
+static void test_chunked_prompt(void **state)
+{
+	worker_set_step_delay_us(0);
+	struct sup *s = sup_start(cfg_text);
+	struct stream *st = calloc(2, sizeof(*st));
+	int32_t prompt[300];
+
+	sup_handshake(s);
+	make_prompt(prompt, 300, 2);
+	st[0].rid = 7;
+	st[1].rid = 8;
+	sup_submit(s, 7, prompt, 300, 30, 100, 90); /* 100 + 90 + 90 + 20 */
+	sup_submit(s, 8, prompt, 300, 30, 1, 299);  /* 1 + 299 */
+	sup_collect(s, st, 2);
+	check_against_ref(&st[0], prompt, 300, 30);
+	check_against_ref(&st[1], prompt, 300, 30);
+
+	shutdown_now(s);
+	sup_free(s);
+	free(st);
+}
+
+static void test_cancel_frees_kv(void **state)
+{
+	/* 2 ms per step: the requests are still running when the test acts. */
+	worker_set_step_delay_us(2000);
+	struct sup *s = sup_start(cfg_text);
+	struct stream *st = calloc(1, sizeof(*st));
+	struct ipc_cancel c = { .reason = IPC_CANCEL_CLIENT };
+	int32_t prompt[8];
+
+	sup_handshake(s);
+	make_prompt(prompt, 8, 3);
+	st->rid = 42;
+	sup_submit(s, 42, prompt, 8, 500, 8, 0);
+	while (st->n < 3)
+		stream_add(st, 1, sup_recv(s));
+	sup_send(s, IPC_CANCEL, 42, &c, sizeof(c));
+	sup_collect(s, st, 1);
+	assert_int_equal(st->d.finish, IPC_FINISH_CANCELLED);
+	assert_false(st->last_seen);
+	assert_true(st->n >= 3 && st->n < 500);
+	/* A cancel that crossed the DONE is ignored. */
+	sup_send(s, IPC_CANCEL, 42, &c, sizeof(c));
+
+	/* A STATS after the DONE shows the blocks back (full ones may stay cached). */
+	unsigned n0 = s->n_stats;
+	do
+		assert_true(sup_recv_any(s, 2000));
+	while (s->n_stats == n0 || s->stats.kv_used != 0);
+	assert_int_equal(s->stats.running + s->stats.waiting, 0);
+	assert_int_equal(s->stats.gen_tokens, (uint64_t)st->n);
+
+	/* Cancelling a request whose prompt is still arriving ends it at once. */
+	struct stream half = { .rid = 43 };
+	sup_submit(s, 43, prompt, 8, 10, 4, 0);
+	sup_submit(s, 43, prompt, 4, 10, 4, 0); /* id in use: ERROR only */
+	struct ipc_msg *m = sup_recv(s);
+	assert_int_equal(m->hdr.type, IPC_ERROR);
+	assert_int_equal(m->u.error.code, -EEXIST);
+	sup_send(s, IPC_CANCEL, 43, &c, sizeof(c));
+	sup_collect(s, &half, 1);
+	assert_false(half.error);
+	assert_int_equal(half.d.finish, IPC_FINISH_CANCELLED);
+	assert_int_equal(half.n, 0);
+
+	shutdown_now(s);
+	sup_free(s);
+	free(st);
+}
+
+static void test_eight_concurrent(void **state)
+{
+	worker_set_step_delay_us(0);
+	struct sup *s = sup_start(cfg_text);
+	struct stream *st = calloc(8, sizeof(*st));
+	int32_t prompts[8][64];
+	int len[8], max[8];
+
+	sup_handshake(s);
+	for (int i = 0; i < 8; i++) {
+		len[i] = 5 + 7 * i;
+		max[i] = 20 + 9 * i;
+		make_prompt(prompts[i], len[i], 100 + (uint32_t)i);
+		st[i].rid = 500 + (uint64_t)i;
+		sup_submit(s, st[i].rid, prompts[i], (uint32_t)len[i], (uint32_t)max[i], 64, 0);
+	}
+	sup_collect(s, st, 8);
+	for (int i = 0; i < 8; i++)
+		check_against_ref(&st[i], prompts[i], len[i], max[i]);
+
+	shutdown_now(s);
+	sup_free(s);
+	free(st);
+}
+
+static void test_bad_token_fails_one_request(void **state)
+{
+	worker_set_step_delay_us(0);
+	struct sup *s = sup_start(cfg_text);
+	struct stream *st = calloc(4, sizeof(*st));
+	int32_t good[10], bad[20];
+
+	sup_handshake(s);
+	make_prompt(good, 10, 4);
+	make_prompt(bad, 20, 5);
+	for (int i = 0; i < 4; i++)
+		st[i].rid = 10 + (uint64_t)i;
+	bad[3] = n_vocab_model; /* valid on the wire (>= 0), outside the vocabulary */
+	bad[15] = n_vocab_model + 100;
+	sup_submit(s, 10, good, 10, 16, 10, 0);
+	sup_submit(s, 11, bad, 10, 16, 10, 0); /* in the SUBMIT */
+	sup_submit(s, 12, good, 10, 16, 10, 0);
+	sup_submit(s, 13, bad + 4, 16, 16, 8, 8); /* in the second chunk */
+	sup_collect(s, st, 4);
+	check_against_ref(&st[0], good, 10, 16);
+	check_against_ref(&st[2], good, 10, 16);
+	for (int i = 1; i < 4; i += 2) {
+		assert_true(st[i].error);
+		assert_int_equal(st[i].error_code, -EINVAL);
+		assert_int_equal(st[i].d.finish, IPC_FINISH_ERROR);
+		assert_int_equal(st[i].n, 0);
+	}
+
+	/* A prompt that does not fit the context fails the same way. */
+	static int32_t big[N_CTX];
+	struct stream one = { .rid = 99 };
+	sup_submit(s, 99, big, N_CTX, 4, N_CTX, 0);
+	sup_collect(s, &one, 1);
+	assert_true(one.error);
+	assert_int_equal(one.d.finish, IPC_FINISH_ERROR);
+
+	shutdown_now(s);
+	sup_free(s);
+	free(st);
+}
+
+static void test_drain(void **state)
+{
+	/* 2 ms per step: the requests are still running when the test acts. */
+	worker_set_step_delay_us(2000);
+	struct sup *s = sup_start(cfg_text);
+	struct stream *st = calloc(3, sizeof(*st));
+	struct ipc_shutdown sd = { .mode = IPC_SHUTDOWN_DRAIN };
+	int32_t prompt[16];
+
+	sup_handshake(s);
+	make_prompt(prompt, 16, 6);
+	st[0].rid = 1;
+	st[1].rid = 2;
+	st[2].rid = 3;
+	sup_submit(s, 1, prompt, 16, 50, 16, 0);
+	sup_submit(s, 2, prompt, 8, 50, 8, 0);
+	sup_send(s, IPC_SHUTDOWN, 0, &sd, sizeof(sd));
+	sup_submit(s, 3, prompt, 16, 50, 16, 0);
+	sup_collect(s, st, 3);
+	check_against_ref(&st[0], prompt, 16, 50);
+	check_against_ref(&st[1], prompt, 8, 50);
+	assert_true(st[2].error);
+	assert_int_equal(st[2].error_code, -ESHUTDOWN);
+	assert_int_equal(sup_join(s, TIMEOUT_MS), WORKER_EXIT_OK);
+	sup_free(s);
+	free(st);
+}
+
+static void test_shutdown_now_cancels(void **state)
+{
+	/* 2 ms per step: the requests are still running when the test acts. */
+	worker_set_step_delay_us(2000);
+	struct sup *s = sup_start(cfg_text);
+	struct stream *st = calloc(3, sizeof(*st));
+	struct ipc_shutdown sd = { .mode = IPC_SHUTDOWN_NOW };
+	int32_t prompt[40];
+
+	sup_handshake(s);
+	make_prompt(prompt, 40, 8);
+	for (int i = 0; i < 3; i++)
+		st[i].rid = 60 + (uint64_t)i;
+	sup_submit(s, 60, prompt, 8, 500, 8, 0);
+	sup_submit(s, 61, prompt, 9, 500, 9, 0);
+	sup_submit(s, 62, prompt, 40, 500, 20, 20);
+	while (st[0].n < 2)
+		stream_add(st, 3, sup_recv(s));
+	sup_send(s, IPC_SHUTDOWN, 0, &sd, sizeof(sd));
+	sup_collect(s, st, 3);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(st[i].d.finish, IPC_FINISH_CANCELLED);
+		assert_false(st[i].last_seen);
+	}
+	assert_int_equal(sup_join(s, TIMEOUT_MS), WORKER_EXIT_OK);
+	sup_free(s);
+	free(st);
+}
+
+static void test_drain_deadline(void **state)
+{
+	/* 2 ms per step: the requests are still running when the test acts. */
+	worker_set_step_delay_us(2000);
+	struct sup *s = sup_start(cfg_text);
+	struct stream *st = calloc(1, sizeof(*st));
+	struct ipc_shutdown sd = { .mode = IPC_SHUTDOWN_DRAIN, .deadline_ms = 1 };
+	int32_t prompt[8];
+
+	sup_handshake(s);
+	make_prompt(prompt, 8, 9);
+	st->rid = 70;
+	sup_submit(s, 70, prompt, 8, 500, 8, 0);
+	stream_add(st, 1, sup_recv(s));
+	sup_send(s, IPC_SHUTDOWN, 0, &sd, sizeof(sd));
+	sup_collect(s, st, 1);
+	assert_int_equal(st->d.finish, IPC_FINISH_CANCELLED);
+	assert_int_equal(sup_join(s, TIMEOUT_MS), WORKER_EXIT_OK);
+	sup_free(s);
+	free(st);
+}
+
+static void test_supervisor_gone(void **state)
+{
+	/* 2 ms per step: the requests are still running when the test acts. */
+	worker_set_step_delay_us(2000);
+	struct sup *s = sup_start(cfg_text);
+	int32_t prompt[8];
+
+	sup_handshake(s);
+	make_prompt(prompt, 8, 7);
+	sup_submit(s, 5, prompt, 8, 500, 8, 0);
+	sup_recv(s); /* generation is under way */
+	ipc_chan_destroy(s->ch);
+	s->ch = NULL;
+	assert_int_equal(sup_join(s, TIMEOUT_MS), WORKER_EXIT_CHANNEL);
+	sup_free(s);
+}
+
+static void test_model_load_error(void **state)
+{
+	worker_set_step_delay_us(0);
+	struct sup *s = sup_start("model = { path = \"build/models/no-such-model.gguf\"; };\n"
+				  "partitions = ( { name = \"p0\"; threads = 1; } );\n");
+	struct ipc_msg *m = sup_recv(s);
+
+	assert_int_equal(m->hdr.type, IPC_HELLO);
+	m = sup_recv(s);
+	assert_int_equal(m->hdr.type, IPC_ERROR);
+	assert_int_equal(m->hdr.req_id, 0);
+	assert_true(m->u.error.code < 0);
+	assert_non_null(strstr(m->u.error.msg, "no-such-model.gguf"));
+	assert_int_equal(sup_join(s, TIMEOUT_MS), WORKER_EXIT_SETUP);
+	sup_free(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_handshake_ping_stats_shutdown),
+		cmocka_unit_test(test_greedy_stream),
+		cmocka_unit_test(test_chunked_prompt),
+		cmocka_unit_test(test_cancel_frees_kv),
+		cmocka_unit_test(test_eight_concurrent),
+		cmocka_unit_test(test_bad_token_fails_one_request),
+		cmocka_unit_test(test_drain),
+		cmocka_unit_test(test_shutdown_now_cancels),
+		cmocka_unit_test(test_drain_deadline),
+		cmocka_unit_test(test_supervisor_gone),
+		cmocka_unit_test(test_model_load_error),
+	};
+	return cmocka_run_group_tests_name("worker", tests, group_setup, group_teardown);
+}
