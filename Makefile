@@ -87,7 +87,7 @@ KERNEL_SRCS := kernels/cpu/quant.c kernels/cpu/ref.c kernels/cpu/avx2.c kernels/
 	       kernels/cpu/dispatch.c
 KV_SRCS     := runtime/kv/kv.c runtime/sched/sched.c
 CTL_SRCS    := runtime/ctl/openai.c runtime/ctl/metrics.c runtime/ctl/http.c runtime/ipc/ipc.c \
-	       runtime/worker.c
+	       runtime/worker.c runtime/supervisor.c
 DRIVER_SRCS := drivers/backend.c drivers/cpu/cpu_backend.c drivers/cpu/threadpool.c
 LIB_SRCS    := $(CORE_SRCS) $(CONFIG_SRCS) $(MODEL_SRCS) $(KV_SRCS) $(CTL_SRCS) $(DRIVER_SRCS) \
 	       $(KERNEL_SRCS)

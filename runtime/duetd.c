@@ -2,18 +2,18 @@
 /*
  * duetd: the Duet appliance daemon.
  *
- * Today it loads and validates the configuration and the model it names,
- * reports what it loaded, and stays up until SIGINT/SIGTERM (SIGHUP re-reads
- * the configuration and applies the log level).  The supervisor, workers and
- * the socket API are built on this in later steps (see DESIGN.md).
+ * It loads and validates the configuration and the model it names, reports
+ * what it loaded, and becomes the supervisor (runtime/supervisor.h): one
+ * worker process per partition and the OpenAI API on api.sock, until
+ * SIGINT/SIGTERM (SIGHUP re-reads the configuration and applies the log
+ * level).  "duetd --worker N --fd K -c FILE" is how the supervisor starts a
+ * worker (internal; not for people).
  */
 #include <errno.h>
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "runtime/config/config.h"
@@ -22,6 +22,8 @@
 #include "runtime/core/sdnotify.h"
 #include "runtime/model/gguf.h"
 #include "runtime/model/model.h"
+#include "runtime/supervisor.h"
+#include "runtime/worker.h"
 
 #define DUET_VERSION "0.1.0"
 #define DEFAULT_CONFIG "/etc/duet/duet.cfg"
@@ -75,8 +77,11 @@ static int load_config(const char *path, struct duet_config *cfg)
 	return ret;
 }
 
-/* Open the model file, map it onto the schema and check it against the config. */
-static int load_model(const struct duet_config *cfg, struct loaded_model *lm)
+/*
+ * Open the model file, map it onto the schema and check it against the
+ * config.  flags: 0 (every tensor checked) or MODEL_LOAD_VOCAB_ONLY.
+ */
+static int load_model(const struct duet_config *cfg, unsigned flags, struct loaded_model *lm)
 {
 	char err[768] = "", summary[512];
 	int ret;
@@ -86,7 +91,7 @@ static int load_model(const struct duet_config *cfg, struct loaded_model *lm)
 		log_error("model", "%s", err);
 		return ret;
 	}
-	ret = model_desc_load(lm->file, 0, &lm->desc, err, sizeof(err));
+	ret = model_desc_load(lm->file, flags, &lm->desc, err, sizeof(err));
 	if (ret) {
 		log_error("model", "%s: %s", cfg->model.path, err);
 		goto close_file;
@@ -97,8 +102,17 @@ static int load_model(const struct duet_config *cfg, struct loaded_model *lm)
 		ret = -DUET_ECFGRANGE;
 		goto free_desc;
 	}
-	model_desc_summary(lm->desc, summary, sizeof(summary));
-	log_info("model", "%s: %s", cfg->model.path, summary);
+	if (lm->desc->vocab_only) {
+		/* The summary's weight figures are zero without tensors: say what was read. */
+		log_info("model",
+			 "%s: %s '%s': ctx %u, vocab %u; vocabulary read (workers load "
+			 "the weights)",
+			 cfg->model.path, model_arch_name(lm->desc->arch), lm->desc->name,
+			 lm->desc->n_ctx, lm->desc->n_vocab);
+	} else {
+		model_desc_summary(lm->desc, summary, sizeof(summary));
+		log_info("model", "%s: %s", cfg->model.path, summary);
+	}
 	return 0;
 
 free_desc:
@@ -134,63 +148,44 @@ static void log_partitions(const struct duet_config *cfg)
 	}
 }
 
-/* Wait for signals until asked to stop.  SIGHUP re-reads the config. */
-static int serve(const char *config_path, struct duet_config *cfg, bool verbose)
+struct reload_ctx {
+	const char *config_path;
+	bool verbose;
+};
+
+/* The supervisor's SIGHUP hook: re-read the file, apply its log settings. */
+static int reload_config(void *ctx, struct duet_config *next)
 {
-	sigset_t set;
-	siginfo_t si;
+	const struct reload_ctx *rc = ctx;
+	int ret;
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) {
-		log_error("duetd", "sigprocmask: %s", strerror(errno));
-		return -errno;
-	}
-	log_info("duetd",
-		 "up (pid %d): configuration and model validated; serving arrives with the "
-		 "supervisor and API; Ctrl-C or SIGTERM stops",
-		 (int)getpid());
-	sdn_notify("READY=1");
-	sdn_status("configuration and model validated; %u partition(s)", cfg->n_partitions);
+	ret = load_config(rc->config_path, next);
+	if (ret == 0)
+		apply_log_config(next, rc->verbose);
+	return ret;
+}
 
-	/* Under systemd with WatchdogSec=, ping at half the interval. */
-	uint64_t wd_usec = sdn_watchdog_usec();
-	struct timespec wait = { .tv_sec = (time_t)(wd_usec / 2 / 1000000),
-				 .tv_nsec = (long)(wd_usec / 2 % 1000000) * 1000 };
-	for (;;) {
-		int sig = wd_usec ? sigtimedwait(&set, &si, &wait) : sigwaitinfo(&set, &si);
-		if (sig < 0) {
-			if (errno == EAGAIN) {
-				sdn_notify("WATCHDOG=1");
-				continue;
-			}
-			if (errno == EINTR)
-				continue;
-			log_error("duetd", "sigwaitinfo: %s", strerror(errno));
-			return -errno;
-		}
-		if (sig == SIGHUP) {
-			struct duet_config next;
-			log_info("duetd", "SIGHUP: re-reading %s", config_path);
-			sdn_notify("RELOADING=1");
-			if (load_config(config_path, &next) == 0) {
-				*cfg = next;
-				apply_log_config(cfg, verbose);
-				log_info("duetd", "configuration reloaded (log level %s)",
-					 duet_log_level_name(duet_log_get_level()));
-			} else {
-				log_warn("duetd",
-					 "reload failed; keeping the running configuration");
-			}
-			sdn_notify("READY=1");
-			continue;
-		}
-		log_info("duetd", "%s: shutting down", strsignal(sig));
-		sdn_notify("STOPPING=1");
-		return 0;
+/* "--worker N --fd K": serve partition N on fd K; the exit status is worker_run's. */
+static int run_worker(const char *config_path, const char *part, const char *fdarg, bool verbose)
+{
+	static struct duet_config cfg;
+	char ident[48], *end;
+	long idx, fd;
+
+	idx = strtol(part, &end, 10);
+	if (*end || idx < 0 || idx >= CFG_MAX_PARTITIONS)
+		return EXIT_USAGE;
+	fd = strtol(fdarg, &end, 10);
+	if (*end || fd < 0 || fd > 65535)
+		return EXIT_USAGE;
+	if (load_config(config_path, &cfg))
+		return WORKER_EXIT_SETUP;
+	apply_log_config(&cfg, verbose);
+	if ((unsigned)idx < cfg.n_partitions) {
+		snprintf(ident, sizeof(ident), "duetd[%s]", cfg.partitions[idx].name);
+		duet_log_set_ident(ident);
 	}
+	return worker_run((int)fd, &cfg, (int)idx);
 }
 
 int main(int argc, char **argv)
@@ -203,9 +198,11 @@ int main(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "worker", required_argument, NULL, 'W' },
+		{ "fd", required_argument, NULL, 'F' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *config_path = DEFAULT_CONFIG;
+	const char *config_path = DEFAULT_CONFIG, *worker = NULL, *worker_fd = NULL;
 	bool check = false, print_config = false, verbose = false;
 	static struct duet_config cfg; /* large: keep it off the stack */
 	struct loaded_model lm = { 0 };
@@ -235,6 +232,12 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
+		case 'W':
+			worker = optarg;
+			break;
+		case 'F':
+			worker_fd = optarg;
+			break;
 		default:
 			usage(stderr);
 			return EXIT_USAGE;
@@ -247,6 +250,13 @@ int main(int argc, char **argv)
 	}
 	if (verbose)
 		duet_log_set_level(DUET_LOG_DEBUG);
+	if (worker || worker_fd) {
+		if (!worker || !worker_fd) {
+			fprintf(stderr, "duetd: --worker and --fd go together\n");
+			return EXIT_USAGE;
+		}
+		return run_worker(config_path, worker, worker_fd, verbose);
+	}
 
 	if (load_config(config_path, &cfg))
 		return 1;
@@ -257,7 +267,8 @@ int main(int argc, char **argv)
 	if (print_config)
 		cfg_print(stdout, &cfg);
 
-	ret = load_model(&cfg, &lm);
+	/* --check validates every tensor; serving needs the vocabulary (the workers load the rest). */
+	ret = load_model(&cfg, check ? 0 : MODEL_LOAD_VOCAB_ONLY, &lm);
 	if (ret)
 		return 1;
 	if (check) {
@@ -266,7 +277,13 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
-	ret = serve(config_path, &cfg, verbose);
+	struct reload_ctx rc = { config_path, verbose };
+	struct sup_options so = { .config_path = config_path,
+				  .exe = "/proc/self/exe",
+				  .verbose = verbose,
+				  .reload = reload_config,
+				  .reload_ctx = &rc };
+	ret = sup_run(&so, &cfg, lm.file, lm.desc);
 	unload_model(&lm);
 	return ret ? 1 : 0;
 }

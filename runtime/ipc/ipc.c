@@ -375,7 +375,9 @@ static int chan_fail(struct ipc_chan *c, int err, const char *why, const struct 
 			 (unsigned long long)h->req_id);
 	else
 		snprintf(c->reason, sizeof(c->reason), "%s", why);
-	log_warn("ipc", "channel fd %d (%s end) dead: %s", c->fd,
+	/* A peer that closed is the owner's news to tell (exit, crash); a violation is ours. */
+	duet_log(err == -EPIPE || err == -ECONNRESET ? DUET_LOG_DEBUG : DUET_LOG_WARN, "ipc",
+		 "channel fd %d (%s end) dead: %s", c->fd,
 		 c->end == IPC_END_SUPERVISOR ? "supervisor" : "worker", c->reason);
 	return err;
 }
