@@ -94,7 +94,8 @@ LIB_SRCS    := $(CORE_SRCS) $(CONFIG_SRCS) $(MODEL_SRCS) $(KV_SRCS) $(CTL_SRCS) 
 LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIBDUET     := $(BUILD)/libduet.a
 
-BINS        := $(BUILD)/bin/duetd $(BUILD)/bin/duet-mkmodel $(BUILD)/bin/duet-generate
+BINS        := $(BUILD)/bin/duetd $(BUILD)/bin/duet-mkmodel $(BUILD)/bin/duet-generate \
+	       $(BUILD)/bin/duetctl
 TINY_MODEL  := $(BUILD)/models/duet-tiny.gguf
 # Shape of the bundled model (etc/duet.cfg points at it).
 TINY_ARGS   := --dim 128 --layers 4 --heads 4 --kv-heads 2 --ffn 352 --ctx 1024 --type f16 --seed 1
@@ -141,6 +142,11 @@ $(BUILD)/bin/duet-mkmodel: $(BUILD)/obj/runtime/tools/mkmodel.o $(LIBDUET)
 
 $(BUILD)/bin/duet-generate: $(BUILD)/obj/runtime/tools/generate.o $(BUILD)/obj/runtime/tools/batch.o \
 			    $(LIBDUET)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/bin/duetctl: $(BUILD)/obj/tui/duetctl.o $(LIBDUET)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
