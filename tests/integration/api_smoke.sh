@@ -10,6 +10,7 @@ BUILD=${1:-build}
 DUETD="$BUILD/bin/duetd"
 GEN="$BUILD/bin/duet-generate"
 CURL=/usr/bin/curl
+. "$(dirname "$0")/../tap.sh"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/duet-api-XXXXXX")
 pid=
 cleanup() {
@@ -17,30 +18,11 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-n=0
-bad=0
-
-ok() {
-	n=$((n + 1))
-	echo "ok $n - $1"
-}
-not_ok() {
-	n=$((n + 1))
-	bad=$((bad + 1))
-	echo "not ok $n - $1"
-	[ -n "${2:-}" ] && [ -f "$2" ] && sed -e 's/^/    # /' -e '$a\' "$2"
-}
-result() { # result STATUS "what" [file to show on failure]
-	if [ "$1" -eq 0 ]; then ok "$2"; else not_ok "$2" "${3:-}"; fi
-}
-clean_log() {
-	! grep -q -E '\[alert\]|ERROR: AddressSanitizer|runtime error:|LeakSanitizer' "$1"
-}
 
 CHECKS="health completion stream badparam chat metrics restart restarted-serves shutdown"
 if [ ! -x "$CURL" ]; then
 	for c in $CHECKS; do
-		ok "# SKIP $c: /usr/bin/curl not found"
+		skip "$c: /usr/bin/curl not found"
 	done
 	echo "1..$n"
 	exit 0
@@ -157,5 +139,4 @@ pid=
 	grep -q "shutting down" "$tmp/run.out" && clean_log "$tmp/run.out"
 result $? "SIGTERM: exit 0 (got $rc), sockets removed, no [alert]" "$tmp/run.out"
 
-echo "1..$n"
-[ $bad -eq 0 ]
+tap_done

@@ -8,23 +8,9 @@ set -u
 BUILD=${1:-build}
 GEN="$BUILD/bin/duet-generate"
 MODEL="$BUILD/models/duet-tiny.gguf"
+. "$(dirname "$0")/../tap.sh"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/duet-batch-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-n=0
-bad=0
-ok() {
-	n=$((n + 1))
-	echo "ok $n - $1"
-}
-not_ok() {
-	n=$((n + 1))
-	bad=$((bad + 1))
-	echo "not ok $n - $1"
-	[ -n "${2:-}" ] && [ -f "$2" ] && sed 's/^/    # /' "$2"
-}
-clean_log() {
-	! grep -q -E '\[alert\]|ERROR: AddressSanitizer|runtime error:|LeakSanitizer' "$1"
-}
 # The comparable part of a result: "generated_ids": [...], "text": "...", "finish_reason": "..."
 core() {
 	sed -n 's/.*\("generated_ids": \[[^]]*\], "text": ".*", "finish_reason": "[a-z]*"\).*/\1/p'
@@ -130,5 +116,4 @@ else
 	not_ok "synthetic trace (rc $r1 $r2 $r3)" "$tmp/s.err"
 fi
 
-echo "1..$n"
-[ $bad -eq 0 ]
+tap_done

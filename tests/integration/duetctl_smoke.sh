@@ -9,6 +9,7 @@ BUILD=${1:-build}
 DUETD="$BUILD/bin/duetd"
 CTL="$BUILD/bin/duetctl"
 GEN="$BUILD/bin/duet-generate"
+. "$(dirname "$0")/../tap.sh"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/duet-ctl-XXXXXX")
 pid=
 cleanup() {
@@ -16,25 +17,6 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-n=0
-bad=0
-
-ok() {
-	n=$((n + 1))
-	echo "ok $n - $1"
-}
-not_ok() {
-	n=$((n + 1))
-	bad=$((bad + 1))
-	echo "not ok $n - $1"
-	[ -n "${2:-}" ] && [ -f "$2" ] && sed -e 's/^/    # /' -e '$a\' "$2"
-}
-result() { # result STATUS "what" [file to show on failure]
-	if [ "$1" -eq 0 ]; then ok "$2"; else not_ok "$2" "${3:-}"; fi
-}
-clean_log() {
-	! grep -q -E '\[alert\]|ERROR: AddressSanitizer|runtime error:|LeakSanitizer' "$1"
-}
 
 sock="$tmp/api.sock"
 ctl() { # ctl ARGS... -> stdout in $tmp/out, stderr in $tmp/err, exit status in $rc
@@ -129,5 +111,4 @@ pid=
 [ $rc -eq 0 ] && [ ! -e "$sock" ] && clean_log "$tmp/run.out"
 result $? "SIGTERM: duetd exits 0 (got $rc), no [alert]" "$tmp/run.out"
 
-echo "1..$n"
-[ $bad -eq 0 ]
+tap_done

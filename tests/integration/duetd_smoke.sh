@@ -6,24 +6,10 @@
 set -u
 BUILD=${1:-build}
 DUETD="$BUILD/bin/duetd"
+. "$(dirname "$0")/../tap.sh"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/duet-smoke-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-n=0
-bad=0
 
-ok() {
-	n=$((n + 1))
-	echo "ok $n - $1"
-}
-not_ok() {
-	n=$((n + 1))
-	bad=$((bad + 1))
-	echo "not ok $n - $1"
-	[ -n "${2:-}" ] && [ -f "$2" ] && sed 's/^/    # /' "$2"
-}
-clean_log() { # a log must hold no alert and no sanitizer report
-	! grep -q -E '\[alert\]|ERROR: AddressSanitizer|runtime error:|LeakSanitizer' "$1"
-}
 
 # 1. The shipped config and the bundled model are valid.
 if "$DUETD" -c etc/duet.cfg --check >"$tmp/check.out" 2>&1 && clean_log "$tmp/check.out" &&
@@ -100,5 +86,4 @@ else
 	not_ok "duetd starts, reports the model, reloads on SIGHUP, exits 0 on SIGTERM (up=$up reloaded=$reloaded rc=$rc)" "$tmp/run.out"
 fi
 
-echo "1..$n"
-[ $bad -eq 0 ]
+tap_done

@@ -6,27 +6,9 @@ set -u
 BUILD=${1:-build}
 GEN="$BUILD/bin/duet-generate"
 SHARED=${DUET_SHARED:-../shared}
+. "$(dirname "$0")/../tap.sh"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/duet-gen-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-n=0
-bad=0
-ok() {
-	n=$((n + 1))
-	echo "ok $n - $1"
-}
-not_ok() {
-	n=$((n + 1))
-	bad=$((bad + 1))
-	echo "not ok $n - $1"
-	[ -n "${2:-}" ] && [ -f "$2" ] && sed 's/^/    # /' "$2"
-}
-skip() {
-	n=$((n + 1))
-	echo "ok $n - # SKIP $1"
-}
-clean_log() {
-	! grep -q -E '\[alert\]|ERROR: AddressSanitizer|runtime error:|LeakSanitizer' "$1"
-}
 
 # 1. The bundled model generates, as text and as JSON, the same tokens twice.
 "$GEN" -m "$BUILD/models/duet-tiny.gguf" -p "Hello" -n 16 --json >"$tmp/a.json" 2>"$tmp/a.err"
@@ -94,5 +76,4 @@ else
 	not_ok "bad input errors (rc $r1 $r2 $r3 $r4)" "$tmp/e"
 fi
 
-echo "1..$n"
-[ $bad -eq 0 ]
+tap_done

@@ -1,0 +1,39 @@
+# Shared by the integration scripts (sourced, not run): TAP-style result
+# lines that tests/run-tests.sh counts, and the log check every script
+# applies to the daemons it starts.  Call tap_done last.
+n=0
+bad=0
+
+ok() {
+	n=$((n + 1))
+	echo "ok $n - $1"
+}
+
+# not_ok "what" [file whose contents explain the failure]
+not_ok() {
+	n=$((n + 1))
+	bad=$((bad + 1))
+	echo "not ok $n - $1"
+	[ -n "${2:-}" ] && [ -f "$2" ] && sed -e 's/^/    # /' -e '$a\' "$2"
+	return 0
+}
+
+skip() {
+	n=$((n + 1))
+	echo "ok $n - # SKIP $1"
+}
+
+# result STATUS "what" [file to show on failure]
+result() {
+	if [ "$1" -eq 0 ]; then ok "$2"; else not_ok "$2" "${3:-}"; fi
+}
+
+# A log must hold no [alert] line and no sanitizer report.
+clean_log() {
+	! grep -q -E '\[alert\]|ERROR: AddressSanitizer|runtime error:|LeakSanitizer' "$1"
+}
+
+tap_done() {
+	echo "1..$n"
+	[ "$bad" -eq 0 ]
+}
