@@ -71,7 +71,7 @@ ALL_CFLAGS += -DDUET_HAVE_CUDA=$(HAVE_CUDA) -DDUET_HAVE_NCCL=$(HAVE_NCCL) -DDUET
 # ---------------------------------------------------------------------------
 DEPS_BUILD := gcc:compiler make:build-tool libconfig-dev:configuration-parser libjansson-dev:JSON \
 	      libmicrohttpd-dev:HTTP-server
-DEPS_TEST  := libcmocka-dev:unit-tests
+DEPS_TEST  := libcmocka-dev:unit-tests curl:API-tests
 DEPS_FUZZ  := clang:libFuzzer-targets libclang-rt-14-dev:libFuzzer-runtime
 
 # ---------------------------------------------------------------------------
@@ -87,21 +87,24 @@ KERNEL_SRCS := kernels/cpu/quant.c kernels/cpu/ref.c kernels/cpu/avx2.c kernels/
 	       kernels/cpu/dispatch.c
 KV_SRCS     := runtime/kv/kv.c runtime/sched/sched.c
 CTL_SRCS    := runtime/ctl/openai.c runtime/ctl/metrics.c runtime/ctl/http.c runtime/ipc/ipc.c \
-	       runtime/worker.c runtime/supervisor.c
+	       runtime/worker.c runtime/supervisor.c runtime/supervisor-admin.c
 DRIVER_SRCS := drivers/backend.c drivers/cpu/cpu_backend.c drivers/cpu/threadpool.c
 LIB_SRCS    := $(CORE_SRCS) $(CONFIG_SRCS) $(MODEL_SRCS) $(KV_SRCS) $(CTL_SRCS) $(DRIVER_SRCS) \
 	       $(KERNEL_SRCS)
 LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIBDUET     := $(BUILD)/libduet.a
 
+# duet-console and its tests: TUI_BINS, TUI_UNIT_TESTS, TUI_DEPS_* and their rules.
+include tui/tui.mk
+
 BINS        := $(BUILD)/bin/duetd $(BUILD)/bin/duet-mkmodel $(BUILD)/bin/duet-generate \
-	       $(BUILD)/bin/duetctl
+	       $(BUILD)/bin/duetctl $(TUI_BINS)
 TINY_MODEL  := $(BUILD)/models/duet-tiny.gguf
 # Shape of the bundled model (etc/duet.cfg points at it).
 TINY_ARGS   := --dim 128 --layers 4 --heads 4 --kv-heads 2 --ffn 352 --ctx 1024 --type f16 --seed 1
 
 UNIT_TESTS  := core config gguf synth quant tokenizer sampler kernels kv llama sched chat openai ipc \
-	       metrics http worker
+	       metrics http worker $(TUI_UNIT_TESTS)
 TEST_HELPER := tests/unit/testutil.c tests/unit/ggufgen.c
 TEST_HELPER_OBJS := $(TEST_HELPER:%.c=$(BUILD)/obj/%.o)
 TEST_BINS   := $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
@@ -215,9 +218,9 @@ $(BUILD)/tests/gen_seeds: $(BUILD)/obj/tests/fuzz/gen_seeds.o $(TEST_HELPER_OBJS
 
 # --- packages ----------------------------------------------------------------
 deps:
-	@etc/deps.sh $(DEPS_BUILD)
+	@etc/deps.sh $(DEPS_BUILD) $(TUI_DEPS_BUILD)
 deps-test:
-	@etc/deps.sh $(DEPS_BUILD) $(DEPS_TEST)
+	@etc/deps.sh $(DEPS_BUILD) $(TUI_DEPS_BUILD) $(DEPS_TEST) $(TUI_DEPS_TEST)
 deps-fuzz:
 	@etc/deps.sh $(DEPS_BUILD) $(DEPS_FUZZ)
 
@@ -240,5 +243,8 @@ format:
 clean:
 	@echo "  CLEAN   build/"
 	@rm -rf build
+
+# The appliance image: image, image-test, image-clean, image-deps.
+include images/image.mk
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -10,7 +10,7 @@
  * strings, a hold-back of the longest stop minus one byte, so a stop string
  * is never sent to the client.
  */
-#include "runtime/supervisor.h"
+#include "runtime/supervisor-impl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "runtime/core/err.h"
 #include "runtime/core/log.h"
 #include "runtime/core/mem.h"
 #include "runtime/core/sdnotify.h"
@@ -42,98 +43,9 @@
 #include "runtime/model/model.h"
 #include "runtime/model/tokenizer.h"
 
-#define SUP_VERSION "0.1.0"
-#define SUP_MAX_EVENTS 64
-
-/* epoll tags: small integers below this are fixed fds, workers are SUP_TAG_WORKER + index. */
-enum { SUP_TAG_SIGNAL = 1, SUP_TAG_API, SUP_TAG_ADMIN, SUP_TAG_WORKER = 16 };
-
-struct sup_worker {
-	int idx;
-	pid_t pid; /* 0: not running */
-	struct ipc_chan *ch;
-	uint32_t events; /* what the channel fd is registered for */
-	bool ready;
-	uint32_t n_ctx;
-	unsigned running;		    /* requests of ours in flight on it */
-	int series;			    /* metrics label set */
-	uint64_t started_ms, restart_at_ms; /* restart_at_ms != 0: a restart is due then */
-	unsigned backoff_ms;
-	unsigned restarts;
-	char why[320]; /* why it is not ready, for /health */
-};
-
-struct sup_req {
-	struct sup_req *next;
-	uint64_t id;
-	int worker;
-	struct http_stream *s; /* NULL once on_close ran */
-	bool streaming, begun;
-	bool done;    /* DONE seen, or the worker is gone */
-	bool stopped; /* a stop string matched: CANCEL sent, finish stop */
-	enum oai_kind kind;
-	char model[128];
-	char idstr[40];
-	int64_t created;
-	bool include_usage;
-	struct oai_str stop[OAI_MAX_STOP];
-	unsigned n_stop;
-	size_t hold; /* longest stop - 1 */
-	struct tok_stream ts;
-	struct oai_buf text; /* all generated text */
-	size_t sent;	     /* bytes of text given to the client */
-	uint32_t n_prompt, n_gen;
-	enum oai_finish finish;
-	int err_code;
-	char err_msg[IPC_ERRMSG_MAX];
-	uint64_t t_submit_ns, t_first_ns, t_last_ns;
-};
-
-struct sup {
-	const struct sup_options *opt;
-	struct duet_config *cfg;
-	int epfd, sigfd;
-	struct http_server *api, *admin;
-	char api_path[CFG_SOCKET_DIR_MAX + 16], admin_path[CFG_SOCKET_DIR_MAX + 16];
-	struct met_registry *met;
-	char *met_buf;
-	size_t met_cap;
-	struct tokenizer *tok;
-	const struct chat_template *chat;
-	const char *model_name;
-	uint32_t n_vocab;
-	struct oai_limits lim;
-	struct sup_worker *w;
-	unsigned n_w;
-	struct sup_req *reqs;
-	unsigned n_reqs;
-	uint64_t next_id;
-	bool up, draining;
-	uint64_t drain_deadline_ms;
-	uint64_t wd_usec, wd_next_ms;
-	struct ipc_msg *msg;	   /* receive buffer */
-	struct ipc_submit *submit; /* send buffer */
-	struct oai_buf out;	   /* scratch for bodies and SSE frames */
-	char *piece;		   /* tok_stream_max() bytes */
-	size_t piece_cap;
-};
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t now_ms(void)
-{
-	return now_ns() / 1000000u;
-}
-
 /* --- small output helpers ------------------------------------------------------- */
 
-static int buf_append(struct oai_buf *b, const char *p, size_t n)
+int sup_buf_append(struct oai_buf *b, const char *p, size_t n)
 {
 	if (b->len + n + 1 > b->cap) {
 		size_t cap = b->cap ? b->cap : 256;
@@ -162,7 +74,7 @@ static void resp_oai_error(struct sup *S, struct http_resp *resp, const struct o
 		http_resp_error(resp, 500, "NOMEM", "out of memory");
 }
 
-static void resp_json(struct sup *S, struct http_resp *resp, int ret)
+void sup_resp_json(struct sup *S, struct http_resp *resp, int ret)
 {
 	if (ret == 0)
 		http_resp_set(resp, 200, "application/json", S->out.data, S->out.len);
@@ -172,7 +84,7 @@ static void resp_json(struct sup *S, struct http_resp *resp, int ret)
 
 /* --- workers -------------------------------------------------------------------- */
 
-static void worker_set_events(struct sup *S, struct sup_worker *w)
+void sup_worker_set_events(struct sup *S, struct sup_worker *w)
 {
 	uint32_t want = EPOLLIN | (ipc_chan_queued(w->ch) ? EPOLLOUT : 0);
 	struct epoll_event ev = { .events = want, .data.u64 = SUP_TAG_WORKER + (uint64_t)w->idx };
@@ -247,33 +159,38 @@ static int worker_spawn(struct sup *S, struct sup_worker *w)
 	w->events = EPOLLIN;
 	w->pid = pid;
 	w->ready = false;
-	w->started_ms = now_ms();
+	w->started_ms = sup_now_ms();
 	w->restart_at_ms = 0;
 	snprintf(w->why, sizeof(w->why), "partition %s: starting", S->cfg->partitions[w->idx].name);
 	log_info("supervisor", "partition %s: worker started (pid %d)",
 		 S->cfg->partitions[w->idx].name, (int)pid);
+	sup_event(S, "worker_start", w->idx, DUET_LOG_INFO, "partition %s: worker started (pid %d)",
+		  S->cfg->partitions[w->idx].name, (int)pid);
 	return 0;
 }
+
+/* --- requests: bookkeeping ------------------------------------------------------ */
 
 static void req_destroy(struct sup_req *r)
 {
 	oai_buf_free(&r->text);
 	for (unsigned i = 0; i < r->n_stop; i++)
 		duet_free(r->stop[i].ptr);
+	duet_free(r->lp);
 	duet_free(r);
 }
 
-/* Unlink r from the table and free it. */
-static void req_free(struct sup *S, struct sup_req *r)
+/* Take r out of the table of choices in flight (it stays owned by its answer). */
+static void req_unlink(struct sup *S, struct sup_req *r)
 {
 	for (struct sup_req **pp = &S->reqs; *pp; pp = &(*pp)->next) {
 		if (*pp == r) {
 			*pp = r->next;
+			r->next = NULL;
 			S->n_reqs--;
-			break;
+			return;
 		}
 	}
-	req_destroy(r);
 }
 
 static struct sup_req *req_find(struct sup *S, uint64_t id)
@@ -284,86 +201,39 @@ static struct sup_req *req_find(struct sup *S, uint64_t id)
 	return NULL;
 }
 
-/* Send the request's end to its client (if still there); frees it when the client is gone. */
-static void req_finish(struct sup *S, struct sup_req *r, int status, const char *code,
-		       const char *msg);
-
-/* Worker w is gone (process or channel): fail its requests, schedule the restart. */
-static void worker_lost(struct sup *S, struct sup_worker *w, const char *why)
+static void resp_destroy(struct sup *S, struct sup_resp *p)
 {
-	const char *name = S->cfg->partitions[w->idx].name;
-	struct sup_req *r, *next;
-
-	if (w->ch) {
-		epoll_ctl(S->epfd, EPOLL_CTL_DEL, ipc_chan_fd(w->ch), NULL);
-		ipc_chan_destroy(w->ch);
-		w->ch = NULL;
-	}
-	w->ready = false;
-	w->running = 0;
-	snprintf(w->why, sizeof(w->why), "partition %s: %s", name, why);
-	for (r = S->reqs; r; r = next) {
-		next = r->next;
-		if (r->worker == w->idx && !r->done)
-			req_finish(S, r, 503, "WORKER", "the worker serving the request failed");
-	}
-}
-
-/* Worker channel failed: kill the process; SIGCHLD does the rest. */
-static void worker_channel_failed(struct sup *S, struct sup_worker *w)
-{
-	if (!S->draining)
-		log_warn("supervisor", "partition %s: channel to worker %d failed: %s",
-			 S->cfg->partitions[w->idx].name, (int)w->pid,
-			 ipc_chan_error_reason(w->ch));
-	worker_lost(S, w, "worker channel failed");
-	/* Draining, the worker closing its end is how it says goodbye; it exits by itself. */
-	if (w->pid > 0 && !S->draining)
-		kill(w->pid, SIGKILL);
-}
-
-static void worker_exited(struct sup *S, struct sup_worker *w, int status)
-{
-	const char *name = S->cfg->partitions[w->idx].name;
-	uint64_t now = now_ms();
-	char why[96];
-
-	if (WIFSIGNALED(status))
-		snprintf(why, sizeof(why), "worker %d killed by signal %d (%s)", (int)w->pid,
-			 WTERMSIG(status), strsignal(WTERMSIG(status)));
-	else
-		snprintf(why, sizeof(why), "worker %d exited with status %d", (int)w->pid,
-			 WEXITSTATUS(status));
-	w->pid = 0;
-	worker_lost(S, w, why);
-	if (S->draining) {
-		log_info("supervisor", "partition %s: %s", name, why);
-		return;
-	}
-	if (now - w->started_ms >= SUP_BACKOFF_RESET_MS || !w->backoff_ms)
-		w->backoff_ms = SUP_BACKOFF_MIN_MS;
-	else if (w->backoff_ms < SUP_BACKOFF_MAX_MS)
-		w->backoff_ms = w->backoff_ms * 2 > SUP_BACKOFF_MAX_MS ? SUP_BACKOFF_MAX_MS
-								       : w->backoff_ms * 2;
-	w->restart_at_ms = now + w->backoff_ms;
-	w->restarts++;
-	met_add(S->met, MET_WORKER_RESTARTS, w->series, 1);
-	log_error("supervisor", "partition %s: %s; restarting in %u ms", name, why, w->backoff_ms);
-}
-
-static void reap_children(struct sup *S)
-{
-	int status;
-	pid_t pid;
-
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		for (unsigned i = 0; i < S->n_w; i++) {
-			if (S->w[i].pid == pid) {
-				worker_exited(S, &S->w[i], status);
-				break;
-			}
+	for (unsigned i = 0; i < p->n; i++) {
+		if (p->choice[i]) {
+			if (!p->choice[i]->done)
+				req_unlink(S, p->choice[i]);
+			req_destroy(p->choice[i]);
 		}
 	}
+	duet_free(p->choice);
+	duet_free(p);
+}
+
+/* Free p once every choice is over and the client side is closed. */
+static void resp_maybe_free(struct sup *S, struct sup_resp *p)
+{
+	if (p->n_done == p->n && !p->s) {
+		resp_destroy(S, p);
+		S->n_resps--;
+	}
+}
+
+int sup_send_cancel(struct sup *S, struct sup_req *r, uint32_t reason)
+{
+	struct sup_worker *w = &S->w[r->worker];
+	struct ipc_cancel c = { .reason = reason };
+	int ret;
+
+	if (r->done || !w->ch)
+		return -ESRCH;
+	ret = ipc_send(w->ch, IPC_CANCEL, r->id, &c, sizeof(c));
+	sup_worker_set_events(S, w);
+	return ret;
 }
 
 /* --- requests: output --------------------------------------------------------- */
@@ -392,28 +262,70 @@ static enum met_finish met_finish_of(const struct sup_req *r, uint32_t f)
 	}
 }
 
-static struct oai_meta req_meta(const struct sup_req *r)
+static struct oai_meta resp_meta(const struct sup_resp *p)
 {
-	return (struct oai_meta){ .kind = r->kind,
-				  .id = r->idstr,
-				  .model = r->model,
-				  .created = r->created,
-				  .include_usage = r->include_usage };
+	return (struct oai_meta){ .kind = p->kind,
+				  .id = p->idstr,
+				  .model = p->model,
+				  .created = p->created,
+				  .include_usage = p->include_usage };
 }
 
-/* Give the client text[sent, upto). */
+/* A token's text on its own, for logprobs. */
+static size_t token_piece(void *ctx, int32_t token, char *buf, size_t cap)
+{
+	struct sup *S = ctx;
+	struct tok_stream ts;
+	int n, m;
+
+	if (cap < S->piece_cap + 4)
+		return 0;
+	tok_stream_init(&ts);
+	n = tok_stream_push(S->tok, &ts, token, buf, cap);
+	if (n < 0)
+		return 0;
+	m = tok_stream_flush(S->tok, &ts, buf + n, cap - (size_t)n);
+	return (size_t)n + (m > 0 ? (size_t)m : 0);
+}
+
+static struct oai_choice req_choice(struct sup *S, const struct sup_req *r)
+{
+	return (struct oai_choice){ .index = r->index,
+				    .text = r->text.data,
+				    .len = r->text.len,
+				    .finish = r->finish,
+				    .lp = r->resp->logprobs ? r->lp : NULL,
+				    .n_lp = r->n_lp,
+				    .piece = token_piece,
+				    .piece_ctx = S };
+}
+
+/* Give the client text[sent, upto) and the logprobs not sent yet. */
 static void req_emit(struct sup *S, struct sup_req *r, size_t upto)
 {
-	struct oai_meta m = req_meta(r);
+	struct sup_resp *p = r->resp;
+	struct oai_meta m = resp_meta(p);
+	struct oai_choice c;
 
-	if (upto <= r->sent)
+	if (upto <= r->sent && r->lp_sent >= r->n_lp)
 		return;
-	if (r->streaming && r->s) {
+	if (upto < r->sent)
+		upto = r->sent;
+	if (p->streaming && p->s) {
+		c = req_choice(S, r);
+		c.text = r->text.data + r->sent;
+		c.len = upto - r->sent;
+		c.text_offset = r->sent;
+		if (c.lp) {
+			c.lp = r->lp + r->lp_sent;
+			c.n_lp = r->n_lp - r->lp_sent;
+		}
 		oai_buf_reset(&S->out);
-		if (oai_sse_text(&S->out, &m, r->text.data + r->sent, upto - r->sent) == 0)
-			http_stream_write(r->s, S->out.data, S->out.len);
+		if (oai_sse_choice(&S->out, &m, &c, false) == 0)
+			http_stream_write(p->s, S->out.data, S->out.len);
 	}
 	r->sent = upto;
+	r->lp_sent = r->n_lp;
 }
 
 /* Cut the text at the first stop string; true when one matched. */
@@ -445,114 +357,268 @@ static void req_emit_safe(struct sup *S, struct sup_req *r)
 	req_emit(S, r, upto);
 }
 
-static void req_finish(struct sup *S, struct sup_req *r, int status, const char *code,
-		       const char *msg)
+/* Every choice is over: the answer (or its end) goes to the client. */
+static void resp_complete(struct sup *S, struct sup_resp *p)
 {
-	struct oai_meta m = req_meta(r);
-	struct oai_usage u = { .prompt_tokens = r->n_prompt, .completion_tokens = r->n_gen };
+	struct oai_meta m = resp_meta(p);
+	struct oai_usage u = { 0 };
+	struct oai_choice *cs;
 	int ret;
 
-	r->done = true;
-	if (S->w[r->worker].running)
-		S->w[r->worker].running--;
-	if (!r->s) {
-		req_free(S, r);
+	if (!p->s)
 		return;
-	}
+	u.prompt_tokens = p->choice[0]->n_prompt;
+	u.cached_tokens = p->choice[0]->n_cached;
+	for (unsigned i = 0; i < p->n; i++)
+		u.completion_tokens += p->choice[i]->n_gen;
 	oai_buf_reset(&S->out);
-	if (status != 200) {
+	if (p->err_status) {
 		struct oai_error e;
 
-		oai_error_set(&e, status, code, "", "%s", msg);
-		if (r->begun) {
+		oai_error_set(&e, p->err_status, p->err_code, "", "%s", p->err_msg);
+		if (p->begun) {
 			if (oai_sse_error(&S->out, &e) == 0)
-				http_stream_write(r->s, S->out.data, S->out.len);
-			http_stream_end(r->s);
+				http_stream_write(p->s, S->out.data, S->out.len);
+			http_stream_end(p->s);
 		} else if (oai_write_error(&S->out, &e) == 0) {
-			http_stream_reply(r->s, status, "application/json", S->out.data,
+			http_stream_reply(p->s, p->err_status, "application/json", S->out.data,
 					  S->out.len);
 		} else {
-			http_stream_reply_error(r->s, 500, "NOMEM", "out of memory");
+			http_stream_reply_error(p->s, 500, "NOMEM", "out of memory");
 		}
 		return;
 	}
-	if (r->streaming) {
-		req_emit(S, r, r->text.len);
-		oai_buf_reset(&S->out);
-		ret = oai_sse_finish(&S->out, &m, r->finish);
-		if (!ret && r->include_usage)
-			ret = oai_sse_usage(&S->out, &m, &u);
+	if (p->streaming) {
+		ret = p->include_usage ? oai_sse_usage(&S->out, &m, &u) : 0;
 		if (!ret)
 			ret = oai_sse_done(&S->out);
 		if (!ret)
-			http_stream_write(r->s, S->out.data, S->out.len);
-		http_stream_end(r->s);
+			http_stream_write(p->s, S->out.data, S->out.len);
+		http_stream_end(p->s);
 		return;
 	}
-	ret = oai_write_response(&S->out, &m, r->text.data ? r->text.data : "", r->text.len,
-				 r->finish, &u);
+	cs = duet_calloc(p->n, sizeof(*cs));
+	ret = cs ? 0 : -ENOMEM;
+	for (unsigned i = 0; !ret && i < p->n; i++)
+		cs[i] = req_choice(S, p->choice[i]);
+	if (!ret)
+		ret = oai_write_choices(&S->out, &m, cs, p->n, &u);
+	duet_free(cs);
 	if (ret)
-		http_stream_reply_error(r->s, 500, "NOMEM", "out of memory");
+		http_stream_reply_error(p->s, 500, "NOMEM", "out of memory");
 	else
-		http_stream_reply(r->s, 200, "application/json", S->out.data, S->out.len);
+		http_stream_reply(p->s, 200, "application/json", S->out.data, S->out.len);
 }
+
+/*
+ * Choice r is over (status 200: it finished; else it failed with code and
+ * msg).  A failure fails the whole answer: the other choices are cancelled.
+ */
+static void req_finish(struct sup *S, struct sup_req *r, int status, const char *code,
+		       const char *msg)
+{
+	struct sup_resp *p = r->resp;
+	struct sup_worker *w = &S->w[r->worker];
+
+	r->done = true;
+	r->failed = status != 200;
+	req_unlink(S, r);
+	if (w->running)
+		w->running--;
+	if (!p) {
+		/* A canary: healthy when it produced its token. */
+		if (status == 200 && r->n_gen) {
+			w->canary_ok_ms = sup_now_ms();
+			w->canary_why[0] = '\0';
+		} else if (w->ready) {
+			snprintf(w->canary_why, sizeof(w->canary_why), "canary failed: %s",
+				 msg ? msg : "no token");
+			log_warn("supervisor", "partition %s: %s", S->cfg->partitions[r->worker].name,
+				 w->canary_why);
+		}
+		w->canary_sent_ms = 0;
+		req_destroy(r);
+		return;
+	}
+	sup_record(S, r,
+		   status == 200		  ? "done"
+		   : strcmp(code, "CANCELLED") == 0 ? "cancelled"
+						  : "failed",
+		   status == 200 ? (r->finish == OAI_FINISH_LENGTH ? "length" : "stop")
+		   : strcmp(code, "CANCELLED") == 0 ? "cancelled"
+						  : "error");
+	p->n_done++;
+	if (status != 200 && !p->err_status) {
+		p->err_status = status;
+		snprintf(p->err_code, sizeof(p->err_code), "%s", code);
+		snprintf(p->err_msg, sizeof(p->err_msg), "%s", msg);
+		for (unsigned i = 0; i < p->n; i++)
+			if (p->choice[i] != r)
+				sup_send_cancel(S, p->choice[i], IPC_CANCEL_CLIENT);
+	}
+	if (status == 200 && !p->err_status && p->streaming && p->s) {
+		struct oai_meta m = resp_meta(p);
+		struct oai_choice c = req_choice(S, r);
+
+		req_emit(S, r, r->text.len);
+		c.lp = NULL;
+		oai_buf_reset(&S->out);
+		if (oai_sse_choice(&S->out, &m, &c, true) == 0)
+			http_stream_write(p->s, S->out.data, S->out.len);
+	}
+	if (p->n_done == p->n)
+		resp_complete(S, p);
+	resp_maybe_free(S, p);
+}
+
+/* Worker w is gone (process or channel): fail its requests, schedule the restart. */
+static void worker_lost(struct sup *S, struct sup_worker *w, const char *why)
+{
+	const char *name = S->cfg->partitions[w->idx].name;
+	struct sup_req *r, *next;
+
+	if (w->ch) {
+		epoll_ctl(S->epfd, EPOLL_CTL_DEL, ipc_chan_fd(w->ch), NULL);
+		ipc_chan_destroy(w->ch);
+		w->ch = NULL;
+	}
+	w->ready = false;
+	snprintf(w->why, sizeof(w->why), "partition %s: %s", name, why);
+	for (r = S->reqs; r; r = next) {
+		next = r->next;
+		if (r->worker == w->idx && !r->done)
+			req_finish(S, r, 503, "WORKER", "the worker serving the request failed");
+	}
+	w->running = 0;
+	w->canary_sent_ms = 0;
+	w->canary_ok_ms = 0;
+}
+
+/* Worker channel failed: kill the process; SIGCHLD does the rest. */
+static void worker_channel_failed(struct sup *S, struct sup_worker *w)
+{
+	if (!S->draining)
+		log_warn("supervisor", "partition %s: channel to worker %d failed: %s",
+			 S->cfg->partitions[w->idx].name, (int)w->pid,
+			 ipc_chan_error_reason(w->ch));
+	worker_lost(S, w, "worker channel failed");
+	/* Draining, the worker closing its end is how it says goodbye; it exits by itself. */
+	if (w->pid > 0 && !S->draining)
+		kill(w->pid, SIGKILL);
+}
+
+static void worker_exited(struct sup *S, struct sup_worker *w, int status)
+{
+	const char *name = S->cfg->partitions[w->idx].name;
+	uint64_t now = sup_now_ms();
+	char why[96];
+
+	if (WIFSIGNALED(status))
+		snprintf(why, sizeof(why), "worker %d killed by signal %d (%s)", (int)w->pid,
+			 WTERMSIG(status), strsignal(WTERMSIG(status)));
+	else
+		snprintf(why, sizeof(why), "worker %d exited with status %d", (int)w->pid,
+			 WEXITSTATUS(status));
+	w->pid = 0;
+	worker_lost(S, w, why);
+	if (S->draining) {
+		log_info("supervisor", "partition %s: %s", name, why);
+		return;
+	}
+	if (now - w->started_ms >= SUP_BACKOFF_RESET_MS || !w->backoff_ms)
+		w->backoff_ms = SUP_BACKOFF_MIN_MS;
+	else if (w->backoff_ms < SUP_BACKOFF_MAX_MS)
+		w->backoff_ms = w->backoff_ms * 2 > SUP_BACKOFF_MAX_MS ? SUP_BACKOFF_MAX_MS
+								       : w->backoff_ms * 2;
+	w->restart_at_ms = now + w->backoff_ms;
+	w->restarts++;
+	met_add(S->met, MET_WORKER_RESTARTS, w->series, 1);
+	log_error("supervisor", "partition %s: %s; restarting in %u ms", name, why, w->backoff_ms);
+	sup_event(S, "worker_exit", w->idx, DUET_LOG_ERROR, "partition %s: %s; restarting in %u ms",
+		  name, why, w->backoff_ms);
+}
+
+static void reap_children(struct sup *S)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (unsigned i = 0; i < S->n_w; i++) {
+			if (S->w[i].pid == pid) {
+				worker_exited(S, &S->w[i], status);
+				break;
+			}
+		}
+	}
+}
+
 
 /* --- frames from workers ------------------------------------------------------- */
 
 static void on_token(struct sup *S, struct sup_worker *w, uint64_t id, const struct ipc_token *t)
 {
 	struct sup_req *r = req_find(S, id);
+	uint64_t now = sup_now_ns();
 	int n;
 
 	if (!r || r->worker != w->idx || r->done || r->stopped)
 		return;
 	if (!r->n_gen)
-		r->t_first_ns = now_ns();
-	else
-		met_observe(S->met, MET_INTER_TOKEN, w->series,
-			    (double)(now_ns() - r->t_last_ns) / 1e9);
-	r->t_last_ns = now_ns();
+		r->t_first_ns = now;
+	else if (r->resp)
+		met_observe(S->met, MET_INTER_TOKEN, w->series, (double)(now - r->t_last_ns) / 1e9);
+	r->t_last_ns = now;
 	r->n_gen++;
 	if (t->flags & IPC_TOK_LAST)
 		r->finish = finish_of(t->finish);
+	if (!r->resp)
+		return;
 	/* The end-of-generation token itself is not text. */
 	if ((t->flags & IPC_TOK_LAST) && t->finish == IPC_FINISH_EOG)
 		return;
 	n = tok_stream_push(S->tok, &r->ts, t->token, S->piece, S->piece_cap);
-	if (n > 0 && buf_append(&r->text, S->piece, (size_t)n) != 0)
+	if (n > 0 && sup_buf_append(&r->text, S->piece, (size_t)n) != 0)
 		return;
 	if (r->n_stop && req_match_stop(r)) {
-		struct ipc_cancel c = { .reason = IPC_CANCEL_STOP };
-
 		r->stopped = true;
 		r->finish = OAI_FINISH_STOP;
-		ipc_send(w->ch, IPC_CANCEL, r->id, &c, sizeof(c));
+		sup_send_cancel(S, r, IPC_CANCEL_STOP);
 		return;
 	}
-	if (r->streaming)
+	if (r->resp->streaming)
 		req_emit_safe(S, r);
 }
 
 static void on_done(struct sup *S, struct sup_worker *w, uint64_t id, const struct ipc_done *d)
 {
 	struct sup_req *r = req_find(S, id);
+	uint64_t now = sup_now_ns();
 	int n;
 
 	if (!r || r->worker != w->idx || r->done)
 		return;
-	met_finish(S->met, w->series, met_finish_of(r, d->finish));
-	met_add(S->met, MET_PROMPT_TOKENS, w->series, d->n_prompt);
-	met_add(S->met, MET_GENERATION_TOKENS, w->series, d->n_generated);
-	met_add(S->met, MET_PREEMPTIONS, w->series, d->n_preempted);
-	met_observe(S->met, MET_E2E, w->series, (double)(now_ns() - r->t_submit_ns) / 1e9);
-	if (r->t_first_ns)
-		met_observe(S->met, MET_TTFT, w->series,
-			    (double)(r->t_first_ns - r->t_submit_ns) / 1e9);
 	r->n_prompt = d->n_prompt;
-	if (!r->stopped) {
+	r->n_cached = d->n_cached;
+	if (r->resp) {
+		met_finish(S->met, w->series, met_finish_of(r, d->finish));
+		met_add(S->met, MET_PROMPT_TOKENS, w->series, d->n_prompt);
+		met_add(S->met, MET_GENERATION_TOKENS, w->series, d->n_generated);
+		met_add(S->met, MET_PREEMPTIONS, w->series, d->n_preempted);
+		met_observe(S->met, MET_E2E, w->series, (double)(now - r->t_submit_ns) / 1e9);
+		if (r->t_first_ns) {
+			met_observe(S->met, MET_TTFT, w->series,
+				    (double)(r->t_first_ns - r->t_submit_ns) / 1e9);
+			/* The worker's clock: from its first token to its last. */
+			if (d->t_done_ns > d->t_first_ns && d->t_first_ns)
+				met_observe(S->met, MET_DECODE_TIME, w->series,
+					    (double)(d->t_done_ns - d->t_first_ns) / 1e9);
+		}
+	}
+	if (!r->stopped && r->resp) {
 		n = tok_stream_flush(S->tok, &r->ts, S->piece, S->piece_cap);
 		if (n > 0)
-			buf_append(&r->text, S->piece, (size_t)n);
+			sup_buf_append(&r->text, S->piece, (size_t)n);
 		if (r->n_stop && req_match_stop(r))
 			r->finish = OAI_FINISH_STOP;
 	}
@@ -575,6 +641,21 @@ static void on_done(struct sup *S, struct sup_worker *w, uint64_t id, const stru
 
 static void on_stats(struct sup *S, struct sup_worker *w, const struct ipc_stats *st)
 {
+	double dq = 0, dh = 0;
+
+	if (w->st.t_ns) {
+		dq = (double)(st->prefix_queries - w->st.prefix_queries);
+		dh = (double)(st->prefix_hits - w->st.prefix_hits);
+	} else {
+		dq = (double)st->prefix_queries;
+		dh = (double)st->prefix_hits;
+	}
+	if (dq >= 0 && dh >= 0) {
+		met_add(S->met, MET_PREFIX_CACHE_QUERIES, w->series, dq);
+		met_add(S->met, MET_PREFIX_CACHE_HITS, w->series, dh);
+	}
+	w->st_prev = w->st;
+	w->st = *st;
 	met_set(S->met, MET_REQUESTS_RUNNING, w->series, st->running);
 	met_set(S->met, MET_REQUESTS_WAITING, w->series, st->waiting);
 	met_set(S->met, MET_KV_BLOCKS_USED, w->series, st->kv_used);
@@ -600,10 +681,15 @@ static void worker_readable(struct sup *S, struct sup_worker *w)
 		case IPC_READY:
 			w->ready = true;
 			w->n_ctx = m->u.ready.n_ctx;
+			w->block_tokens = m->u.ready.block_tokens;
 			w->why[0] = '\0';
+			w->canary_why[0] = '\0';
 			log_info("supervisor",
 				 "partition %s: worker %d ready (context %u, %u KV blocks)", name,
 				 (int)w->pid, m->u.ready.n_ctx, m->u.ready.kv_blocks_total);
+			sup_event(S, "worker_ready", w->idx, DUET_LOG_INFO,
+				  "partition %s: worker %d ready", name, (int)w->pid);
+			sup_submit_canary(S, w);
 			break;
 		case IPC_TOKEN:
 			on_token(S, w, m->hdr.req_id, &m->u.token);
@@ -640,14 +726,14 @@ static void worker_readable(struct sup *S, struct sup_worker *w)
 
 /* --- requests: input ---------------------------------------------------------- */
 
-static struct sup_worker *pick_worker(struct sup *S)
+struct sup_worker *sup_pick_worker(struct sup *S)
 {
 	struct sup_worker *best = NULL;
 
 	for (unsigned i = 0; i < S->n_w; i++) {
 		struct sup_worker *w = &S->w[i];
 
-		if (w->ready && w->ch && (!best || w->running < best->running))
+		if (w->ready && w->ch && !w->drain && (!best || w->running < best->running))
 			best = w;
 	}
 	return best;
@@ -671,7 +757,8 @@ static int submit_send(struct sup *S, struct sup_worker *w, struct sup_req *r,
 	sub->sampling.frequency_penalty = sp->frequency_penalty;
 	sub->sampling.top_k = sp->top_k;
 	sub->sampling.repeat_last_n = 64;
-	sub->sampling.seed = sp->has_seed ? (uint64_t)sp->seed : r->id;
+	/* n > 1: each choice its own stream of randomness, reproducible from the seed. */
+	sub->sampling.seed = sp->has_seed ? (uint64_t)sp->seed + r->index : r->id;
 	sub->salt = salt;
 	sub->max_tokens = p->max_tokens;
 	sub->n_prompt = (uint32_t)n;
@@ -694,6 +781,71 @@ static int submit_send(struct sup *S, struct sup_worker *w, struct sup_req *r,
 	return ret;
 }
 
+/* A new choice for worker w (not linked yet). */
+static struct sup_req *req_new(struct sup *S, struct sup_worker *w, uint32_t n_prompt,
+			       uint32_t max_tokens)
+{
+	struct sup_req *r = duet_calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->id = ++S->next_id;
+	r->worker = w->idx;
+	r->n_prompt = n_prompt;
+	r->max_tokens = max_tokens;
+	r->finish = OAI_FINISH_LENGTH;
+	r->t_submit_ns = sup_now_ns();
+	tok_stream_init(&r->ts);
+	return r;
+}
+
+/* Link r and send it; on failure r is unlinked and the caller frees it. */
+static int req_submit(struct sup *S, struct sup_worker *w, struct sup_req *r,
+		      const struct oai_params *p, const int32_t *ids, size_t n, uint64_t salt)
+{
+	int ret;
+
+	r->next = S->reqs;
+	S->reqs = r;
+	S->n_reqs++;
+	ret = submit_send(S, w, r, p, ids, n, salt);
+	if (ret) {
+		log_warn("supervisor", "request %" PRIu64 ": SUBMIT failed: %s", r->id,
+			 strerror(-ret));
+		req_unlink(S, r);
+		if (ret != -ENOBUFS)
+			worker_channel_failed(S, w);
+		return ret;
+	}
+	w->running++;
+	sup_worker_set_events(S, w);
+	return 0;
+}
+
+int sup_submit_canary(struct sup *S, struct sup_worker *w)
+{
+	struct oai_params p = { .max_tokens = 1 };
+	int32_t tok = tok_bos(S->tok) >= 0 ? tok_bos(S->tok) : 0;
+	struct sup_req *r;
+	int ret;
+
+	if (!S->cfg->api.canary_interval_ms || w->canary_sent_ms || !w->ready || !w->ch)
+		return 0;
+	r = req_new(S, w, 1, 1);
+	if (!r)
+		return -ENOMEM;
+	p.sampling.top_p = 1.0f;
+	p.sampling.repetition_penalty = 1.0f;
+	ret = req_submit(S, w, r, &p, &tok, 1, 0);
+	if (ret) {
+		req_destroy(r);
+		return ret;
+	}
+	w->canary_sent_ms = sup_now_ms();
+	w->canary_due_ms = w->canary_sent_ms + (uint64_t)S->cfg->api.canary_interval_ms;
+	return 0;
+}
+
 /* Tokenize text (the whole prompt) into a new array. */
 static int encode(struct sup *S, const char *text, size_t len, bool add_special, bool parse_special,
 		  int32_t **ids, size_t *n)
@@ -712,126 +864,150 @@ static int encode(struct sup *S, const char *text, size_t len, bool add_special,
 	return ret;
 }
 
-/* Common part of completions and chat: admission, routing, SUBMIT, defer/stream. */
+/* A new answer with p->n choices on worker w, each with p's stop strings. */
+static struct sup_resp *resp_new(struct sup *S, const struct http_req *req, enum oai_kind kind,
+				 const struct oai_params *p, struct sup_worker *w, size_t n_prompt)
+{
+	struct sup_resp *rs = duet_calloc(1, sizeof(*rs));
+
+	if (!rs)
+		return NULL;
+	rs->tag = SUP_USER_RESP;
+	rs->kind = kind;
+	rs->streaming = p->stream;
+	rs->include_usage = p->include_usage;
+	rs->created = (int64_t)time(NULL);
+	rs->uid = req->uid;
+	rs->logprobs = p->logprobs ? 1 + p->top_logprobs : 0;
+	rs->t_submit_ns = sup_now_ns();
+	snprintf(rs->model, sizeof(rs->model), "%s", p->model.ptr ? p->model.ptr : S->model_name);
+	oai_format_id(rs->idstr, sizeof(rs->idstr), kind, S->next_id + 1);
+	rs->choice = duet_calloc(p->n, sizeof(*rs->choice));
+	if (!rs->choice)
+		goto fail;
+	for (unsigned i = 0; i < p->n; i++) {
+		struct sup_req *r = req_new(S, w, (uint32_t)n_prompt, p->max_tokens);
+
+		if (!r)
+			goto fail;
+		rs->choice[i] = r;
+		rs->n = i + 1;
+		r->resp = rs;
+		r->index = i;
+		r->done = true; /* not linked yet: resp_destroy must not unlink it */
+		for (unsigned k = 0; k < p->n_stop; k++) {
+			r->stop[k].ptr = duet_strdup(p->stop[k].ptr);
+			if (!r->stop[k].ptr)
+				goto fail;
+			r->stop[k].len = p->stop[k].len;
+			r->n_stop = k + 1;
+			if (p->stop[k].len - 1 > r->hold)
+				r->hold = p->stop[k].len - 1;
+		}
+	}
+	return rs;
+fail:
+	resp_destroy(S, rs);
+	return NULL;
+}
+
+/* Common part of completions and chat: admission, routing, SUBMITs, defer/stream. */
 static void start_generation(struct sup *S, const struct http_req *req, struct http_resp *resp,
 			     enum oai_kind kind, const struct oai_params *p, const int32_t *ids,
 			     size_t n)
 {
 	struct oai_error e;
 	struct sup_worker *w;
-	struct sup_req *r;
+	struct sup_resp *rs;
 	uint64_t salt;
-	int ret;
+	int ret = 0;
 
 	if (S->draining) {
 		oai_error_set(&e, 503, "SHUTDOWN", "", "the server is shutting down");
-		resp_oai_error(S, resp, &e);
-		return;
+		goto error;
 	}
-	if (S->n_reqs >= (unsigned)S->cfg->api.max_queue) {
+	if (S->n_resps + 1 > (unsigned)S->cfg->api.max_queue) {
 		oai_error_set(&e, 429, "QUEUEFULL", "", "too many requests in flight (%u)",
-			      S->n_reqs);
-		resp_oai_error(S, resp, &e);
-		return;
+			      S->n_resps);
+		goto error;
 	}
 	if (p->sampling.n_logit_bias) {
 		oai_error_set(&e, 400, "UNSUPPORTED", "logit_bias",
 			      "logit_bias: not supported yet");
-		resp_oai_error(S, resp, &e);
-		return;
+		goto error;
 	}
 	if (n == 0) {
 		oai_error_set(&e, 400, "BADPARAM", "prompt", "prompt: empty after tokenization");
-		resp_oai_error(S, resp, &e);
-		return;
+		goto error;
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (ids[i] < 0 || (uint32_t)ids[i] >= S->n_vocab) {
 			oai_error_set(&e, 400, "BADPARAM", "prompt",
 				      "prompt: token %" PRId32 " is outside the vocabulary (%u)",
 				      ids[i], S->n_vocab);
-			resp_oai_error(S, resp, &e);
-			return;
+			goto error;
 		}
 	}
-	w = pick_worker(S);
+	w = sup_pick_worker(S);
 	if (!w) {
-		oai_error_set(&e, 503, "UNAVAILABLE", "", "no worker is ready");
-		resp_oai_error(S, resp, &e);
-		return;
+		oai_error_set(&e, 503, "UNAVAILABLE", "", "no partition is taking requests");
+		goto error;
 	}
 	if (n + p->max_tokens > w->n_ctx) {
 		oai_error_set(&e, 400, "BADPARAM", "max_tokens",
 			      "max_tokens: prompt (%zu tokens) + max_tokens (%u) exceeds the "
 			      "context length %u",
 			      n, p->max_tokens, w->n_ctx);
-		resp_oai_error(S, resp, &e);
-		return;
+		goto error;
 	}
-	r = duet_calloc(1, sizeof(*r));
-	if (!r)
+	rs = resp_new(S, req, kind, p, w, n);
+	if (!rs)
 		goto nomem;
-	r->id = ++S->next_id;
-	r->worker = w->idx;
-	r->kind = kind;
-	r->streaming = p->stream;
-	r->include_usage = p->include_usage;
-	r->created = (int64_t)time(NULL);
-	r->n_prompt = (uint32_t)n;
-	r->finish = OAI_FINISH_LENGTH;
-	r->t_submit_ns = now_ns();
-	snprintf(r->model, sizeof(r->model), "%s", p->model.ptr ? p->model.ptr : S->model_name);
-	oai_format_id(r->idstr, sizeof(r->idstr), kind, r->id);
-	tok_stream_init(&r->ts);
-	for (unsigned i = 0; i < p->n_stop; i++) {
-		r->stop[i].ptr = duet_strdup(p->stop[i].ptr);
-		if (!r->stop[i].ptr) {
-			r->n_stop = i;
-			req_destroy(r); /* not linked yet */
-			goto nomem;
-		}
-		r->stop[i].len = p->stop[i].len;
-		r->n_stop = i + 1;
-		if (p->stop[i].len - 1 > r->hold)
-			r->hold = p->stop[i].len - 1;
-	}
-	r->next = S->reqs;
-	S->reqs = r;
-	S->n_reqs++;
+	S->n_resps++;
 	salt = kv_salt_from_bytes(&req->uid, sizeof(req->uid));
-	ret = submit_send(S, w, r, p, ids, n, salt);
-	if (ret) {
-		log_warn("supervisor", "request %" PRIu64 ": SUBMIT failed: %s", r->id,
-			 strerror(-ret));
-		req_free(S, r);
-		oai_error_set(&e, 503, "UNAVAILABLE", "", "the worker is not accepting requests");
-		resp_oai_error(S, resp, &e);
-		if (ret != -ENOBUFS)
-			worker_channel_failed(S, w);
-		return;
+	for (unsigned i = 0; i < rs->n; i++) {
+		rs->choice[i]->done = false;
+		ret = req_submit(S, w, rs->choice[i], p, ids, n, salt);
+		if (ret) {
+			/* Choices already sent are cancelled; their DONEs find no client. */
+			rs->choice[i]->done = true;
+			for (unsigned k = 0; k < i; k++)
+				sup_send_cancel(S, rs->choice[k], IPC_CANCEL_CLIENT);
+			rs->n_done += rs->n - i;
+			for (unsigned k = i + 1; k < rs->n; k++)
+				rs->choice[k]->done = true;
+			resp_maybe_free(S, rs);
+			oai_error_set(&e, 503, "UNAVAILABLE", "",
+				      "the worker is not accepting requests");
+			goto error;
+		}
 	}
-	w->running++;
-	worker_set_events(S, w);
-	if (r->streaming) {
-		struct oai_meta m = req_meta(r);
+	S->n_requests++;
+	if (rs->streaming) {
+		struct oai_meta m = resp_meta(rs);
 
-		ret = http_resp_stream(resp, 200, "text/event-stream", r, &r->s);
+		ret = http_resp_stream(resp, 200, "text/event-stream", rs, &rs->s);
 		if (ret == 0) {
-			r->begun = true;
+			rs->begun = true;
 			oai_buf_reset(&S->out);
-			if (oai_sse_role(&S->out, &m) == 0 && S->out.len)
-				http_stream_write(r->s, S->out.data, S->out.len);
+			for (unsigned i = 0; !ret && i < rs->n; i++)
+				ret = oai_sse_role_at(&S->out, &m, i);
+			if (!ret && S->out.len)
+				http_stream_write(rs->s, S->out.data, S->out.len);
+			ret = 0;
 		}
 	} else {
-		ret = http_resp_defer(resp, r, &r->s);
+		ret = http_resp_defer(resp, rs, &rs->s);
 	}
 	if (ret) {
-		struct ipc_cancel c = { .reason = IPC_CANCEL_CLIENT };
-
-		r->s = NULL;
-		ipc_send(w->ch, IPC_CANCEL, r->id, &c, sizeof(c));
+		rs->s = NULL;
+		for (unsigned i = 0; i < rs->n; i++)
+			sup_send_cancel(S, rs->choice[i], IPC_CANCEL_CLIENT);
 		http_resp_error(resp, 500, "NOMEM", "out of memory");
 	}
+	return;
+error:
+	resp_oai_error(S, resp, &e);
 	return;
 nomem:
 	http_resp_error(resp, 500, "NOMEM", "out of memory");
@@ -940,7 +1116,7 @@ static void handle_tokenize(struct sup *S, const struct http_req *req, struct ht
 		resp_oai_error(S, resp, &e);
 	} else {
 		oai_buf_reset(&S->out);
-		resp_json(S, resp, oai_write_tokens(&S->out, ids, n));
+		sup_resp_json(S, resp, oai_write_tokens(&S->out, ids, n));
 	}
 	duet_free(ids);
 	oai_tokenize_free(&t);
@@ -973,26 +1149,10 @@ static void handle_detokenize(struct sup *S, const struct http_req *req, struct 
 		goto out;
 	}
 	oai_buf_reset(&S->out);
-	resp_json(S, resp, oai_write_text(&S->out, text, len));
+	sup_resp_json(S, resp, oai_write_text(&S->out, text, len));
 out:
 	duet_free(text);
 	oai_detokenize_free(&d);
-}
-
-static void handle_health(struct sup *S, struct http_resp *resp)
-{
-	const char *why = NULL;
-
-	if (S->draining)
-		why = "shutting down";
-	for (unsigned i = 0; !why && i < S->n_w; i++)
-		if (!S->w[i].ready)
-			why = S->w[i].why[0] ? S->w[i].why : "worker not ready";
-	if (!why) {
-		http_resp_set(resp, 200, "application/json", "{\"status\":\"ok\"}\n", 16);
-		return;
-	}
-	http_resp_error(resp, 503, "UNAVAILABLE", "%s", why);
 }
 
 static void handle_metrics(struct sup *S, struct http_resp *resp)
@@ -1032,45 +1192,44 @@ static void on_request(void *ctx, const struct http_req *req, struct http_resp *
 			handle_detokenize(S, req, resp);
 		return;
 	}
-	if (is(req, "/v1/models") || is(req, "/health") || is(req, "/metrics")) {
+	if (is(req, "/v1/models") || is(req, "/metrics")) {
 		if (!get) {
 			http_resp_bad_method(resp, req, "GET");
 			return;
 		}
-		if (is(req, "/health")) {
-			handle_health(S, resp);
-		} else if (is(req, "/metrics")) {
+		if (is(req, "/metrics")) {
 			handle_metrics(S, resp);
 		} else {
 			struct oai_model_info mi = { .id = S->model_name, .created = 0 };
 
 			oai_buf_reset(&S->out);
-			resp_json(S, resp, oai_write_models(&S->out, &mi, 1));
+			sup_resp_json(S, resp, oai_write_models(&S->out, &mi, 1));
 		}
 		return;
 	}
+	if (sup_admin_route(S, req, resp))
+		return;
 	http_resp_not_found(resp, req);
 }
 
 static void on_close(void *ctx, struct http_stream *s, void *user, bool completed)
 {
 	struct sup *S = ctx;
-	struct sup_req *r = user;
+	struct sup_resp *p = user;
 
 	(void)s;
-	if (!r)
+	if (!user)
 		return;
-	r->s = NULL;
-	if (r->done) {
-		req_free(S, r);
+	if (*(const enum sup_user_kind *)user == SUP_USER_SUB) {
+		sup_admin_close(S, user);
 		return;
 	}
-	if (!completed && S->w[r->worker].ch) {
-		struct ipc_cancel c = { .reason = IPC_CANCEL_CLIENT };
-
-		ipc_send(S->w[r->worker].ch, IPC_CANCEL, r->id, &c, sizeof(c));
-		worker_set_events(S, &S->w[r->worker]);
+	p->s = NULL;
+	if (!completed) {
+		for (unsigned i = 0; i < p->n; i++)
+			sup_send_cancel(S, p->choice[i], IPC_CANCEL_CLIENT);
 	}
+	resp_maybe_free(S, p);
 }
 
 /* --- set-up --------------------------------------------------------------------- */
@@ -1128,6 +1287,7 @@ static int open_sockets(struct sup *S)
 	ret = socket_dir(cfg, dir, sizeof(dir));
 	if (ret)
 		return ret;
+	snprintf(S->sock_dir, sizeof(S->sock_dir), "%s", dir);
 	snprintf(S->api_path, sizeof(S->api_path), "%s/api.sock", dir);
 	snprintf(S->admin_path, sizeof(S->admin_path), "%s/admin.sock", dir);
 	hc.path = S->api_path;
@@ -1201,6 +1361,9 @@ static int setup(struct sup *S, const struct gguf_file *file, const struct model
 		 cfg->model.chat_template[0] ? " (model.chat_template)" : "");
 	S->lim.max_body = (size_t)cfg->api.max_body_kb * 1024;
 	S->lim.default_max_tokens = (uint32_t)cfg->api.default_max_tokens;
+	S->lim.max_tokens_cap = (uint32_t)cfg->api.max_tokens;
+	S->lim.max_n = (uint32_t)cfg->api.max_n;
+	S->lim.max_logprobs = (uint32_t)cfg->api.max_logprobs;
 
 	ret = met_create((int)cfg->n_partitions, SUP_VERSION, &S->met);
 	if (ret)
@@ -1232,6 +1395,9 @@ static int setup(struct sup *S, const struct gguf_file *file, const struct model
 	ret = open_sockets(S);
 	if (ret)
 		return ret;
+	ret = sup_admin_init(S);
+	if (ret)
+		return ret;
 	for (unsigned i = 0; i < S->n_w; i++) {
 		ret = worker_spawn(S, &S->w[i]);
 		if (ret) {
@@ -1251,9 +1417,14 @@ static void teardown(struct sup *S)
 	http_server_destroy(S->api);
 	http_server_destroy(S->admin);
 	while ((r = S->reqs)) {
-		S->reqs = r->next;
-		req_destroy(r);
+		if (r->resp) {
+			resp_destroy(S, r->resp);
+		} else {
+			req_unlink(S, r);
+			req_destroy(r);
+		}
 	}
+	sup_admin_fini(S);
 	for (unsigned i = 0; S->w && i < S->n_w; i++) {
 		if (S->w[i].pid > 0) {
 			kill(S->w[i].pid, SIGKILL);
@@ -1277,51 +1448,139 @@ static void teardown(struct sup *S)
 
 /* --- the loop ------------------------------------------------------------------- */
 
-static void start_drain(struct sup *S, int sig)
+void sup_start_drain(struct sup *S, const char *why)
 {
 	struct ipc_shutdown sd = { .mode = IPC_SHUTDOWN_DRAIN, .deadline_ms = SUP_DRAIN_MS };
 
-	log_info("duetd", "%s: shutting down", strsignal(sig));
+	log_info("duetd", "%s: shutting down", why);
+	sup_event(S, "shutdown", -1, DUET_LOG_INFO, "%s: shutting down", why);
 	sdn_notify("STOPPING=1");
 	S->draining = true;
-	S->drain_deadline_ms = now_ms() + SUP_DRAIN_MS + SUP_KILL_GRACE_MS;
+	S->drain_deadline_ms = sup_now_ms() + SUP_DRAIN_MS + SUP_KILL_GRACE_MS;
 	met_set(S->met, MET_UP, 0, 0);
 	for (unsigned i = 0; i < S->n_w; i++) {
 		S->w[i].restart_at_ms = 0;
 		if (S->w[i].ch) {
 			ipc_send(S->w[i].ch, IPC_SHUTDOWN, 0, &sd, sizeof(sd));
-			worker_set_events(S, &S->w[i]);
+			sup_worker_set_events(S, &S->w[i]);
 		}
 	}
 }
 
+static int list_add(struct oai_buf *b, const char *item)
+{
+	if (b->len && sup_buf_append(b, ", ", 2))
+		return -ENOMEM;
+	return sup_buf_append(b, item, strlen(item));
+}
+
+/* Settings that need a restart: name them in rejected when next differs from the running ones. */
+static void reload_rejects(const struct duet_config *cur, const struct duet_config *next,
+			   struct oai_buf *rejected)
+{
+	bool parts = cur->n_partitions != next->n_partitions;
+
+	for (unsigned i = 0; !parts && i < cur->n_partitions; i++) {
+		const struct cfg_partition *a = &cur->partitions[i], *b = &next->partitions[i];
+
+		parts = strcmp(a->name, b->name) || a->role != b->role ||
+			strcmp(a->device, b->device) || strcmp(a->cpus, b->cpus) ||
+			a->threads != b->threads || a->numa_node != b->numa_node ||
+			a->max_batch_tokens != b->max_batch_tokens || a->max_seqs != b->max_seqs;
+	}
+	if (parts)
+		list_add(rejected, "partitions");
+	if (strcmp(cur->model.path, next->model.path) ||
+	    strcmp(cur->model.served_name, next->model.served_name) ||
+	    cur->model.context != next->model.context ||
+	    strcmp(cur->model.chat_template, next->model.chat_template))
+		list_add(rejected, "model");
+	if (memcmp(&cur->kv, &next->kv, sizeof(cur->kv)))
+		list_add(rejected, "kv");
+	if (memcmp(&cur->transport, &next->transport, sizeof(cur->transport)))
+		list_add(rejected, "transport");
+	if (strcmp(cur->api.socket_dir, next->api.socket_dir) ||
+	    strcmp(cur->api.group, next->api.group) ||
+	    strcmp(cur->api.admin_group, next->api.admin_group) ||
+	    strcmp(cur->api.audit_log, next->api.audit_log) ||
+	    cur->api.max_body_kb != next->api.max_body_kb)
+		list_add(rejected, "api.socket_dir/group/admin_group/audit_log/max_body_kb");
+	if (strcmp(cur->name, next->name))
+		list_add(rejected, "name");
+}
+
+int sup_reload(struct sup *S, struct oai_buf *applied, struct oai_buf *rejected)
+{
+	struct ipc_reload rl = { .what = IPC_RELOAD_LOG_LEVEL };
+	struct duet_config *next;
+	int ret;
+
+	next = duet_malloc(sizeof(*next));
+	if (!next)
+		return -ENOMEM;
+	log_info("duetd", "re-reading %s", S->opt->config_path);
+	sdn_notify("RELOADING=1");
+	S->reloading = true;
+	S->reload_err[0] = '\0';
+	ret = S->opt->reload(S->opt->reload_ctx, next);
+	S->reloading = false;
+	if (ret) {
+		log_warn("duetd", "reload failed; keeping the running configuration");
+		sup_event(S, "reload", -1, DUET_LOG_WARN, "reload failed: %s",
+			  S->reload_err[0] ? S->reload_err : duet_strerror(ret));
+		sdn_notify("READY=1");
+		duet_free(next);
+		return ret;
+	}
+	reload_rejects(S->cfg, next, rejected);
+	/* What applies at run time. */
+	S->cfg->log = next->log;
+	S->cfg->api.max_queue = next->api.max_queue;
+	S->cfg->api.default_max_tokens = next->api.default_max_tokens;
+	S->cfg->api.max_tokens = next->api.max_tokens;
+	S->cfg->api.max_n = next->api.max_n;
+	S->cfg->api.max_logprobs = next->api.max_logprobs;
+	S->cfg->api.canary_interval_ms = next->api.canary_interval_ms;
+	S->cfg->slo = next->slo;
+	S->lim.default_max_tokens = (uint32_t)next->api.default_max_tokens;
+	S->lim.max_tokens_cap = (uint32_t)next->api.max_tokens;
+	S->lim.max_n = (uint32_t)next->api.max_n;
+	S->lim.max_logprobs = (uint32_t)next->api.max_logprobs;
+	list_add(applied, "log.level");
+	list_add(applied, "log.format");
+	list_add(applied, "api.max_queue");
+	list_add(applied, "api.default_max_tokens");
+	list_add(applied, "api.max_tokens");
+	list_add(applied, "api.max_n");
+	list_add(applied, "api.max_logprobs");
+	list_add(applied, "api.canary_interval_ms");
+	list_add(applied, "slo");
+	rl.log_level = (uint32_t)duet_log_get_level();
+	for (unsigned i = 0; i < S->n_w; i++) {
+		if (S->w[i].ch) {
+			ipc_send(S->w[i].ch, IPC_RELOAD, 0, &rl, sizeof(rl));
+			sup_worker_set_events(S, &S->w[i]);
+		}
+	}
+	if (rejected->len)
+		log_warn("duetd", "reload: these changes need a restart and were not applied: %s",
+			 rejected->data);
+	log_info("duetd", "configuration reloaded (log level %s)",
+		 duet_log_level_name(duet_log_get_level()));
+	sup_event(S, "reload", -1, DUET_LOG_INFO, "configuration reloaded%s%s",
+		  rejected->len ? "; needs a restart: " : "", rejected->len ? rejected->data : "");
+	sdn_notify("READY=1");
+	duet_free(next);
+	return 0;
+}
+
 static void reload(struct sup *S)
 {
-	struct duet_config next;
+	struct oai_buf applied = { 0 }, rejected = { 0 };
 
-	log_info("duetd", "SIGHUP: re-reading %s", S->opt->config_path);
-	sdn_notify("RELOADING=1");
-	if (S->opt->reload(S->opt->reload_ctx, &next) == 0) {
-		struct ipc_reload rl = { .what = IPC_RELOAD_LOG_LEVEL,
-					 .log_level = (uint32_t)duet_log_get_level() };
-
-		/* Partitions, sockets and the model stay as started; the rest applies now. */
-		S->cfg->log = next.log;
-		S->cfg->api.max_queue = next.api.max_queue;
-		S->cfg->api.default_max_tokens = next.api.default_max_tokens;
-		S->lim.default_max_tokens = (uint32_t)next.api.default_max_tokens;
-		for (unsigned i = 0; i < S->n_w; i++) {
-			if (S->w[i].ch) {
-				ipc_send(S->w[i].ch, IPC_RELOAD, 0, &rl, sizeof(rl));
-				worker_set_events(S, &S->w[i]);
-			}
-		}
-		log_info("duetd", "configuration reloaded (log level %s)",
-			 duet_log_level_name(duet_log_get_level()));
-	} else {
-		log_warn("duetd", "reload failed; keeping the running configuration");
-	}
-	sdn_notify("READY=1");
+	sup_reload(S, &applied, &rejected);
+	oai_buf_free(&applied);
+	oai_buf_free(&rejected);
 }
 
 /* Returns 1 to stop the loop cleanly, a negative code on a fatal error, else 0. */
@@ -1339,7 +1598,7 @@ static int on_signals(struct sup *S)
 			break;
 		default:
 			if (!S->draining)
-				start_drain(S, (int)si.ssi_signo);
+				sup_start_drain(S, strsignal((int)si.ssi_signo));
 			break;
 		}
 	}
@@ -1349,7 +1608,7 @@ static int on_signals(struct sup *S)
 /* Due work outside events: restarts, the first "up", the watchdog, the drain's end. */
 static int housekeeping(struct sup *S)
 {
-	uint64_t now = now_ms();
+	uint64_t now = sup_now_ms();
 	bool all_ready = true, any_alive = false;
 
 	for (unsigned i = 0; i < S->n_w; i++) {
@@ -1372,7 +1631,7 @@ static int housekeeping(struct sup *S)
 		all_ready &= w->ready;
 		any_alive |= w->pid > 0;
 		if (w->ch)
-			worker_set_events(S, w);
+			sup_worker_set_events(S, w);
 	}
 	if (!S->up && all_ready) {
 		S->up = true;
@@ -1382,17 +1641,16 @@ static int housekeeping(struct sup *S)
 			 (int)getpid(), S->n_w, S->api_path);
 		sdn_notify("READY=1");
 		sdn_status("serving; %u partition(s)", S->n_w);
+		sup_event(S, "ready", -1, DUET_LOG_INFO, "up: %u partition(s) ready", S->n_w);
 	}
 	if (S->wd_usec && now >= S->wd_next_ms) {
 		sdn_notify("WATCHDOG=1");
 		S->wd_next_ms = now + S->wd_usec / 2000;
 	}
 	if (S->draining) {
-		bool answering = false;
+		bool answering = S->n_resps > 0;
 
 		/* Done when every worker exited and the last answers went out (or time is up). */
-		for (struct sup_req *r = S->reqs; r; r = r->next)
-			answering |= r->s != NULL;
 		if (!any_alive && (!answering || now >= S->drain_deadline_ms))
 			return 1;
 		if (now >= S->drain_deadline_ms) {
@@ -1436,6 +1694,8 @@ int sup_run(const struct sup_options *opt, struct duet_config *cfg, const struct
 	S->opt = opt;
 	S->cfg = cfg;
 	S->wd_usec = sdn_watchdog_usec();
+	S->start_ms = sup_now_ms();
+	S->audit_fd = -1;
 	ret = setup(S, file, desc);
 	while (!ret) {
 		int n = epoll_wait(S->epfd, ev, SUP_MAX_EVENTS, loop_timeout(S));
@@ -1462,6 +1722,7 @@ int sup_run(const struct sup_options *opt, struct duet_config *cfg, const struct
 				worker_readable(S, w);
 			}
 		}
+		sup_admin_tick(S);
 		/* Every round: answers written from worker frames go out now. */
 		http_server_run(S->api);
 		http_server_run(S->admin);

@@ -109,6 +109,11 @@ struct cfg_api {
 	int max_body_kb;		     /* largest request body, KiB */
 	int max_queue;			     /* queued requests before 429 */
 	int default_max_tokens;		     /* max_tokens when a request gives none */
+	int max_tokens;			     /* largest max_tokens a request may ask */
+	int max_n;			     /* largest n */
+	int max_logprobs;		     /* largest top_logprobs; 0: none */
+	char audit_log[CFG_PATH_MAX];	     /* "" = <socket_dir>/audit.log */
+	int canary_interval_ms;		     /* 0: no canary */
 };
 
 struct cfg_slo {

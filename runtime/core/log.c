@@ -17,6 +17,8 @@ static struct {
 	const char *ident;
 	duet_log_sink_fn sink;
 	void *sink_ctx;
+	duet_log_tap_fn tap;
+	void *tap_ctx;
 } logger = {
 	.level = DUET_LOG_INFO,
 	.format = DUET_LOG_FMT_AUTO,
@@ -49,6 +51,12 @@ void duet_log_set_format(enum duet_log_format fmt)
 void duet_log_set_ident(const char *ident)
 {
 	logger.ident = ident;
+}
+
+void duet_log_set_tap(duet_log_tap_fn fn, void *ctx)
+{
+	logger.tap = fn;
+	logger.tap_ctx = ctx;
 }
 
 void duet_log_set_sink(duet_log_sink_fn fn, void *ctx)
@@ -142,7 +150,7 @@ static size_t format_prefix(char *buf, size_t len, enum duet_log_level level, co
 void duet_vlog(enum duet_log_level level, const char *subsys, const char *fmt, va_list ap)
 {
 	char line[LOG_LINE_MAX];
-	size_t n;
+	size_t n, prefix;
 	int m;
 	int saved_errno = errno;
 
@@ -150,6 +158,7 @@ void duet_vlog(enum duet_log_level level, const char *subsys, const char *fmt, v
 		return;
 
 	n = format_prefix(line, sizeof(line), level, subsys ? subsys : "-");
+	prefix = n;
 	m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 	if (m < 0)
 		m = 0;
@@ -165,6 +174,13 @@ void duet_vlog(enum duet_log_level level, const char *subsys, const char *fmt, v
 	}
 	line[n] = '\0';
 
+	if (logger.tap && level <= DUET_LOG_WARN) {
+		duet_log_tap_fn tap = logger.tap;
+
+		logger.tap = NULL; /* a tap that logs does not recurse */
+		tap(logger.tap_ctx, level, subsys ? subsys : "-", line + prefix);
+		logger.tap = tap;
+	}
 	if (logger.sink) {
 		logger.sink(logger.sink_ctx, level, line);
 	} else {

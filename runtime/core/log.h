@@ -39,6 +39,14 @@ void duet_log_set_format(enum duet_log_format fmt);
 void duet_log_set_ident(const char *ident);
 /* NULL restores stderr. */
 void duet_log_set_sink(duet_log_sink_fn fn, void *ctx);
+/*
+ * Also receives each warning, error and alert (the message without the
+ * prefix), in addition to the normal output; NULL removes it.  Not
+ * thread-safe: set it from the thread that logs (duetd's supervisor).
+ */
+typedef void (*duet_log_tap_fn)(void *ctx, enum duet_log_level level, const char *subsys,
+				const char *msg);
+void duet_log_set_tap(duet_log_tap_fn fn, void *ctx);
 
 /* "alert", "error", "warn", "info", "debug" -> level; -EINVAL for others. */
 int duet_log_level_parse(const char *name, enum duet_log_level *out);

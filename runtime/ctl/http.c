@@ -55,6 +55,8 @@ struct http_conn {
 	gid_t gid;
 	pid_t pid;
 	bool cred_ok;
+	unsigned n_groups; /* supplementary groups (SO_PEERGROUPS), at most HTTP_MAX_GROUPS */
+	gid_t groups[HTTP_MAX_GROUPS];
 };
 
 struct http_stream {
@@ -579,7 +581,7 @@ static void http_notify_conn(void *cls, struct MHD_Connection *mc, void **socket
 	struct http_conn *c;
 	const union MHD_ConnectionInfo *ci;
 	struct ucred cred;
-	socklen_t clen = sizeof(cred);
+	socklen_t clen = sizeof(cred), glen;
 
 	if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
 		duet_free(*socket_context);
@@ -603,6 +605,10 @@ static void http_notify_conn(void *cls, struct MHD_Connection *mc, void **socket
 		c->gid = cred.gid;
 		c->pid = cred.pid;
 		c->cred_ok = true;
+		glen = sizeof(c->groups);
+		if (getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, c->groups, &glen) == 0)
+			c->n_groups = glen / sizeof(gid_t);
+		/* ERANGE: more than HTTP_MAX_GROUPS; the primary gid still counts. */
 	} else {
 		log_warn(HTTP_SUB, "getsockopt SO_PEERCRED on conn %" PRIu64 ": %s", c->id,
 			 strerror(errno));
@@ -780,6 +786,8 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *mc, const c
 		.uid = x->conn->uid,
 		.gid = x->conn->gid,
 		.pid = x->conn->pid,
+		.groups = x->conn->groups,
+		.n_groups = x->conn->n_groups,
 		.conn_id = x->conn->id,
 		.is_admin = srv->cfg.is_admin,
 		.priv = x,

@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#define HTTP_MAX_GROUPS 64 /* supplementary groups read per connection */
+
 struct http_server;
 struct http_resp;   /* the answer being built inside on_request */
 struct http_stream; /* a deferred answer: a later reply or an SSE/chunked stream */
@@ -56,6 +58,8 @@ struct http_req {
 	uid_t uid; /* peer credentials of the connection (SO_PEERCRED) */
 	gid_t gid;
 	pid_t pid;
+	const gid_t *groups; /* supplementary groups (SO_PEERGROUPS) */
+	unsigned n_groups;
 	uint64_t conn_id; /* per server, from 1; the same for keep-alive requests */
 	bool is_admin;	  /* the server's http_config.is_admin */
 	const void *priv; /* internal */

@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -542,7 +543,7 @@ static int parse_stop(struct pctx *c, const json_t *obj, struct oai_params *p)
 }
 
 /* Fields that Duet rejects unless they hold their default ("not supported"). */
-static int parse_n(struct pctx *c, const json_t *obj)
+static int parse_n(struct pctx *c, const json_t *obj, uint32_t *out)
 {
 	int64_t n;
 	bool present;
@@ -551,8 +552,10 @@ static int parse_n(struct pctx *c, const json_t *obj)
 	rc = get_int(c, obj, "n", 1, INT64_MAX, &n, &present);
 	if (rc)
 		return rc;
-	if (present && n != 1)
-		return fail(c, "UNSUPPORTED", "n", "only n = 1 is supported, got %" PRId64, n);
+	if (present && n > (c->lim->max_n ? c->lim->max_n : 1))
+		return fail(c, "BADPARAM", "n", "at most %u, got %" PRId64,
+			    c->lim->max_n ? c->lim->max_n : 1, n);
+	*out = present ? (uint32_t)n : 1;
 	return 0;
 }
 
@@ -610,7 +613,7 @@ static int parse_params(struct pctx *c, const json_t *obj, struct oai_params *p)
 			p->include_usage = json_is_true(field(so, "include_usage"));
 	}
 	rc = rc ?: parse_logit_bias(c, obj, s);
-	rc = rc ?: parse_n(c, obj);
+	rc = rc ?: parse_n(c, obj, &p->n);
 	/* user: accepted for compatibility, length-checked, not kept. */
 	if (!rc && field(obj, "user")) {
 		json_t *u = field(obj, "user");
@@ -665,7 +668,7 @@ static int parse_prompt(struct pctx *c, const json_t *obj, struct oai_completion
 	return token_array(c, v, "prompt", false, &out->prompt_tokens, &out->n_prompt_tokens);
 }
 
-static int parse_completion_only(struct pctx *c, const json_t *obj)
+static int parse_completion_only(struct pctx *c, const json_t *obj, struct oai_completion *out)
 {
 	json_t *v;
 	char g[48];
@@ -680,11 +683,16 @@ static int parse_completion_only(struct pctx *c, const json_t *obj)
 		if (json_is_true(v))
 			return fail(c, "UNSUPPORTED", "echo", "echo is not supported");
 	}
-	if ((v = field(obj, "logprobs"))) {
+	if ((v = field(obj, "logprobs")) && !json_is_null(v)) {
 		if (!json_is_integer(v))
 			return fail(c, "BADTYPE", "logprobs", "must be an integer, got %s",
 				    got(v, g, sizeof(g)));
-		return fail(c, "UNSUPPORTED", "logprobs", "logprobs are not supported");
+		x = json_integer_value(v);
+		if (x < 0 || x > (int64_t)c->lim->max_logprobs)
+			return fail(c, "BADPARAM", "logprobs", "must be in [0, %u], got %" PRId64,
+				    c->lim->max_logprobs, x);
+		out->p.logprobs = true;
+		out->p.top_logprobs = (uint32_t)x;
 	}
 	rc = get_int(c, obj, "best_of", 1, INT64_MAX, &x, &present);
 	if (rc)
@@ -716,7 +724,7 @@ int oai_parse_completion(const char *body, size_t len, const struct oai_limits *
 		return rc;
 	rc = parse_params(&c, root, &out->p);
 	rc = rc ?: parse_prompt(&c, root, out);
-	rc = rc ?: parse_completion_only(&c, root);
+	rc = rc ?: parse_completion_only(&c, root, out);
 	if (!rc)
 		note_unknown(&out->p, root, completion_keys);
 	json_decref(root);
@@ -931,10 +939,18 @@ static int parse_chat_only(struct pctx *c, const json_t *obj, struct oai_chat *o
 	rc = get_bool(c, obj, "logprobs", &lp);
 	if (rc)
 		return rc;
-	if (lp)
-		return fail(c, "UNSUPPORTED", "logprobs", "logprobs are not supported");
-	if (field(obj, "top_logprobs"))
-		return fail(c, "UNSUPPORTED", "top_logprobs", "logprobs are not supported");
+	if (lp && !c->lim->max_logprobs)
+		return fail(c, "UNSUPPORTED", "logprobs", "logprobs are turned off (api.max_logprobs)");
+	out->p.logprobs = lp;
+	rc = get_int(c, obj, "top_logprobs", 0, INT64_MAX, &x, &present);
+	if (rc)
+		return rc;
+	if (present && x > (int64_t)c->lim->max_logprobs)
+		return fail(c, "BADPARAM", "top_logprobs", "must be in [0, %u], got %" PRId64,
+			    c->lim->max_logprobs, x);
+	if (present && !lp)
+		return fail(c, "BADPARAM", "top_logprobs", "needs \"logprobs\": true");
+	out->p.top_logprobs = present ? (uint32_t)x : 0;
 	v = field(obj, "tools");
 	if (v && (!json_is_array(v) || json_array_size(v)))
 		return fail(c, "UNSUPPORTED", "tools", "tool calling is not supported");
@@ -1267,8 +1283,9 @@ static void wr_usage(struct wr *w, const struct oai_usage *u)
 
 	wr_printf(w,
 		  "\"usage\":{\"prompt_tokens\":%" PRIu32 ",\"completion_tokens\":%" PRIu32
-		  ",\"total_tokens\":%" PRIu64 "}",
-		  u->prompt_tokens, u->completion_tokens, total);
+		  ",\"total_tokens\":%" PRIu64 ",\"prompt_tokens_details\":{\"cached_tokens\":%" PRIu32
+		  "}}",
+		  u->prompt_tokens, u->completion_tokens, total, u->cached_tokens);
 }
 
 char *oai_format_id(char *buf, size_t cap, enum oai_kind kind, uint64_t seq)
@@ -1277,53 +1294,166 @@ char *oai_format_id(char *buf, size_t cap, enum oai_kind kind, uint64_t seq)
 	return buf;
 }
 
-int oai_write_response(struct oai_buf *b, const struct oai_meta *m, const char *text, size_t len,
-		       enum oai_finish finish, const struct oai_usage *u)
+/* A logprob as JSON: finite numbers as they are, -inf as the most negative float. */
+static void wr_logprob(struct wr *w, float lp)
+{
+	wr_printf(w, "%.9g", isfinite(lp) ? (double)lp : -3.4028234663852886e38);
+}
+
+/* The token's text as a JSON string, then (chat) its bytes. */
+static void wr_token(struct wr *w, const struct oai_choice *c, int32_t token, bool chat)
+{
+	char buf[256] = "";
+	size_t n = c->piece ? c->piece(c->piece_ctx, token, buf, sizeof(buf)) : 0;
+
+	if (n > sizeof(buf))
+		n = sizeof(buf);
+	wr_str(w, buf, n);
+	if (chat) {
+		wr_puts(w, ",\"bytes\":[");
+		for (size_t i = 0; i < n; i++)
+			wr_printf(w, i ? ",%u" : "%u", (unsigned char)buf[i]);
+		wr_puts(w, "]");
+	}
+}
+
+/*
+ * "logprobs": null, or chat's {"content":[{token, logprob, bytes,
+ * top_logprobs:[...]}]}, or completions' {"tokens","token_logprobs",
+ * "top_logprobs":[{text: lp}],"text_offset"}.
+ */
+static void wr_logprobs(struct wr *w, const struct oai_meta *m, const struct oai_choice *c)
+{
+	const struct oai_logprob *lp = c->lp;
+	size_t off = c->text_offset;
+	char buf[256];
+
+	wr_puts(w, "\"logprobs\":");
+	if (!lp) {
+		wr_puts(w, "null");
+		return;
+	}
+	if (m->kind == OAI_KIND_CHAT) {
+		wr_puts(w, "{\"content\":[");
+		for (size_t i = 0; i < c->n_lp; i++) {
+			wr_puts(w, i ? ",{\"token\":" : "{\"token\":");
+			wr_token(w, c, lp[i].token, true);
+			wr_puts(w, ",\"logprob\":");
+			wr_logprob(w, lp[i].logprob);
+			wr_puts(w, ",\"top_logprobs\":[");
+			for (uint32_t k = 0; k < lp[i].n_top; k++) {
+				wr_puts(w, k ? ",{\"token\":" : "{\"token\":");
+				wr_token(w, c, lp[i].top[k].token, true);
+				wr_puts(w, ",\"logprob\":");
+				wr_logprob(w, lp[i].top[k].logprob);
+				wr_puts(w, "}");
+			}
+			wr_puts(w, "]}");
+		}
+		wr_puts(w, "],\"refusal\":null}");
+		return;
+	}
+	wr_puts(w, "{\"tokens\":[");
+	for (size_t i = 0; i < c->n_lp; i++) {
+		if (i)
+			wr_puts(w, ",");
+		wr_token(w, c, lp[i].token, false);
+	}
+	wr_puts(w, "],\"token_logprobs\":[");
+	for (size_t i = 0; i < c->n_lp; i++) {
+		if (i)
+			wr_puts(w, ",");
+		wr_logprob(w, lp[i].logprob);
+	}
+	wr_puts(w, "],\"top_logprobs\":[");
+	for (size_t i = 0; i < c->n_lp; i++) {
+		wr_puts(w, i ? ",{" : "{");
+		for (uint32_t k = 0; k < lp[i].n_top; k++) {
+			if (k)
+				wr_puts(w, ",");
+			wr_token(w, c, lp[i].top[k].token, false);
+			wr_puts(w, ":");
+			wr_logprob(w, lp[i].top[k].logprob);
+		}
+		wr_puts(w, "}");
+	}
+	wr_puts(w, "],\"text_offset\":[");
+	for (size_t i = 0; i < c->n_lp; i++) {
+		size_t n = c->piece ? c->piece(c->piece_ctx, lp[i].token, buf, sizeof(buf)) : 0;
+
+		wr_printf(w, i ? ",%zu" : "%zu", off);
+		off += n;
+	}
+	wr_puts(w, "]}");
+}
+
+int oai_write_choices(struct oai_buf *b, const struct oai_meta *m, const struct oai_choice *c,
+		      size_t n, const struct oai_usage *u)
 {
 	struct wr w = { .b = b };
+	bool chat = m->kind == OAI_KIND_CHAT;
 
-	if (m->kind == OAI_KIND_CHAT) {
-		wr_head(&w, m, "chat.completion");
-		wr_puts(&w, "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
-			    "\"content\":");
-		wr_str(&w, text, len);
-		wr_puts(&w, "},\"logprobs\":null,\"finish_reason\":\"");
-	} else {
-		wr_head(&w, m, "text_completion");
-		wr_puts(&w, "\"choices\":[{\"text\":");
-		wr_str(&w, text, len);
-		wr_puts(&w, ",\"index\":0,\"logprobs\":null,\"finish_reason\":\"");
+	wr_head(&w, m, chat ? "chat.completion" : "text_completion");
+	wr_puts(&w, "\"choices\":[");
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			wr_puts(&w, ",");
+		if (chat) {
+			wr_printf(&w, "{\"index\":%u,\"message\":{\"role\":\"assistant\",\"content\":",
+				  c[i].index);
+			wr_str(&w, c[i].text ? c[i].text : "", c[i].text ? c[i].len : 0);
+			wr_puts(&w, "},");
+		} else {
+			wr_puts(&w, "{\"text\":");
+			wr_str(&w, c[i].text ? c[i].text : "", c[i].text ? c[i].len : 0);
+			wr_printf(&w, ",\"index\":%u,", c[i].index);
+		}
+		wr_logprobs(&w, m, &c[i]);
+		wr_puts(&w, ",\"finish_reason\":\"");
+		wr_puts(&w, finish_name(c[i].finish));
+		wr_puts(&w, "\"}");
 	}
-	wr_puts(&w, finish_name(finish));
-	wr_puts(&w, "\"}],");
+	wr_puts(&w, "],");
 	wr_usage(&w, u);
 	wr_puts(&w, "}");
 	return wr_end(&w);
 }
 
-/* One chunk: choices[0] with delta or text, finish_reason (NULL: null). */
-static int sse_chunk(struct oai_buf *b, const struct oai_meta *m, bool role, const char *text,
-		     size_t len, const char *finish)
+int oai_write_response(struct oai_buf *b, const struct oai_meta *m, const char *text, size_t len,
+		       enum oai_finish finish, const struct oai_usage *u)
+{
+	struct oai_choice c = { .text = text, .len = len, .finish = finish };
+
+	return oai_write_choices(b, m, &c, 1, u);
+}
+
+/* One chunk: choice c with its delta or text (role: the role delta), finish_reason or null. */
+static int sse_chunk(struct oai_buf *b, const struct oai_meta *m, bool role,
+		     const struct oai_choice *c, const char *finish)
 {
 	struct wr w = { .b = b };
+	const char *text = c->text ? c->text : "";
+	size_t len = c->text ? c->len : 0;
 
 	wr_puts(&w, "data: ");
 	if (m->kind == OAI_KIND_CHAT) {
 		wr_head(&w, m, "chat.completion.chunk");
-		wr_puts(&w, "\"choices\":[{\"index\":0,\"delta\":{");
+		wr_printf(&w, "\"choices\":[{\"index\":%u,\"delta\":{", c->index);
 		if (role)
 			wr_puts(&w, "\"role\":\"assistant\",\"content\":\"\"");
-		else if (text) {
+		else if (!finish) {
 			wr_puts(&w, "\"content\":");
 			wr_str(&w, text, len);
 		}
-		wr_puts(&w, "},\"logprobs\":null,\"finish_reason\":");
+		wr_puts(&w, "},");
 	} else {
 		wr_head(&w, m, "text_completion");
 		wr_puts(&w, "\"choices\":[{\"text\":");
-		wr_str(&w, text ? text : "", text ? len : 0);
-		wr_puts(&w, ",\"index\":0,\"logprobs\":null,\"finish_reason\":");
+		wr_str(&w, finish ? "" : text, finish ? 0 : len);
+		wr_printf(&w, ",\"index\":%u,", c->index);
 	}
+	wr_logprobs(&w, m, c);
+	wr_puts(&w, ",\"finish_reason\":");
 	if (finish) {
 		wr_puts(&w, "\"");
 		wr_puts(&w, finish);
@@ -1338,21 +1468,38 @@ static int sse_chunk(struct oai_buf *b, const struct oai_meta *m, bool role, con
 	return wr_end(&w);
 }
 
-int oai_sse_role(struct oai_buf *b, const struct oai_meta *m)
+int oai_sse_role_at(struct oai_buf *b, const struct oai_meta *m, unsigned index)
 {
+	struct oai_choice c = { .index = index };
+
 	if (m->kind != OAI_KIND_CHAT)
 		return 0;
-	return sse_chunk(b, m, true, NULL, 0, NULL);
+	return sse_chunk(b, m, true, &c, NULL);
+}
+
+int oai_sse_role(struct oai_buf *b, const struct oai_meta *m)
+{
+	return oai_sse_role_at(b, m, 0);
+}
+
+int oai_sse_choice(struct oai_buf *b, const struct oai_meta *m, const struct oai_choice *c,
+		   bool finish)
+{
+	return sse_chunk(b, m, false, c, finish ? finish_name(c->finish) : NULL);
 }
 
 int oai_sse_text(struct oai_buf *b, const struct oai_meta *m, const char *text, size_t len)
 {
-	return sse_chunk(b, m, false, text ? text : "", text ? len : 0, NULL);
+	struct oai_choice c = { .text = text, .len = len };
+
+	return sse_chunk(b, m, false, &c, NULL);
 }
 
 int oai_sse_finish(struct oai_buf *b, const struct oai_meta *m, enum oai_finish finish)
 {
-	return sse_chunk(b, m, false, NULL, 0, finish_name(finish));
+	struct oai_choice c = { .finish = finish };
+
+	return sse_chunk(b, m, false, &c, finish_name(finish));
 }
 
 int oai_sse_usage(struct oai_buf *b, const struct oai_meta *m, const struct oai_usage *u)

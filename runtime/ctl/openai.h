@@ -74,6 +74,8 @@ struct oai_limits {
 	size_t max_body;	     /* bytes; a longer body is 413 TOOBIG; 0: no limit */
 	uint32_t default_max_tokens; /* when the request has none; >= 1 */
 	uint32_t max_tokens_cap;     /* max_tokens above it is BADPARAM; 0: no cap */
+	uint32_t max_n;		     /* n above it is BADPARAM; 0: only n = 1 */
+	uint32_t max_logprobs;	     /* top logprobs above it are BADPARAM; 0: no logprobs */
 };
 
 /* Memory owned by a parsed request; opaque to callers. */
@@ -115,6 +117,9 @@ struct oai_params {
 	unsigned n_stop;
 	bool stream;
 	bool include_usage; /* stream_options.include_usage */
+	uint32_t n;	    /* choices, [1, limits->max_n]; 1 when absent */
+	bool logprobs;	    /* chat "logprobs": true, or completions "logprobs": k present */
+	uint32_t top_logprobs; /* alternatives per token, [0, limits->max_logprobs] */
 	unsigned n_unknown; /* unknown top-level fields seen */
 	char unknown[128];  /* their names, comma-separated, cut with "..." */
 };
@@ -225,6 +230,36 @@ struct oai_meta {
 struct oai_usage {
 	uint32_t prompt_tokens;
 	uint32_t completion_tokens;
+	uint32_t cached_tokens; /* prompt tokens served from the prefix cache */
+};
+
+#define OAI_MAX_TOP_LOGPROBS 20
+
+/* One generated token's log-probability and the most likely alternatives. */
+struct oai_logprob {
+	int32_t token;
+	float logprob;
+	uint32_t n_top; /* <= OAI_MAX_TOP_LOGPROBS */
+	struct {
+		int32_t token;
+		float logprob;
+	} top[OAI_MAX_TOP_LOGPROBS];
+};
+
+/* A token's text for logprobs: at most cap bytes into buf; returns the length. */
+typedef size_t (*oai_piece_fn)(void *ctx, int32_t token, char *buf, size_t cap);
+
+/* One choice of an answer (or the part of it in one stream chunk). */
+struct oai_choice {
+	unsigned index;
+	const char *text; /* may be NULL when len is 0 */
+	size_t len;
+	enum oai_finish finish;	      /* whole answers and finish chunks */
+	const struct oai_logprob *lp; /* NULL: "logprobs": null */
+	size_t n_lp;
+	size_t text_offset;   /* completions: offset of text in the choice's whole output */
+	oai_piece_fn piece;   /* needed when lp is set */
+	void *piece_ctx;
 };
 
 /* "cmpl-<16 hex>" or "chatcmpl-<16 hex>" from seq; cap >= 32.  Returns buf. */
@@ -243,6 +278,18 @@ int oai_write_response(struct oai_buf *b, const struct oai_meta *m, const char *
  * include_usage (choices [] and usage), oai_sse_done ("data: [DONE]\n\n").
  */
 int oai_sse_role(struct oai_buf *b, const struct oai_meta *m);
+/* Whole non-streaming body with n choices (each with its logprobs when lp is set). */
+int oai_write_choices(struct oai_buf *b, const struct oai_meta *m, const struct oai_choice *c,
+		      size_t n, const struct oai_usage *u);
+/*
+ * One stream chunk of choice c: its text (and its logprobs when lp is set),
+ * or, with finish, an empty delta with c->finish.  oai_sse_text and
+ * oai_sse_finish are this for choice 0 without logprobs.
+ */
+int oai_sse_choice(struct oai_buf *b, const struct oai_meta *m, const struct oai_choice *c,
+		   bool finish);
+/* oai_sse_role for choice index (n > 1 sends one per choice). */
+int oai_sse_role_at(struct oai_buf *b, const struct oai_meta *m, unsigned index);
 int oai_sse_text(struct oai_buf *b, const struct oai_meta *m, const char *text, size_t len);
 int oai_sse_finish(struct oai_buf *b, const struct oai_meta *m, enum oai_finish finish);
 int oai_sse_usage(struct oai_buf *b, const struct oai_meta *m, const struct oai_usage *u);

@@ -27,6 +27,8 @@ static const struct oai_limits lim = {
 	.max_body = 1 << 20,
 	.default_max_tokens = 16,
 	.max_tokens_cap = 0,
+	.max_n = 4,
+	.max_logprobs = 5,
 };
 
 static struct oai_error err;
@@ -471,17 +473,22 @@ static const struct bad bads[] = {
 	{ "logit_bias type", CMPL, P "\"logit_bias\":[1]}", 400, "BADTYPE", "logit_bias",
 	  "got array" },
 	/* unsupported OpenAI features */
-	{ "n=2", CMPL, P "\"n\":2}", 400, "UNSUPPORTED", "n", "only n = 1 is supported, got 2" },
+	{ "n over max_n", CMPL, P "\"n\":5}", 400, "BADPARAM", "n", "at most 4, got 5" },
+	{ "n huge", CHAT, U "\"n\":99999999999}", 400, "BADPARAM", "n", "at most 4" },
 	{ "n=0", CHAT, U "\"n\":0}", 400, "BADPARAM", "n", "got 0" },
 	{ "echo", CMPL, P "\"echo\":true}", 400, "UNSUPPORTED", "echo", "not supported" },
 	{ "echo type", CMPL, P "\"echo\":1}", 400, "BADTYPE", "echo", "must be a boolean" },
-	{ "logprobs", CMPL, P "\"logprobs\":5}", 400, "UNSUPPORTED", "logprobs", "not supported" },
+	{ "logprobs over max", CMPL, P "\"logprobs\":6}", 400, "BADPARAM", "logprobs",
+	  "must be in [0, 5], got 6" },
+	{ "logprobs negative", CMPL, P "\"logprobs\":-1}", 400, "BADPARAM", "logprobs", "got -1" },
+	{ "logprobs type", CMPL, P "\"logprobs\":true}", 400, "BADTYPE", "logprobs", "integer" },
 	{ "best_of", CMPL, P "\"best_of\":3}", 400, "UNSUPPORTED", "best_of", "got 3" },
 	{ "suffix", CMPL, P "\"suffix\":\"end\"}", 400, "UNSUPPORTED", "suffix", "not supported" },
-	{ "chat logprobs", CHAT, U "\"logprobs\":true}", 400, "UNSUPPORTED", "logprobs",
-	  "not supported" },
-	{ "chat top_logprobs", CHAT, U "\"top_logprobs\":2}", 400, "UNSUPPORTED", "top_logprobs",
-	  "not supported" },
+	{ "chat logprobs type", CHAT, U "\"logprobs\":3}", 400, "BADTYPE", "logprobs", "boolean" },
+	{ "chat top_logprobs alone", CHAT, U "\"top_logprobs\":2}", 400, "BADPARAM", "top_logprobs",
+	  "needs \"logprobs\": true" },
+	{ "chat top_logprobs over max", CHAT, U "\"logprobs\":true,\"top_logprobs\":21}", 400,
+	  "BADPARAM", "top_logprobs", "must be in [0, 5], got 21" },
 	{ "tools", CHAT, U "\"tools\":[{\"type\":\"function\"}]}", 400, "UNSUPPORTED", "tools",
 	  "tool calling" },
 	{ "response_format json", CHAT, U "\"response_format\":{\"type\":\"json_object\"}}", 400,
@@ -710,7 +717,7 @@ static void test_alloc_failures(void **state)
 	{
 		struct oai_buf b = { 0 };
 		struct oai_meta m = { .kind = OAI_KIND_CHAT, .id = "chatcmpl-1", .model = "m" };
-		struct oai_usage u = { 1, 2 };
+		struct oai_usage u = { 1, 2, 0 };
 
 		duet_mem_fail_at(1);
 		assert_int_equal(oai_write_response(&b, &m, "hello", 5, OAI_FINISH_STOP, &u),
@@ -903,7 +910,7 @@ static void test_sse_completion_exact(void **state)
 	struct oai_meta m = {
 		.kind = OAI_KIND_COMPLETION, .id = "cmpl-1", .model = "tiny", .created = 42
 	};
-	struct oai_usage u = { 2, 3 };
+	struct oai_usage u = { 2, 3, 0 };
 
 	assert_int_equal(oai_sse_role(&b, &m), 0);
 	assert_int_equal(b.len, 0);
@@ -923,7 +930,8 @@ static void test_sse_completion_exact(void **state)
 	assert_string_equal(b.data,
 			    "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\","
 			    "\"created\":42,\"model\":\"tiny\",\"choices\":[],\"usage\":"
-			    "{\"prompt_tokens\":2,\"completion_tokens\":3,\"total_tokens\":5}}"
+			    "{\"prompt_tokens\":2,\"completion_tokens\":3,\"total_tokens\":5,"
+			    "\"prompt_tokens_details\":{\"cached_tokens\":0}}}"
 			    "\n\n");
 	oai_buf_reset(&b);
 	assert_int_equal(oai_sse_done(&b), 0);
@@ -950,7 +958,7 @@ static void test_sse_chat_exact(void **state)
 	assert_int_equal(oai_sse_text(&b, &m, "Hel", 3), 0);
 	assert_int_equal(oai_sse_text(&b, &m, "lo", 2), 0);
 	assert_int_equal(oai_sse_finish(&b, &m, OAI_FINISH_STOP), 0);
-	assert_int_equal(oai_sse_usage(&b, &m, &(struct oai_usage){ 4, 2 }), 0);
+	assert_int_equal(oai_sse_usage(&b, &m, &(struct oai_usage){ 4, 2, 0 }), 0);
 	assert_int_equal(oai_sse_done(&b), 0);
 	snprintf(expect, sizeof(expect),
 		 "%s\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
@@ -969,7 +977,7 @@ static void test_sse_chat_exact(void **state)
 			 "%s\"choices\":[{\"index\":0,\"delta\":{},"
 			 "\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":null}\n\n"
 			 "%s\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2,"
-			 "\"total_tokens\":6}}\n\n"
+			 "\"total_tokens\":6,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n"
 			 "data: [DONE]\n\n",
 			 head, head, head);
 		assert_string_equal(p, e2);
@@ -999,6 +1007,130 @@ static void test_sse_chat_exact(void **state)
 	assert_int_equal(b.cap, cap);
 	oai_buf_free(&b);
 	assert_null(b.data);
+}
+
+/* n, logprobs and top_logprobs as parsed. */
+static void test_n_and_logprobs_parsed(void **state)
+{
+	struct oai_completion c;
+	struct oai_chat ch;
+
+	(void)state;
+	assert_int_equal(parse_cmpl("{\"model\":\"m\",\"prompt\":\"x\"}", &c), 0);
+	assert_int_equal(c.p.n, 1);
+	assert_false(c.p.logprobs);
+	oai_completion_free(&c);
+	assert_int_equal(parse_cmpl("{\"model\":\"m\",\"prompt\":\"x\",\"n\":4,\"logprobs\":3}", &c),
+			 0);
+	assert_int_equal(c.p.n, 4);
+	assert_true(c.p.logprobs);
+	assert_int_equal(c.p.top_logprobs, 3);
+	oai_completion_free(&c);
+	assert_int_equal(parse_cmpl("{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":0}", &c), 0);
+	assert_true(c.p.logprobs);
+	assert_int_equal(c.p.top_logprobs, 0);
+	oai_completion_free(&c);
+	assert_int_equal(parse_cmpl("{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":null}", &c), 0);
+	assert_false(c.p.logprobs);
+	oai_completion_free(&c);
+	assert_int_equal(parse_chat("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+				    "\"hi\"}],\"n\":2,\"logprobs\":true,\"top_logprobs\":5}",
+				    &ch),
+			 0);
+	assert_int_equal(ch.p.n, 2);
+	assert_true(ch.p.logprobs);
+	assert_int_equal(ch.p.top_logprobs, 5);
+	oai_chat_free(&ch);
+}
+
+static size_t piece_of(void *ctx, int32_t token, char *buf, size_t cap)
+{
+	(void)ctx;
+	return (size_t)snprintf(buf, cap, "<%d>", (int)token);
+}
+
+/* Two choices with logprobs, in both dialects, checked field by field. */
+static void test_write_choices_logprobs(void **state)
+{
+	struct oai_buf b = { 0 };
+	struct oai_meta m = { .kind = OAI_KIND_CHAT, .id = "chatcmpl-1", .model = "tiny", .created = 1 };
+	struct oai_usage u = { .prompt_tokens = 3, .completion_tokens = 4, .cached_tokens = 2 };
+	struct oai_logprob lp[2] = {
+		{ .token = 7, .logprob = -0.5f, .n_top = 2, .top = { { 7, -0.5f }, { 9, -1.25f } } },
+		{ .token = 8, .logprob = -INFINITY, .n_top = 0 },
+	};
+	struct oai_choice c[2] = {
+		{ .index = 0, .text = "<7><8>", .len = 6, .finish = OAI_FINISH_LENGTH, .lp = lp,
+		  .n_lp = 2, .piece = piece_of },
+		{ .index = 1, .text = "ab", .len = 2, .finish = OAI_FINISH_STOP },
+	};
+	json_t *j, *ch, *content, *e, *top, *cl;
+
+	(void)state;
+	assert_int_equal(oai_write_choices(&b, &m, c, 2, &u), 0);
+	j = load_json(b.data);
+	ch = json_object_get(j, "choices");
+	assert_int_equal(json_array_size(ch), 2);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(ch, 1), "index")), 1);
+	assert_true(json_is_null(json_object_get(json_array_get(ch, 1), "logprobs")));
+	content = json_object_get(json_object_get(json_array_get(ch, 0), "logprobs"), "content");
+	assert_int_equal(json_array_size(content), 2);
+	e = json_array_get(content, 0);
+	assert_string_equal(jstr(e, "token"), "<7>");
+	assert_true(fabs(json_real_value(json_object_get(e, "logprob")) + 0.5) < 1e-6);
+	assert_int_equal(json_array_size(json_object_get(e, "bytes")), 3);
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(e, "bytes"), 0)), '<');
+	top = json_object_get(e, "top_logprobs");
+	assert_int_equal(json_array_size(top), 2);
+	assert_string_equal(jstr(json_array_get(top, 1), "token"), "<9>");
+	assert_true(fabs(json_real_value(json_object_get(json_array_get(top, 1), "logprob")) + 1.25) <
+		    1e-6);
+	/* -inf is not JSON: the most negative float stands for it. */
+	assert_true(json_real_value(json_object_get(json_array_get(content, 1), "logprob")) < -1e38);
+	assert_int_equal(json_integer_value(json_object_get(
+				 json_object_get(json_object_get(j, "usage"), "prompt_tokens_details"),
+				 "cached_tokens")),
+			 2);
+	json_decref(j);
+
+	/* Completions: tokens, token_logprobs, top_logprobs maps, text_offset. */
+	m.kind = OAI_KIND_COMPLETION;
+	c[0].text_offset = 10;
+	oai_buf_reset(&b);
+	assert_int_equal(oai_write_choices(&b, &m, c, 1, &u), 0);
+	j = load_json(b.data);
+	cl = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(cl, "tokens"), 1)), "<8>");
+	assert_true(fabs(json_real_value(json_array_get(json_object_get(cl, "token_logprobs"), 0)) +
+			 0.5) < 1e-6);
+	top = json_array_get(json_object_get(cl, "top_logprobs"), 0);
+	assert_true(fabs(json_real_value(json_object_get(top, "<9>")) + 1.25) < 1e-6);
+	assert_int_equal(json_object_size(json_array_get(json_object_get(cl, "top_logprobs"), 1)), 0);
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(cl, "text_offset"), 0)), 10);
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(cl, "text_offset"), 1)), 13);
+	json_decref(j);
+
+	/* A stream chunk of choice 3 carries its index and logprobs; the finish chunk none. */
+	m.kind = OAI_KIND_CHAT;
+	c[0].index = 3;
+	oai_buf_reset(&b);
+	assert_int_equal(oai_sse_choice(&b, &m, &c[0], false), 0);
+	assert_true(strncmp(b.data, "data: ", 6) == 0);
+	j = load_json(b.data + 6);
+	e = json_array_get(json_object_get(j, "choices"), 0);
+	assert_int_equal(json_integer_value(json_object_get(e, "index")), 3);
+	assert_string_equal(jstr(json_object_get(e, "delta"), "content"), "<7><8>");
+	assert_int_equal(json_array_size(json_object_get(json_object_get(e, "logprobs"), "content")), 2);
+	json_decref(j);
+	oai_buf_reset(&b);
+	c[0].lp = NULL;
+	assert_int_equal(oai_sse_choice(&b, &m, &c[0], true), 0);
+	j = load_json(b.data + 6);
+	e = json_array_get(json_object_get(j, "choices"), 0);
+	assert_string_equal(jstr(e, "finish_reason"), "length");
+	assert_int_equal(json_object_size(json_object_get(e, "delta")), 0);
+	json_decref(j);
+	oai_buf_free(&b);
 }
 
 static void test_write_error(void **state)
@@ -1133,7 +1265,7 @@ static void test_round_trip_model_name(void **state)
 					    &(struct oai_meta){ .kind = OAI_KIND_COMPLETION,
 								.id = "cmpl-x",
 								.model = c.p.model.ptr },
-					    "", 0, OAI_FINISH_STOP, &(struct oai_usage){ 0, 0 }),
+					    "", 0, OAI_FINISH_STOP, &(struct oai_usage){ 0, 0, 0 }),
 			 0);
 	j = load_json(b.data);
 	assert_string_equal(jstr(j, "model"), c.p.model.ptr);
@@ -1162,6 +1294,8 @@ int main(void)
 		cmocka_unit_test(test_write_chat_response),
 		cmocka_unit_test(test_sse_completion_exact),
 		cmocka_unit_test(test_sse_chat_exact),
+		cmocka_unit_test(test_n_and_logprobs_parsed),
+		cmocka_unit_test(test_write_choices_logprobs),
 		cmocka_unit_test(test_write_error),
 		cmocka_unit_test(test_write_models_tokens_text),
 		cmocka_unit_test(test_write_utf8_sanitized),
