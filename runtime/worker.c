@@ -47,6 +47,7 @@ struct wreq {
 	uint32_t n_prompt;	/* whole prompt */
 	uint32_t n_have;	/* prompt tokens received so far */
 	uint32_t n_sent;	/* TOKEN frames sent */
+	struct smp_bias *bias;	/* [q.sampling.n_logit_bias] from the SUBMIT, until sched_submit */
 	struct sched_request q; /* what goes to sched_submit (q.prompt set then) */
 };
 
@@ -229,6 +230,7 @@ static void req_free(struct worker *w, struct wreq *r)
 	if (r->sid)
 		sched_release(w->s, r->sid);
 	duet_free(r->prompt);
+	duet_free(r->bias);
 	memset(r, 0, sizeof(*r));
 	w->n_active--;
 }
@@ -259,6 +261,23 @@ static enum ipc_finish finish_of(enum sched_finish f)
 	}
 }
 
+/* The LOGPROBS frame of token r->n_sent, which goes out right before its TOKEN. */
+static void send_logprobs(struct worker *w, const struct wreq *r, const struct sched_info *in)
+{
+	const struct sched_logprob *lp = sched_token_logprobs(in, (int)r->n_sent);
+	struct ipc_logprobs f;
+
+	DUET_ASSERT(lp != NULL && in->n_top <= IPC_MAX_TOP_LOGPROBS);
+	f.index = r->n_sent;
+	f.token = lp[0].token;
+	f.logprob = lp[0].logprob;
+	f.n_top = (uint32_t)in->n_top;
+	for (int i = 0; i < in->n_top; i++)
+		f.top[i] = (struct ipc_top_logprob){ .token = lp[1 + i].token,
+						     .logprob = lp[1 + i].logprob };
+	send_frame(w, IPC_LOGPROBS, r->rid, &f, ipc_logprobs_len(f.n_top));
+}
+
 /*
  * Send every token not yet sent, and DONE for finished requests (whose
  * slots are freed).  step_ns: the duration of the step that produced them.
@@ -284,6 +303,9 @@ static void collect(struct worker *w, uint64_t step_ns)
 
 		for (; r->n_sent < (uint32_t)in->n_gen && !w->fatal; r->n_sent++) {
 			bool last = on_token && r->n_sent + 1 == (uint32_t)in->n_gen;
+
+			if (r->q.logprobs)
+				send_logprobs(w, r, in);
 			struct ipc_token t = {
 				.token = in->tokens[r->n_sent],
 				.index = r->n_sent,
@@ -318,6 +340,10 @@ static void req_start(struct worker *w, struct wreq *r, const int32_t *prompt)
 	duet_free(r->prompt);
 	r->prompt = NULL;
 	r->q.prompt = NULL;
+	duet_free(r->bias); /* the sampler has its own copy */
+	r->bias = NULL;
+	r->q.sampling.logit_bias = NULL;
+	r->q.sampling.n_logit_bias = 0;
 	if (ret) {
 		r->sid = 0;
 		req_fail(w, r, ret, ret == -EBUSY ? "scheduler full" : "request rejected");
@@ -331,6 +357,16 @@ static long bad_token(const struct worker *w, const int32_t *ids, uint32_t n)
 {
 	for (uint32_t i = 0; i < n; i++) {
 		if (ids[i] < 0 || ids[i] >= w->n_vocab)
+			return (long)i;
+	}
+	return -1;
+}
+
+/* Index of the first logit-bias entry of b[0..n) whose token is outside the vocabulary, or -1. */
+static long bad_bias(const struct worker *w, const struct ipc_bias *b, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		if (b[i].token < 0 || b[i].token >= w->n_vocab)
 			return (long)i;
 	}
 	return -1;
@@ -374,6 +410,26 @@ static void on_submit(struct worker *w, uint64_t rid, const struct ipc_submit *s
 		req_fail(w, r, -EINVAL, err);
 		return;
 	}
+	bad = bad_bias(w, ipc_submit_bias(sub), sub->n_bias);
+	if (bad >= 0) {
+		snprintf(err, sizeof(err),
+			 "logit_bias token %d (entry %ld) is outside the vocabulary [0, %d)",
+			 ipc_submit_bias(sub)[bad].token, bad, w->n_vocab);
+		req_fail(w, r, -EINVAL, err);
+		return;
+	}
+	if (sub->n_bias) {
+		/* The receive buffer is reused: keep a copy until sched_submit (last chunk). */
+		const struct ipc_bias *b = ipc_submit_bias(sub);
+
+		r->bias = duet_malloc(sizeof(*r->bias) * sub->n_bias);
+		if (!r->bias) {
+			req_fail(w, r, -ENOMEM, "out of memory for the logit bias");
+			return;
+		}
+		for (uint32_t i = 0; i < sub->n_bias; i++)
+			r->bias[i] = (struct smp_bias){ .token = b[i].token, .bias = b[i].bias };
+	}
 	r->q = (struct sched_request){
 		.max_tokens = sub->max_tokens < (uint32_t)w->n_ctx ? (int)sub->max_tokens
 								   : w->n_ctx,
@@ -387,9 +443,13 @@ static void on_submit(struct worker *w, uint64_t rid, const struct ipc_submit *s
 			.presence_penalty = sp->presence_penalty,
 			.frequency_penalty = sp->frequency_penalty,
 			.seed = sp->seed,
+			.logit_bias = r->bias,
+			.n_logit_bias = (int)sub->n_bias,
 		},
 		.salt = sub->salt,
 		.priority = sub->priority,
+		.logprobs = (sub->logprobs_flags & IPC_SUBMIT_LOGPROBS) != 0,
+		.n_top_logprobs = (int)sub->n_top,
 	};
 	if (smp_params_validate(&r->q.sampling, w->n_vocab, err, sizeof(err))) {
 		req_fail(w, r, -EINVAL, err);
@@ -695,8 +755,10 @@ static int engine_open(struct worker *w, char *err, size_t errlen)
 
 static void engine_close(struct worker *w)
 {
-	for (int i = 0; w->reqs && i < w->n_reqs; i++)
+	for (int i = 0; w->reqs && i < w->n_reqs; i++) {
 		duet_free(w->reqs[i].prompt);
+		duet_free(w->reqs[i].bias);
+	}
 	duet_free(w->reqs);
 	sched_destroy(w->s);
 	llm_destroy(w->llm);

@@ -12,6 +12,8 @@
  * finished.  STATS go out every WORKER_STATS_MS.
  *
  * Per request (SUBMIT req_id), what the supervisor receives:
+ *   - when the SUBMIT asked for them (IPC_SUBMIT_LOGPROBS), a LOGPROBS frame
+ *     right before each TOKEN, with the same index and token;
  *   - TOKENs with index 0, 1, 2 ... without gaps; the first has
  *     IPC_TOK_FIRST; when the request ends on a token (length, end of
  *     generation -- that token is sent too --, context full) that token has
@@ -19,7 +21,9 @@
  *   - exactly one DONE, last; a request that was cancelled or failed gets no
  *     LAST token, and a failure (bad SUBMIT, bad token id, prompt too long,
  *     scheduler full, forward step failed) sends an ERROR with the request's
- *     id just before its DONE (finish IPC_FINISH_ERROR).
+ *     id just before its DONE (finish IPC_FINISH_ERROR).  A logit-bias
+ *     entry for a token outside the vocabulary fails the request the same
+ *     way, with the entry's token in the ERROR message.
  *   The one exception: a SUBMIT whose req_id is already in use gets an ERROR
  *   (-EEXIST) and nothing else; the running request is not touched.
  * CANCEL of an unknown or finished request, and PROMPT_CHUNKs of a request

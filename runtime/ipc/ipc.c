@@ -74,6 +74,14 @@ static bool in_range(float v, float lo, float hi)
 	return isfinite(v) && v >= lo && v <= hi;
 }
 
+/* Log-probabilities: -inf or finite and <= 0, with room for rounding in the sender's sum. */
+#define LOGPROB_SLACK 1e-4f
+
+static bool logprob_ok(float v)
+{
+	return v == -INFINITY || (isfinite(v) && v <= LOGPROB_SLACK);
+}
+
 static bool tokens_ok(const int32_t *t, uint32_t n)
 {
 	for (uint32_t i = 0; i < n; i++)
@@ -145,10 +153,28 @@ static const char *chk_submit(const void *p, uint32_t len)
 		return "SUBMIT: n_prompt out of range";
 	if (!m->n_tokens || m->n_tokens > m->n_prompt)
 		return "SUBMIT: n_tokens out of range";
-	if (len != ipc_submit_len(m->n_tokens)) /* n_tokens <= max: len <= IPC_MAX_PAYLOAD */
-		return "SUBMIT: length does not match n_tokens";
+	if (m->logprobs_flags & ~IPC_SUBMIT__MASK)
+		return "SUBMIT: unknown logprobs flags";
+	if (m->n_top > IPC_MAX_TOP_LOGPROBS)
+		return "SUBMIT: n_top out of range";
+	if (m->n_top && !(m->logprobs_flags & IPC_SUBMIT_LOGPROBS))
+		return "SUBMIT: n_top set without IPC_SUBMIT_LOGPROBS";
+	if (m->n_bias > IPC_MAX_BIAS)
+		return "SUBMIT: n_bias out of range";
+	if (m->reserved)
+		return "SUBMIT: reserved field not 0";
+	/* 64-bit: n_tokens is bounded by n_prompt only, so 4 * n_tokens may wrap in 32. */
+	if ((uint64_t)len != IPC_SUBMIT_FIXED + 4ull * m->n_tokens + 8ull * m->n_bias)
+		return "SUBMIT: length does not match n_tokens and n_bias";
 	if (!tokens_ok(m->tokens, m->n_tokens))
 		return "SUBMIT: negative token id";
+	const struct ipc_bias *b = ipc_submit_bias(m);
+	for (uint32_t i = 0; i < m->n_bias; i++) {
+		if (b[i].token < 0)
+			return "SUBMIT: negative logit bias token";
+		if (!in_range(b[i].bias, -SMP_MAX_BIAS, SMP_MAX_BIAS) && b[i].bias != -INFINITY)
+			return "SUBMIT: logit bias not in [-100, 100] or -inf";
+	}
 	return NULL;
 }
 
@@ -242,6 +268,35 @@ static const char *chk_stats(const void *p, uint32_t len)
 	return NULL;
 }
 
+static const char *chk_logprobs(const void *p, uint32_t len)
+{
+	const struct ipc_logprobs *m = p;
+
+	if (m->n_top > IPC_MAX_TOP_LOGPROBS)
+		return "LOGPROBS: n_top out of range";
+	if (len != ipc_logprobs_len(m->n_top))
+		return "LOGPROBS: length does not match n_top";
+	if (m->token < 0)
+		return "LOGPROBS: negative token id";
+	if (!logprob_ok(m->logprob))
+		return "LOGPROBS: logprob not <= 0 or -inf";
+	for (uint32_t i = 0; i < m->n_top; i++) {
+		const struct ipc_top_logprob *t = &m->top[i];
+
+		if (t->token < 0)
+			return "LOGPROBS: negative top token id";
+		if (!logprob_ok(t->logprob))
+			return "LOGPROBS: top logprob not <= 0 or -inf";
+		if (i > 0 && t->logprob > m->top[i - 1].logprob)
+			return "LOGPROBS: top not sorted by descending logprob";
+		for (uint32_t j = 0; j < i; j++) {
+			if (m->top[j].token == t->token)
+				return "LOGPROBS: duplicate top token";
+		}
+	}
+	return NULL;
+}
+
 static const char *chk_shutdown(const void *p, uint32_t len)
 {
 	const struct ipc_shutdown *m = p;
@@ -301,6 +356,13 @@ static const struct ipc_type_info ipc_types[IPC_TYPE__END] = {
 	FIXED(IPC_PONG, "PONG", DIR_ANY, RID_ANY, struct ipc_ping, NULL),
 	FIXED(IPC_SHUTDOWN, "SHUTDOWN", DIR_S2W, RID_ZERO, struct ipc_shutdown, chk_shutdown),
 	FIXED(IPC_RELOAD, "RELOAD", DIR_S2W, RID_ZERO, struct ipc_reload, chk_reload),
+	[IPC_LOGPROBS] = { .name = "LOGPROBS",
+			   .dir = DIR_W2S,
+			   .rid = RID_SET,
+			   .min_len = IPC_LOGPROBS_FIXED,
+			   .max_len = sizeof(struct ipc_logprobs),
+			   .elem = sizeof(struct ipc_top_logprob),
+			   .check = chk_logprobs },
 };
 
 const char *ipc_type_name(unsigned type)

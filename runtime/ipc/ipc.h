@@ -14,8 +14,8 @@
  * its size, and the version field changes whenever any of them does.
  *
  * Frame = struct ipc_hdr (24 bytes) + len payload bytes, len <= IPC_MAX_PAYLOAD
- * (64 KiB).  The payload is the type's struct; types with a token array
- * (SUBMIT, PROMPT_CHUNK) send only the used part of it.  64 KiB keeps one
+ * (64 KiB).  The payload is the type's struct; types with an array (SUBMIT,
+ * PROMPT_CHUNK, LOGPROBS) send only the used part of it.  64 KiB keeps one
  * frame well under the default AF_UNIX send buffer (wmem_default, ~208 KiB),
  * so a frame never needs tuning of socket options; a prompt longer than one
  * frame (IPC_SUBMIT_MAX_TOKENS, ~16K tokens) is sent as one SUBMIT with the
@@ -25,16 +25,18 @@
  * Validation: every received frame is checked before ipc_recv returns it:
  * magic, version, header flags, type, direction (a worker does not send
  * SUBMIT), request id (zero or not, per type), length (exact for fixed
- * structs; header + 4 * count for token arrays), enums, bit masks, counts
- * against each other, NUL-terminated and NUL-padded strings, finite floats
- * in range.  The first violation kills the channel: ipc_recv and ipc_send
- * return the same negative code from then on, and the supervisor treats the
- * worker as crashed.  Senders run the same validator, so a bug on the
- * sending side is caught there (-EINVAL, channel stays alive) rather than
- * killing the peer.
+ * structs; fixed part + element size * count for arrays), enums, bit
+ * masks, counts against each other, NUL-terminated and NUL-padded strings,
+ * finite floats in range, sorted lists sorted.  The first violation kills
+ * the channel: ipc_recv and ipc_send return the same negative code from
+ * then on, and the supervisor treats the worker as crashed.  Senders run
+ * the same validator, so a bug on the sending side is caught there
+ * (-EINVAL, channel stays alive) rather than killing the peer.
  *
  * Cross-frame state (a PROMPT_CHUNK must follow its SUBMIT at the right
- * offset, a TOKEN must name a known request) is the receiver's to check.
+ * offset, a TOKEN must name a known request, a LOGPROBS must come only for
+ * a request that asked, right before the TOKEN of its index) is the
+ * receiver's to check.
  *
  * Errors (negative errno): -EPROTO malformed header (magic, flags, type,
  * direction, request id, short frame), -EPROTONOSUPPORT version mismatch,
@@ -50,11 +52,13 @@
 #include <stdint.h>
 
 #define IPC_MAGIC 0x43504944u /* "DIPC" in memory on little-endian */
-#define IPC_VERSION 1
+#define IPC_VERSION 2	      /* 2: SUBMIT logprobs and logit bias, LOGPROBS */
 #define IPC_MAX_PAYLOAD (64u * 1024u)
 #define IPC_NAME_MAX 128	  /* model name field, NUL included */
 #define IPC_ERRMSG_MAX 256	  /* ERROR message field, NUL included */
 #define IPC_MAX_PROMPT (1u << 24) /* tokens in one prompt, all chunks */
+#define IPC_MAX_TOP_LOGPROBS 20	  /* top alternatives per generated token */
+#define IPC_MAX_BIAS 1024	  /* logit-bias entries in one SUBMIT */
 
 /* Types.  Values are wire values: append, never renumber. */
 enum ipc_type {
@@ -71,6 +75,7 @@ enum ipc_type {
 	IPC_PONG,	  /* both  answer to PING, same req_id and payload */
 	IPC_SHUTDOWN,	  /* S->W  drain or stop */
 	IPC_RELOAD,	  /* S->W  apply runtime settings */
+	IPC_LOGPROBS,	  /* W->S  logprobs of one generated token (before its TOKEN) */
 	IPC_TYPE__END
 };
 
@@ -157,24 +162,56 @@ struct ipc_sampling {
 };
 static_assert(sizeof(struct ipc_sampling) == 40, "ipc_sampling wire size");
 
+/* One logit-bias entry of a SUBMIT (struct smp_bias on the wire); 8 bytes. */
+struct ipc_bias {
+	int32_t token; /* >= 0 (n_vocab is the worker's check) */
+	float bias;    /* [-100, 100] (SMP_MAX_BIAS), or -INFINITY to ban the token */
+};
+static_assert(sizeof(struct ipc_bias) == 8, "ipc_bias wire size");
+
+#define IPC_SUBMIT_LOGPROBS 1u /* send a LOGPROBS frame before every TOKEN */
+#define IPC_SUBMIT__MASK 1u
+
 /*
- * SUBMIT: 64-byte fixed part + n_tokens * 4 bytes (ipc_submit_len()).
- * req_id != 0.  tokens[] holds prompt tokens [0, n_tokens); when
- * n_tokens < n_prompt, PROMPT_CHUNK frames with the same req_id follow.
+ * SUBMIT: 80-byte fixed part + n_tokens * 4 + n_bias * 8 bytes
+ * (ipc_submit_len2()).  req_id != 0.  tokens[] holds prompt tokens
+ * [0, n_tokens); the n_bias logit-bias entries (struct ipc_bias,
+ * ipc_submit_bias()) follow right after tokens[n_tokens - 1].  When
+ * n_tokens < n_prompt, PROMPT_CHUNK frames with the same req_id carry the
+ * rest of the prompt.  IPC_SUBMIT_MAX_TOKENS is the most tokens a SUBMIT
+ * without bias entries holds; a sender with bias entries puts fewer tokens
+ * in it (n_tokens + 2 * n_bias <= IPC_SUBMIT_MAX_TOKENS: with
+ * IPC_MAX_BIAS entries, at most IPC_SUBMIT_MAX_TOKENS - 2048 tokens) and
+ * sends the rest in PROMPT_CHUNKs as usual.
+ *
+ * Byte offsets: sampling 0, salt 40, max_tokens 48, priority 52,
+ * n_prompt 56, n_tokens 60, logprobs_flags 64, n_top 68, n_bias 72,
+ * reserved 76, tokens 80.
  */
-#define IPC_SUBMIT_FIXED 64u
+#define IPC_SUBMIT_FIXED 80u
 #define IPC_SUBMIT_MAX_TOKENS ((IPC_MAX_PAYLOAD - IPC_SUBMIT_FIXED) / 4u)
 struct ipc_submit {
 	struct ipc_sampling sampling;
-	uint64_t salt;	     /* prefix-cache tenant salt */
-	uint32_t max_tokens; /* tokens to generate, > 0 */
-	int32_t priority;    /* larger runs first; any value */
-	uint32_t n_prompt;   /* whole prompt, (0, IPC_MAX_PROMPT] */
-	uint32_t n_tokens;   /* in this frame, (0, min(n_prompt, IPC_SUBMIT_MAX_TOKENS)] */
+	uint64_t salt;		 /* prefix-cache tenant salt */
+	uint32_t max_tokens;	 /* tokens to generate, > 0 */
+	int32_t priority;	 /* larger runs first; any value */
+	uint32_t n_prompt;	 /* whole prompt, (0, IPC_MAX_PROMPT] */
+	uint32_t n_tokens;	 /* in this frame, (0, n_prompt]; see above for the maximum */
+	uint32_t logprobs_flags; /* IPC_SUBMIT_* bits; 0 = no LOGPROBS frames */
+	uint32_t n_top;		 /* [0, IPC_MAX_TOP_LOGPROBS] alternatives per token; 0 without
+				    IPC_SUBMIT_LOGPROBS */
+	uint32_t n_bias;	 /* [0, IPC_MAX_BIAS] logit-bias entries after tokens[] */
+	uint32_t reserved;	 /* 0 */
 	int32_t tokens[IPC_SUBMIT_MAX_TOKENS]; /* >= 0 each (n_vocab is the worker's check) */
 };
+static_assert(offsetof(struct ipc_submit, salt) == 40, "ipc_submit layout");
+static_assert(offsetof(struct ipc_submit, n_tokens) == 60, "ipc_submit layout");
+static_assert(offsetof(struct ipc_submit, logprobs_flags) == 64, "ipc_submit layout");
+static_assert(offsetof(struct ipc_submit, reserved) == 76, "ipc_submit layout");
 static_assert(offsetof(struct ipc_submit, tokens) == IPC_SUBMIT_FIXED, "ipc_submit layout");
+static_assert(IPC_SUBMIT_FIXED % 8 == 0, "ipc_submit fixed part 8-byte aligned");
 static_assert(sizeof(struct ipc_submit) == IPC_MAX_PAYLOAD, "ipc_submit wire size");
+static_assert(2u * IPC_MAX_BIAS < IPC_SUBMIT_MAX_TOKENS, "bias entries leave room for tokens");
 
 /* PROMPT_CHUNK: 16-byte fixed part + n_tokens * 4 bytes.  req_id != 0. */
 #define IPC_CHUNK_FIXED 16u
@@ -269,6 +306,35 @@ struct ipc_reload {
 };
 static_assert(sizeof(struct ipc_reload) == 8, "ipc_reload wire size");
 
+/*
+ * LOGPROBS: 16-byte fixed part + n_top * 8 bytes (ipc_logprobs_len()).
+ * req_id != 0.  Sent, when the SUBMIT had IPC_SUBMIT_LOGPROBS, right before
+ * the TOKEN frame with the same index.  Log-probabilities are natural
+ * logarithms of the model's own distribution for that step (log-softmax of
+ * the raw logits: before temperature, penalties and logit bias), each
+ * finite or -inf, and <= 0.  top[] holds the n_top most likely tokens of
+ * that distribution, by descending logprob (ties: lower id first); the
+ * sampled token may or may not be among them.  n_top is the SUBMIT's n_top
+ * (fewer only when the vocabulary is smaller).
+ */
+#define IPC_LOGPROBS_FIXED 16u
+struct ipc_top_logprob {
+	int32_t token; /* >= 0, distinct within top[] */
+	float logprob; /* <= 0 or -inf */
+};
+static_assert(sizeof(struct ipc_top_logprob) == 8, "ipc_top_logprob wire size");
+
+struct ipc_logprobs {
+	uint32_t index; /* generated-token index, as the TOKEN's */
+	int32_t token;	/* the sampled token, >= 0 (the TOKEN's) */
+	float logprob;	/* of the sampled token, <= 0 or -inf */
+	uint32_t n_top; /* [0, IPC_MAX_TOP_LOGPROBS] */
+	struct ipc_top_logprob top[IPC_MAX_TOP_LOGPROBS]; /* [n_top], descending logprob */
+};
+static_assert(offsetof(struct ipc_logprobs, top) == IPC_LOGPROBS_FIXED, "ipc_logprobs layout");
+static_assert(sizeof(struct ipc_logprobs) == IPC_LOGPROBS_FIXED + 8u * IPC_MAX_TOP_LOGPROBS,
+	      "ipc_logprobs wire size");
+
 /* A received frame: the header and its validated payload (hdr.len bytes of u). */
 struct ipc_msg {
 	struct ipc_hdr hdr;
@@ -285,18 +351,50 @@ struct ipc_msg {
 		struct ipc_ping ping;
 		struct ipc_shutdown shutdown;
 		struct ipc_reload reload;
+		struct ipc_logprobs logprobs;
 		uint8_t raw[IPC_MAX_PAYLOAD];
 	} u;
 };
 
 struct ipc_chan;
 
-/* Payload bytes of a SUBMIT / PROMPT_CHUNK carrying n tokens (n within the type's maximum). */
-static inline uint32_t ipc_submit_len(uint32_t n)
+/*
+ * Payload bytes of a SUBMIT carrying n_tokens prompt tokens and n_bias
+ * logit-bias entries (n_tokens + 2 * n_bias <= IPC_SUBMIT_MAX_TOKENS).
+ */
+static inline uint32_t ipc_submit_len2(uint32_t n_tokens, uint32_t n_bias)
 {
-	return IPC_SUBMIT_FIXED + 4u * n;
+	return IPC_SUBMIT_FIXED + 4u * n_tokens + 8u * n_bias;
 }
 
+/* Payload bytes of a SUBMIT carrying n tokens and no bias entries, n <= IPC_SUBMIT_MAX_TOKENS. */
+static inline uint32_t ipc_submit_len(uint32_t n)
+{
+	return ipc_submit_len2(n, 0);
+}
+
+/*
+ * The bias entries of a SUBMIT: they start right after tokens[n_tokens - 1],
+ * so n_tokens must be set first.  ipc_submit_bias_mut() is the sender's view
+ * for filling them in.
+ */
+static inline const struct ipc_bias *ipc_submit_bias(const struct ipc_submit *s)
+{
+	return (const struct ipc_bias *)(const void *)(s->tokens + s->n_tokens);
+}
+
+static inline struct ipc_bias *ipc_submit_bias_mut(struct ipc_submit *s)
+{
+	return (struct ipc_bias *)(void *)(s->tokens + s->n_tokens);
+}
+
+/* Payload bytes of a LOGPROBS frame with n_top alternatives (<= IPC_MAX_TOP_LOGPROBS). */
+static inline uint32_t ipc_logprobs_len(uint32_t n_top)
+{
+	return IPC_LOGPROBS_FIXED + 8u * n_top;
+}
+
+/* Payload bytes of a PROMPT_CHUNK carrying n tokens, n <= IPC_CHUNK_MAX_TOKENS. */
 static inline uint32_t ipc_chunk_len(uint32_t n)
 {
 	return IPC_CHUNK_FIXED + 4u * n;

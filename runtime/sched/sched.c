@@ -14,6 +14,8 @@
 #include "runtime/core/mem.h"
 
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +34,11 @@ struct req {
 	bool in_batch;
 	bool held; /* preempted during this step: not re-admitted in it */
 	int chunk; /* tokens fed in the current step */
+	/* Logprobs (only when asked): [lp_cap][1 + n_top] records, grown by doubling. */
+	bool want_lp;
+	int n_top;
+	struct sched_logprob *lp;
+	int lp_cap; /* tokens lp has room for, <= max_tokens */
 };
 
 struct sched {
@@ -75,6 +82,7 @@ void sched_destroy(struct sched *s)
 			smp_destroy(r->smp);
 			duet_free(r->ids);
 			duet_free(r->t_tokens);
+			duet_free(r->lp);
 		}
 	}
 	kv_pool_destroy(s->pool);
@@ -182,6 +190,7 @@ static void req_clear(struct req *r)
 	smp_destroy(r->smp);
 	duet_free(r->ids);
 	duet_free(r->t_tokens);
+	duet_free(r->lp);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -200,6 +209,9 @@ int sched_submit(struct sched *s, const struct sched_request *q, uint64_t now_ns
 	int ret;
 
 	if (q->n_prompt < 1 || q->max_tokens < 1 || q->n_prompt >= s->n_ctx)
+		return -EINVAL;
+	if (q->n_top_logprobs < 0 || q->n_top_logprobs > SCHED_MAX_TOP_LOGPROBS ||
+	    (q->n_top_logprobs && !q->logprobs))
 		return -EINVAL;
 	for (int i = 0; i < q->n_prompt; i++) {
 		if (q->prompt[i] < 0 || q->prompt[i] >= s->n_vocab)
@@ -232,6 +244,8 @@ int sched_submit(struct sched *s, const struct sched_request *q, uint64_t now_ns
 	r->salt = q->salt;
 	r->priority = q->priority;
 	r->seqno = s->next_seqno++;
+	r->want_lp = q->logprobs;
+	r->n_top = q->n_top_logprobs < s->n_vocab ? q->n_top_logprobs : s->n_vocab;
 	r->info = (struct sched_info){
 		.id = s->next_id++,
 		.state = SCHED_WAITING,
@@ -239,6 +253,7 @@ int sched_submit(struct sched *s, const struct sched_request *q, uint64_t now_ns
 		.tokens = r->ids + q->n_prompt,
 		.t_arrival = now_ns,
 		.t_tokens = r->t_tokens,
+		.n_top = r->n_top,
 	};
 	*id = r->info.id;
 	return 0;
@@ -398,6 +413,88 @@ static bool schedule(struct sched *s, struct req *r, int budget, int *n_tok, int
 	return true;
 }
 
+/* A logit as the sampler reads it: NaN never drawn (-inf), +inf the largest finite value. */
+static float clean_logit(float x)
+{
+	if (isnan(x))
+		return -INFINITY;
+	return x == INFINITY ? FLT_MAX : x;
+}
+
+/* Does (x, id) rank before (y, jd): larger logit first, lower id among equals. */
+static bool ranks_before(float x, int32_t id, float y, int32_t jd)
+{
+	return x > y || (x == y && id < jd);
+}
+
+/*
+ * The log-softmax of one row of raw logits (n_vocab) at token tok into
+ * out[0], and the k most likely tokens into out[1..k] (k <= n_vocab), by
+ * descending logprob, ties to the lower id.  O(n_vocab * k) at worst, about
+ * O(n_vocab) in practice: a candidate is compared with the current k-th
+ * best first.  Allocates nothing.
+ */
+static void logprobs_of(const float *row, int n_vocab, int32_t tok, int k,
+			struct sched_logprob *out)
+{
+	struct sched_logprob *top = out + 1; /* holds raw logits until the end */
+	float max = -INFINITY;
+	double sum = 0.0, lse;
+	int n = 0;
+
+	for (int v = 0; v < n_vocab; v++) {
+		float x = clean_logit(row[v]);
+
+		if (x > max)
+			max = x;
+		if (k == 0 || (n == k && !ranks_before(x, v, top[k - 1].logprob, top[k - 1].token)))
+			continue;
+		int at = n < k ? n++ : k - 1; /* insertion point, shifted down from the end */
+		while (at > 0 && ranks_before(x, v, top[at - 1].logprob, top[at - 1].token)) {
+			top[at] = top[at - 1];
+			at--;
+		}
+		top[at] = (struct sched_logprob){ .token = v, .logprob = x };
+	}
+	if (max == -INFINITY) {
+		/* Nothing can be drawn (the sampler refuses too); report all as impossible. */
+		out[0] = (struct sched_logprob){ .token = tok, .logprob = -INFINITY };
+		for (int i = 0; i < k; i++)
+			top[i].logprob = -INFINITY;
+		return;
+	}
+	for (int v = 0; v < n_vocab; v++)
+		sum += exp((double)clean_logit(row[v]) - (double)max);
+	lse = log(sum); /* >= 0: the maximum contributes exp(0) */
+	out[0] = (struct sched_logprob){
+		.token = tok,
+		.logprob = (float)fmin((double)clean_logit(row[tok]) - (double)max - lse, 0.0),
+	};
+	for (int i = 0; i < k; i++)
+		top[i].logprob = (float)fmin((double)top[i].logprob - (double)max - lse, 0.0);
+}
+
+/* Room for one more token's logprob records; false when memory ran out. */
+static bool lp_reserve(struct req *r)
+{
+	size_t stride = 1 + (size_t)r->n_top;
+	struct sched_logprob *lp;
+	int cap;
+
+	if (r->info.n_gen < r->lp_cap)
+		return true;
+	cap = r->lp_cap ? 2 * r->lp_cap : 16;
+	if (cap > r->max_tokens)
+		cap = r->max_tokens;
+	lp = duet_realloc(r->lp, (size_t)cap * stride * sizeof(*lp));
+	if (!lp)
+		return false;
+	r->lp = lp;
+	r->lp_cap = cap;
+	r->info.logprobs = lp;
+	return true;
+}
+
 static uint64_t elapsed(uint64_t (*clock_ns)(void), uint64_t t0)
 {
 	uint64_t t = clock_ns();
@@ -502,10 +599,21 @@ formed:
 		kv_seq_publish(r->seq);
 		if (!sample)
 			continue;
-		int32_t tok = smp_sample(r->smp, s->logits + (size_t)o++ * s->n_vocab);
+		const float *row = s->logits + (size_t)o++ * s->n_vocab;
+		int32_t tok = smp_sample(r->smp, row);
 		if (tok < 0) {
 			finish(r, SCHED_FINISH_ERROR, now);
 			continue;
+		}
+		if (r->want_lp) {
+			if (!lp_reserve(r)) {
+				log_error("sched", "request %llu: no memory for logprobs",
+					  (unsigned long long)r->info.id);
+				finish(r, SCHED_FINISH_ERROR, now);
+				continue;
+			}
+			logprobs_of(row, s->n_vocab, tok, r->n_top,
+				    r->lp + (size_t)r->info.n_gen * (1 + (size_t)r->n_top));
 		}
 		smp_accept(r->smp, tok);
 		r->ids[total_of(r)] = tok;

@@ -45,13 +45,27 @@ enum sched_finish {
 	SCHED_FINISH_CANCELLED, /* sched_cancel (a client went away, a stop string matched) */
 };
 
+#define SCHED_MAX_TOP_LOGPROBS 20
+
+/*
+ * A log-probability record: natural log of the probability of token in the
+ * model's distribution for one step, i.e. the log-softmax of the raw logits
+ * (before temperature, penalties and logit bias); <= 0, or -inf.
+ */
+struct sched_logprob {
+	int32_t token;
+	float logprob;
+};
+
 struct sched_request {
-	const int32_t *prompt; /* copied */
-	int n_prompt;	       /* >= 1 */
-	int max_tokens;	       /* >= 1 */
-	struct smp_params sampling;
-	uint64_t salt; /* prefix-cache tenant salt */
-	int priority;  /* higher is scheduled first; FCFS within a priority */
+	const int32_t *prompt;	    /* copied */
+	int n_prompt;		    /* >= 1 */
+	int max_tokens;		    /* >= 1 */
+	struct smp_params sampling; /* logit_bias is copied (by smp_create) */
+	uint64_t salt;		    /* prefix-cache tenant salt */
+	int priority;		    /* higher is scheduled first; FCFS within a priority */
+	bool logprobs;		    /* record sched_info.logprobs for every generated token */
+	int n_top_logprobs; /* [0, SCHED_MAX_TOP_LOGPROBS] alternatives each; 0 without logprobs */
 };
 
 /* Per-request record; times are the caller's clock (ns), 0 when not reached. */
@@ -66,7 +80,22 @@ struct sched_info {
 	int n_preempted;
 	uint64_t t_arrival, t_first_sched, t_first_token, t_finish;
 	const uint64_t *t_tokens; /* [n_gen]: time each token was produced */
+	/*
+	 * NULL unless the request asked for logprobs.  Else [n_gen][1 + n_top],
+	 * per generated token: the sampled token's record, then the n_top most
+	 * likely tokens of that step by descending logprob (ties: lower id
+	 * first); see sched_token_logprobs().  The array grows as tokens come:
+	 * the pointer is valid until the next sched_step() or sched_release().
+	 */
+	const struct sched_logprob *logprobs;
+	int n_top; /* alternatives per token: the request's, capped at n_vocab */
 };
+
+/* The logprob records of generated token i (< in->n_gen): [1 + in->n_top], or NULL. */
+static inline const struct sched_logprob *sched_token_logprobs(const struct sched_info *in, int i)
+{
+	return in->logprobs ? in->logprobs + (size_t)i * (size_t)(1 + in->n_top) : NULL;
+}
 
 struct sched_stats {
 	uint64_t steps;
@@ -87,13 +116,21 @@ int sched_create(struct llm *llm, const struct sched_config *c,
 		 bool (*is_eog)(void *ctx, int32_t token), void *eog_ctx, struct sched **out);
 void sched_destroy(struct sched *s);
 
-/* Queue a request; *id receives its handle.  -EINVAL (bad request), -EBUSY (full). */
+/*
+ * Queue a request; *id receives its handle.  -EINVAL (bad request), -EBUSY
+ * (full), -ENOMEM.  r and what it points to need not outlive the call.
+ */
 int sched_submit(struct sched *s, const struct sched_request *r, uint64_t now_ns, uint64_t *id);
 
 /*
  * Run one step: form a batch, run the forward pass, sample.  Returns the
  * number of tokens computed (0 when there was nothing to do) or a negative
- * error (which fails the affected requests, not the scheduler).
+ * error (which fails the affected requests, not the scheduler).  For a
+ * request that asked for logprobs, the step also computes them from the
+ * row its token was sampled from (O(n_vocab * (1 + n_top)) at worst); its
+ * logprob array grows by doubling, the one allocation a step may make
+ * (none for requests that did not ask), and a failed growth fails only
+ * that request.
  */
 int sched_step(struct sched *s, uint64_t (*clock_ns)(void));
 

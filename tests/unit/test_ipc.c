@@ -80,6 +80,7 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 		struct ipc_ping ping;
 		struct ipc_shutdown shutdown;
 		struct ipc_reload reload;
+		struct ipc_logprobs logprobs;
 	} u;
 
 	memset(&u, 0, sizeof(u));
@@ -192,16 +193,46 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 						.log_level = DUET_LOG_DEBUG };
 		*len = sizeof(u.reload);
 		break;
+	case IPC_LOGPROBS:
+		u.logprobs = (struct ipc_logprobs){
+			.index = 3, .token = 9, .logprob = -1.25f, .n_top = 4
+		};
+		u.logprobs.top[0] = (struct ipc_top_logprob){ 9, -1.25f };
+		u.logprobs.top[1] = (struct ipc_top_logprob){ 2, -1.5f };
+		u.logprobs.top[2] = (struct ipc_top_logprob){ 0, -1.5f };
+		u.logprobs.top[3] = (struct ipc_top_logprob){ 7, -INFINITY };
+		*len = ipc_logprobs_len(4);
+		*rid = 77;
+		break;
 	default:
 		fail();
 	}
 	return &u;
 }
 
+/* The example SUBMIT with logprobs (5 alternatives) and 3 bias entries; returns its length. */
+static uint32_t submit_with_bias(struct ipc_submit *s)
+{
+	static const struct ipc_bias bias[3] = { { 7, -INFINITY },
+						 { 0, 100.0f },
+						 { 151935, -0.5f } };
+	uint32_t len;
+	uint64_t rid;
+	const void *ex = example(IPC_SUBMIT, &len, &rid);
+
+	memcpy(s, ex, len);
+	s->logprobs_flags = IPC_SUBMIT_LOGPROBS;
+	s->n_top = 5;
+	s->n_bias = 3;
+	memcpy(ipc_submit_bias_mut(s), bias, sizeof(bias));
+	return ipc_submit_len2(s->n_tokens, 3);
+}
+
 static bool sent_by_worker(enum ipc_type t)
 {
 	return t == IPC_HELLO || t == IPC_READY || t == IPC_TOKEN || t == IPC_DONE ||
-	       t == IPC_STATS || t == IPC_ERROR || t == IPC_PING || t == IPC_PONG;
+	       t == IPC_STATS || t == IPC_ERROR || t == IPC_PING || t == IPC_PONG ||
+	       t == IPC_LOGPROBS;
 }
 
 static bool sent_by_supervisor(enum ipc_type t)
@@ -214,9 +245,28 @@ static void test_sizes(void **state)
 	(void)state;
 	assert_int_equal(sizeof(struct ipc_hdr), 24);
 	assert_int_equal(IPC_FRAME_MAX, 24 + 65536);
-	assert_int_equal(IPC_SUBMIT_MAX_TOKENS, 16368);
+	assert_int_equal(IPC_VERSION, 2);
+	assert_int_equal(IPC_SUBMIT_FIXED, 80);
+	assert_int_equal(IPC_SUBMIT_MAX_TOKENS, 16364);
 	assert_int_equal(IPC_CHUNK_MAX_TOKENS, 16380);
 	assert_int_equal(ipc_submit_len(IPC_SUBMIT_MAX_TOKENS), IPC_MAX_PAYLOAD);
+	assert_int_equal(ipc_submit_len(7), ipc_submit_len2(7, 0));
+	assert_int_equal(ipc_submit_len2(7, 3), 80 + 28 + 24);
+	assert_int_equal(ipc_submit_len2(IPC_SUBMIT_MAX_TOKENS - 2 * IPC_MAX_BIAS, IPC_MAX_BIAS),
+			 IPC_MAX_PAYLOAD);
+	assert_int_equal(sizeof(struct ipc_bias), 8);
+	assert_int_equal(sizeof(struct ipc_logprobs), 176);
+	assert_int_equal(ipc_logprobs_len(0), 16);
+	assert_int_equal(ipc_logprobs_len(IPC_MAX_TOP_LOGPROBS), sizeof(struct ipc_logprobs));
+	assert_int_equal(IPC_LOGPROBS, IPC_RELOAD + 1); /* appended, nothing renumbered */
+	{
+		static struct ipc_submit sb;
+
+		sb.n_tokens = 9;
+		assert_ptr_equal((const char *)ipc_submit_bias(&sb),
+				 (const char *)&sb + IPC_SUBMIT_FIXED + 36);
+		assert_ptr_equal(ipc_submit_bias_mut(&sb), ipc_submit_bias(&sb));
+	}
 	for (unsigned t = IPC_HELLO; t < IPC_TYPE__END; t++)
 		assert_string_not_equal(ipc_type_name(t), "?");
 	assert_string_equal(ipc_type_name(0), "?");
@@ -592,6 +642,209 @@ static void test_payload_violations(void **state)
 	expect_dead(WRK, -EBADMSG, "offset");
 }
 
+/* SUBMIT with logit bias and logprobs, LOGPROBS: what is sent is what arrives. */
+static void test_bias_logprobs_roundtrip(void **state)
+{
+	static struct ipc_submit s;
+	static struct ipc_logprobs lp;
+	struct ipc_chan *sup, *wrk;
+	const struct ipc_bias *b;
+	uint32_t len;
+
+	(void)state;
+	pair(&sup, &wrk, 0);
+	len = submit_with_bias(&s);
+	assert_int_equal(len, 80 + 5 * 4 + 3 * 8);
+	assert_int_equal(ipc_send(sup, IPC_SUBMIT, 31, &s, len), 0);
+	assert_int_equal(ipc_recv(wrk, &rx), 1);
+	assert_int_equal(rx.hdr.len, len);
+	assert_memory_equal(&rx.u.submit, &s, len);
+	assert_int_equal(rx.u.submit.logprobs_flags, IPC_SUBMIT_LOGPROBS);
+	assert_int_equal(rx.u.submit.n_top, 5);
+	assert_int_equal(rx.u.submit.n_bias, 3);
+	assert_int_equal(rx.u.submit.tokens[4], 104);
+	b = ipc_submit_bias(&rx.u.submit);
+	assert_int_equal(b[0].token, 7);
+	assert_true(isinf(b[0].bias) && b[0].bias < 0);
+	assert_int_equal(b[1].token, 0);
+	assert_true(b[1].bias == 100.0f);
+	assert_int_equal(b[2].token, 151935);
+	assert_true(b[2].bias == -0.5f);
+
+	/* The largest: IPC_MAX_BIAS entries and the tokens that still fit, 64 KiB exactly. */
+	s.n_prompt = s.n_tokens = IPC_SUBMIT_MAX_TOKENS - 2 * IPC_MAX_BIAS;
+	for (uint32_t i = 0; i < s.n_tokens; i++)
+		s.tokens[i] = (int32_t)i;
+	s.n_bias = IPC_MAX_BIAS;
+	for (uint32_t i = 0; i < IPC_MAX_BIAS; i++)
+		ipc_submit_bias_mut(&s)[i] =
+			(struct ipc_bias){ (int32_t)(i * 3), (float)i / 11.0f - 45.0f };
+	len = ipc_submit_len2(s.n_tokens, s.n_bias);
+	assert_int_equal(len, IPC_MAX_PAYLOAD);
+	assert_int_equal(ipc_send(sup, IPC_SUBMIT, 32, &s, len), 0);
+	assert_int_equal(ipc_recv(wrk, &rx), 1);
+	assert_memory_equal(&rx.u.submit, &s, len);
+	assert_int_equal(ipc_submit_bias(&rx.u.submit)[IPC_MAX_BIAS - 1].token,
+			 3 * (IPC_MAX_BIAS - 1));
+
+	/* LOGPROBS with 0 and with IPC_MAX_TOP_LOGPROBS alternatives. */
+	lp = (struct ipc_logprobs){ .index = 0, .token = 5, .logprob = 0.0f, .n_top = 0 };
+	assert_int_equal(ipc_send(wrk, IPC_LOGPROBS, 31, &lp, ipc_logprobs_len(0)), 0);
+	assert_int_equal(ipc_recv(sup, &rx), 1);
+	assert_int_equal(rx.hdr.type, IPC_LOGPROBS);
+	assert_int_equal(rx.hdr.len, 16);
+	assert_memory_equal(&rx.u.logprobs, &lp, 16);
+	lp = (struct ipc_logprobs){
+		.index = 17, .token = 1000, .logprob = -INFINITY, .n_top = IPC_MAX_TOP_LOGPROBS
+	};
+	for (int i = 0; i < IPC_MAX_TOP_LOGPROBS; i++)
+		lp.top[i] =
+			(struct ipc_top_logprob){ 40 - i, i < 19 ? -0.5f * (float)i : -INFINITY };
+	lp.top[0].logprob = 5e-5f; /* rounding slack above 0 */
+	assert_int_equal(ipc_send(wrk, IPC_LOGPROBS, 31, &lp, ipc_logprobs_len(lp.n_top)), 0);
+	assert_int_equal(ipc_recv(sup, &rx), 1);
+	assert_int_equal(rx.hdr.len, sizeof(lp));
+	assert_memory_equal(&rx.u.logprobs, &lp, sizeof(lp));
+	assert_int_equal(ipc_recv(sup, &rx), 0);
+	assert_int_equal(ipc_chan_error(sup), 0);
+	assert_int_equal(ipc_chan_error(wrk), 0);
+	ipc_chan_destroy(sup);
+	ipc_chan_destroy(wrk);
+}
+
+/* fr = the example SUBMIT with bias entries and logprobs. */
+static struct ipc_submit *frame_submit_bias(void)
+{
+	frame_of(IPC_SUBMIT);
+	fr.h.len = submit_with_bias((struct ipc_submit *)fr.p);
+	fr_len = sizeof(fr.h) + fr.h.len;
+	return (struct ipc_submit *)fr.p;
+}
+
+static void test_bias_logprobs_violations(void **state)
+{
+	struct ipc_logprobs *lp = (struct ipc_logprobs *)fr.p;
+	struct ipc_submit *s;
+	const char *why;
+
+	(void)state;
+	/* SUBMIT: counts against the length (one entry short, one too many, wrap-around). */
+	s = frame_submit_bias();
+	s->n_bias = 2;
+	expect_dead(WRK, -EBADMSG, "length does not match n_tokens and n_bias");
+	s = frame_submit_bias();
+	s->n_bias = 4;
+	expect_dead(WRK, -EBADMSG, "length does not match n_tokens and n_bias");
+	s = frame_submit_bias();
+	fr.h.len -= 8; /* the entries' bytes, not the count, are short */
+	fr_len -= 8;
+	expect_dead(WRK, -EBADMSG, "length does not match n_tokens and n_bias");
+	s = frame_submit_bias();
+	fr.h.len -= 4; /* not even a whole entry: still a multiple of 4, so the validator's */
+	fr_len -= 4;
+	expect_dead(WRK, -EBADMSG, "length does not match n_tokens and n_bias");
+	s = frame_submit_bias();
+	s->n_prompt = IPC_MAX_PROMPT;
+	s->n_tokens = IPC_MAX_PROMPT; /* far beyond the frame */
+	expect_dead(WRK, -EBADMSG, "length does not match");
+
+	/* SUBMIT: ranges. */
+	s = frame_submit_bias();
+	s->n_top = IPC_MAX_TOP_LOGPROBS + 1;
+	expect_dead(WRK, -EBADMSG, "n_top out of range");
+	s = frame_submit_bias();
+	s->n_bias = IPC_MAX_BIAS + 1;
+	expect_dead(WRK, -EBADMSG, "n_bias out of range");
+	s = frame_submit_bias();
+	s->reserved = 1;
+	expect_dead(WRK, -EBADMSG, "reserved");
+	s = frame_submit_bias();
+	s->logprobs_flags = 2;
+	expect_dead(WRK, -EBADMSG, "unknown logprobs flags");
+	s = frame_submit_bias();
+	s->logprobs_flags = 0; /* n_top 5 without the flag */
+	expect_dead(WRK, -EBADMSG, "n_top set without IPC_SUBMIT_LOGPROBS");
+	s = frame_submit_bias();
+	ipc_submit_bias_mut(s)[1].bias = NAN;
+	expect_dead(WRK, -EBADMSG, "logit bias not in");
+	s = frame_submit_bias();
+	ipc_submit_bias_mut(s)[1].bias = INFINITY;
+	expect_dead(WRK, -EBADMSG, "logit bias not in");
+	s = frame_submit_bias();
+	ipc_submit_bias_mut(s)[2].bias = -100.5f;
+	expect_dead(WRK, -EBADMSG, "logit bias not in");
+	s = frame_submit_bias();
+	ipc_submit_bias_mut(s)[2].token = -1;
+	expect_dead(WRK, -EBADMSG, "negative logit bias token");
+
+	/* LOGPROBS: header rules. */
+	frame_of(IPC_LOGPROBS);
+	expect_dead(WRK, -EPROTO, "direction"); /* a supervisor never sends it */
+	frame_of(IPC_LOGPROBS);
+	fr.h.req_id = 0;
+	expect_dead(SUP, -EPROTO, "request id");
+
+	/* LOGPROBS: lengths. */
+	frame_of(IPC_LOGPROBS);
+	lp->n_top = 3; /* len says 4 */
+	expect_dead(SUP, -EBADMSG, "length does not match n_top");
+	frame_of(IPC_LOGPROBS);
+	fr.h.len -= 4; /* not a whole entry */
+	fr_len -= 4;
+	expect_dead(SUP, -EMSGSIZE, "does not fit the message type");
+	frame_of(IPC_LOGPROBS);
+	fr.h.len = 12; /* shorter than the fixed part */
+	fr_len = sizeof(fr.h) + 12;
+	expect_dead(SUP, -EMSGSIZE, "does not fit the message type");
+	frame_of(IPC_LOGPROBS);
+	fr.h.len = ipc_logprobs_len(IPC_MAX_TOP_LOGPROBS + 1);
+	fr_len = sizeof(fr.h) + fr.h.len;
+	lp->n_top = IPC_MAX_TOP_LOGPROBS + 1;
+	expect_dead(SUP, -EMSGSIZE, "does not fit the message type");
+	frame_of(IPC_LOGPROBS);
+	lp->n_top = IPC_MAX_TOP_LOGPROBS + 1; /* len says 4 */
+	expect_dead(SUP, -EBADMSG, "n_top out of range");
+	frame_of(IPC_LOGPROBS);
+	lp->n_top = 0x20000000u; /* 8 * n_top wraps to 0 */
+	expect_dead(SUP, -EBADMSG, "n_top out of range");
+
+	/* LOGPROBS: values. */
+	frame_of(IPC_LOGPROBS);
+	lp->token = -1;
+	expect_dead(SUP, -EBADMSG, "negative token id");
+	frame_of(IPC_LOGPROBS);
+	lp->logprob = 0.5f;
+	expect_dead(SUP, -EBADMSG, "logprob not <= 0");
+	frame_of(IPC_LOGPROBS);
+	lp->logprob = NAN;
+	expect_dead(SUP, -EBADMSG, "logprob not <= 0");
+	frame_of(IPC_LOGPROBS);
+	lp->logprob = INFINITY;
+	expect_dead(SUP, -EBADMSG, "logprob not <= 0");
+	frame_of(IPC_LOGPROBS);
+	lp->top[1].logprob = 0.01f;
+	expect_dead(SUP, -EBADMSG, "top logprob not <= 0");
+	frame_of(IPC_LOGPROBS);
+	lp->top[2].logprob = NAN;
+	expect_dead(SUP, -EBADMSG, "top logprob not <= 0");
+	frame_of(IPC_LOGPROBS);
+	lp->top[3].token = INT32_MIN;
+	expect_dead(SUP, -EBADMSG, "negative top token");
+	frame_of(IPC_LOGPROBS);
+	lp->top[2].logprob = -1.0f; /* above top[1]'s -1.5 */
+	expect_dead(SUP, -EBADMSG, "not sorted");
+	frame_of(IPC_LOGPROBS);
+	lp->top[3] = (struct ipc_top_logprob){ 2, -2.0f }; /* token 2 twice */
+	expect_dead(SUP, -EBADMSG, "duplicate top token");
+
+	/* The slack above 0 is tiny: rounding, not probabilities above 1. */
+	frame_of(IPC_LOGPROBS);
+	lp->logprob = 1e-5f;
+	assert_int_equal(ipc_validate(WRK, &fr.h, fr.p, &why), 0);
+	lp->logprob = 1e-3f;
+	assert_int_equal(ipc_validate(WRK, &fr.h, fr.p, &why), -EBADMSG);
+}
+
 /* A peer passing file descriptors is a violation; they are not kept open. */
 static void test_ancillary(void **state)
 {
@@ -909,7 +1162,7 @@ static uint64_t rnd(void)
 
 static void test_fuzz(void **state)
 {
-	static const uint32_t fixed_len[] = { 144, 24, 64, 16, 8, 32, 40, 264, 96, 8, 8, 8, 8 };
+	static const uint32_t fixed_len[] = { 144, 24, 80, 16, 8, 32, 40, 264, 96, 8, 8, 8, 8, 16 };
 	unsigned long accepted = 0, rejected = 0;
 	int raw = -1;
 	struct ipc_chan *c = NULL;
@@ -945,6 +1198,8 @@ static void test_fuzz(void **state)
 				len = t >= 1 && t < IPC_TYPE__END ? fixed_len[t - 1] : 8;
 				if (t == IPC_SUBMIT || t == IPC_PROMPT_CHUNK)
 					len += 4 * (uint32_t)(rnd() % 64);
+				if (t == IPC_LOGPROBS)
+					len += 8 * (uint32_t)(rnd() % (IPC_MAX_TOP_LOGPROBS + 2));
 			}
 			fr.h = (struct ipc_hdr){ .magic = IPC_MAGIC,
 						 .version = IPC_VERSION,
@@ -1013,6 +1268,8 @@ int main(void)
 		cmocka_unit_test(test_header_violations),
 		cmocka_unit_test(test_length_violations),
 		cmocka_unit_test(test_payload_violations),
+		cmocka_unit_test(test_bias_logprobs_roundtrip),
+		cmocka_unit_test(test_bias_logprobs_violations),
 		cmocka_unit_test(test_ancillary),
 		cmocka_unit_test(test_send_rejects),
 		cmocka_unit_test(test_peer_close),

@@ -12,6 +12,8 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,14 +98,17 @@ static void run_all(struct eng *e)
 #define N_REQ 32
 #define MAX_PROMPT 120
 #define GEN 12
+#define JOB_TOP 3 /* alternatives of the jobs that ask for logprobs */
 
 struct job {
 	int32_t prompt[MAX_PROMPT];
 	int n_prompt;
 	struct smp_params sp;
 	uint64_t salt;
+	bool logprobs; /* with JOB_TOP alternatives */
 	int32_t want[GEN];
 	int n_want;
+	struct sched_logprob want_lp[GEN][1 + JOB_TOP];
 };
 
 /* Mixed lengths; every third shares a 40-token prefix; every fourth samples. */
@@ -130,6 +135,7 @@ static void make_jobs(struct job *jobs)
 			q->sp.temperature = 0.0f;
 		}
 		q->salt = 42;
+		q->logprobs = j % 2 == 1;
 	}
 }
 
@@ -139,7 +145,9 @@ static uint64_t submit(struct eng *e, const struct job *q)
 				   .n_prompt = q->n_prompt,
 				   .max_tokens = GEN,
 				   .sampling = q->sp,
-				   .salt = q->salt };
+				   .salt = q->salt,
+				   .logprobs = q->logprobs,
+				   .n_top_logprobs = q->logprobs ? JOB_TOP : 0 };
 	uint64_t id;
 
 	assert_int_equal(sched_submit(e->s, &r, clock_ns(), &id), 0);
@@ -179,6 +187,13 @@ static void reference(const char *path, struct job *jobs)
 		assert_int_equal(in->n_gen, GEN);
 		memcpy(jobs[j].want, in->tokens, sizeof(int32_t) * GEN);
 		jobs[j].n_want = in->n_gen;
+		if (jobs[j].logprobs) {
+			assert_non_null(in->logprobs);
+			assert_int_equal(in->n_top, JOB_TOP);
+			memcpy(jobs[j].want_lp, in->logprobs, sizeof(jobs[j].want_lp));
+		} else {
+			assert_null(in->logprobs);
+		}
 		sched_release(e.s, id);
 		/* Alone means alone: drop what the previous request left cached. */
 		kv_pool_drop_cache(sched_pool(e.s));
@@ -208,6 +223,14 @@ static void check_batched(const char *path, struct job *jobs, int batch_tokens, 
 				j, jobs[j].n_prompt,
 				jobs[j].sp.temperature > 0 ? "sampled" : "greedy", batch_tokens,
 				n_blocks, in->n_preempted);
+		/* Logprobs too: recomputation after preemption does not record them twice. */
+		if (jobs[j].logprobs &&
+		    memcmp(in->logprobs, jobs[j].want_lp, sizeof(jobs[j].want_lp)) != 0)
+			fail_msg(
+				"request %d: batched logprobs differ from alone (preempted %d times)",
+				j, in->n_preempted);
+		if (!jobs[j].logprobs)
+			assert_null(in->logprobs);
 		assert_true(in->t_arrival <= in->t_first_sched);
 		assert_true(in->t_first_sched <= in->t_first_token);
 		assert_true(in->t_first_token <= in->t_finish);
@@ -376,13 +399,179 @@ static void test_bad_requests(void **state)
 	tu_rmtree(dir);
 }
 
+/* --- logprobs and logit bias --------------------------------------------------- */
+
+/* Greedy request of n tokens after prompt, with logprobs and k alternatives; its id. */
+static uint64_t submit_lp(struct eng *e, const int32_t *prompt, int n_prompt, int n, int k,
+			  const struct smp_bias *bias, int n_bias)
+{
+	struct sched_request r = { .prompt = prompt,
+				   .n_prompt = n_prompt,
+				   .max_tokens = n,
+				   .sampling = smp_params_default(),
+				   .logprobs = true,
+				   .n_top_logprobs = k };
+	uint64_t id;
+
+	r.sampling.temperature = 0;
+	r.sampling.logit_bias = bias;
+	r.sampling.n_logit_bias = n_bias;
+	assert_int_equal(sched_submit(e->s, &r, clock_ns(), &id), 0);
+	return id;
+}
+
+/*
+ * The log-softmax of one row of logits, computed here the plain way (sort
+ * everything), and compared with what the scheduler recorded for a step.
+ */
+static void check_step(const float *logits, int n_vocab, const struct sched_logprob *lp, int k,
+		       int32_t chosen)
+{
+	static int32_t order[SYNTH_VOCAB_BASE];
+	double max = -INFINITY, sum = 0, lse, mass = 0;
+
+	assert_true(n_vocab <= SYNTH_VOCAB_BASE);
+	for (int v = 0; v < n_vocab; v++)
+		max = fmax(max, (double)logits[v]);
+	for (int v = 0; v < n_vocab; v++)
+		sum += exp((double)logits[v] - max);
+	lse = max + log(sum);
+	/* Insertion sort: descending logit, ascending id among equals. */
+	for (int v = 0; v < n_vocab; v++) {
+		int at = v;
+		while (at > 0 && logits[order[at - 1]] < logits[v])
+			at--;
+		memmove(order + at + 1, order + at, sizeof(int32_t) * (size_t)(v - at));
+		order[at] = v;
+	}
+	assert_int_equal(lp[0].token, chosen);
+	assert_true(lp[0].logprob <= 0.0f);
+	assert_true(fabs((double)lp[0].logprob - ((double)logits[chosen] - lse)) < 1e-4);
+	for (int i = 0; i < k; i++) {
+		const struct sched_logprob *t = &lp[1 + i];
+		assert_true(t->logprob <= 0.0f && isfinite(t->logprob));
+		if (i > 0)
+			assert_true(t->logprob <= lp[i].logprob);
+		assert_int_equal(t->token, order[i]);
+		assert_true(fabs((double)t->logprob - ((double)logits[order[i]] - lse)) < 1e-4);
+		mass += exp((double)t->logprob);
+	}
+	assert_true(mass <= 1.0 + 1e-5);
+}
+
+static void test_logprobs(void **state)
+{
+	enum { N = 10, K = 5, NP = 9 };
+	char *dir, *path = model_path(&dir);
+	static float logits[SYNTH_VOCAB_BASE];
+	int32_t prompt[NP + N];
+	struct eng e, ref;
+	struct llm_seq seq;
+	uint64_t id, plain;
+	struct sched_request bad = {
+		.prompt = prompt, .n_prompt = NP, .max_tokens = 4, .sampling = smp_params_default()
+	};
+
+	(void)state;
+	for (int i = 0; i < NP; i++)
+		prompt[i] = (int32_t)((i * 29 + 7) % 354);
+	eng_open(&e, path, GGML_TYPE_F16, 64, 4, 0, 1);
+	eng_open(&ref, path, GGML_TYPE_F16, 64, 4, 0, 1);
+	int n_vocab = (int)e.m->n_vocab;
+
+	/* Logprobs without alternatives; requests that did not ask carry none; bad counts. */
+	plain = submit_lp(&e, prompt, NP, N, 0, NULL, 0);
+	run_all(&e);
+	assert_non_null(sched_get(e.s, plain)->logprobs);
+	assert_int_equal(sched_get(e.s, plain)->n_top, 0);
+	assert_int_equal(sched_token_logprobs(sched_get(e.s, plain), 3)[0].token,
+			 sched_get(e.s, plain)->tokens[3]);
+	sched_release(e.s, plain);
+	bad.n_top_logprobs = 2; /* without logprobs */
+	assert_int_equal(sched_submit(e.s, &bad, 0, &id), -EINVAL);
+	bad.logprobs = true;
+	bad.n_top_logprobs = SCHED_MAX_TOP_LOGPROBS + 1;
+	assert_int_equal(sched_submit(e.s, &bad, 0, &id), -EINVAL);
+	bad.n_top_logprobs = -1;
+	assert_int_equal(sched_submit(e.s, &bad, 0, &id), -EINVAL);
+	bad.n_top_logprobs = 0;
+	bad.logprobs = false;
+	assert_int_equal(sched_submit(e.s, &bad, 0, &id), 0);
+	run_all(&e);
+	assert_null(sched_get(e.s, id)->logprobs);
+	assert_null(sched_token_logprobs(sched_get(e.s, id), 0));
+	sched_release(e.s, id);
+
+	/* Greedy with K alternatives, against a direct forward pass of the same model. */
+	id = submit_lp(&e, prompt, NP, N, K, NULL, 0);
+	run_all(&e);
+	const struct sched_info *in = sched_get(e.s, id);
+	assert_int_equal(in->n_gen, N);
+	assert_int_equal(in->n_top, K);
+	memcpy(prompt + NP, in->tokens, sizeof(int32_t) * N);
+	assert_int_equal(llm_seq_init(&seq, ref.llm), 0);
+	assert_int_equal(llm_seq_eval(&seq, prompt, NP, logits, NULL), 0);
+	for (int i = 0; i < N; i++) {
+		const struct sched_logprob *lp = sched_token_logprobs(in, i);
+		/* Temperature 0: the top alternative is the token chosen. */
+		assert_int_equal(lp[1].token, in->tokens[i]);
+		assert_true(lp[1].logprob == lp[0].logprob);
+		check_step(logits, n_vocab, lp, K, in->tokens[i]);
+		if (i + 1 < N)
+			assert_int_equal(llm_seq_eval(&seq, &in->tokens[i], 1, logits, NULL), 0);
+	}
+	llm_seq_free(&seq);
+
+	/* Banning the greedy first token: the runner-up comes out, its raw logprob reported. */
+	int32_t first = in->tokens[0];
+	struct sched_logprob second = sched_token_logprobs(in, 0)[2];
+	struct smp_bias ban = { .token = first, .bias = -INFINITY };
+	uint64_t ib = submit_lp(&e, prompt, NP, N, K, &ban, 1);
+	run_all(&e);
+	const struct sched_info *bi = sched_get(e.s, ib);
+	assert_int_equal(bi->n_gen, N);
+	assert_int_not_equal(bi->tokens[0], first);
+	assert_int_equal(bi->tokens[0], second.token);
+	assert_true(sched_token_logprobs(bi, 0)[0].logprob == second.logprob);
+	for (int i = 0; i < N; i++)
+		assert_int_not_equal(bi->tokens[i], first);
+	/* Logprobs stay the model's: step 0 saw the same logits with and without the bias. */
+	assert_memory_equal(sched_token_logprobs(bi, 0) + 1, sched_token_logprobs(in, 0) + 1,
+			    sizeof(struct sched_logprob) * K);
+
+	/* +100 on a token the model does not favour: it comes out at every step. */
+	int32_t t = (first + 100) % 354;
+	struct smp_bias push = { .token = t, .bias = 100.0f };
+	uint64_t ip = submit_lp(&e, prompt, NP, N, K, &push, 1);
+	run_all(&e);
+	const struct sched_info *pi = sched_get(e.s, ip);
+	assert_int_equal(pi->n_gen, N);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(pi->tokens[i], t);
+		assert_true(sched_token_logprobs(pi, i)[0].logprob < 0.0f);
+	}
+	assert_true(sched_token_logprobs(pi, 0)[0].logprob <
+		    sched_token_logprobs(in, 0)[0].logprob);
+
+	/* A bias outside the vocabulary is refused. */
+	struct smp_bias oov = { .token = n_vocab, .bias = 1.0f };
+	bad.sampling.logit_bias = &oov;
+	bad.sampling.n_logit_bias = 1;
+	assert_int_equal(sched_submit(e.s, &bad, 0, &id), -EINVAL);
+
+	sched_release(e.s, id);
+	eng_close(&ref);
+	eng_close(&e);
+	free(path);
+	tu_rmtree(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_batch_invariance),
-		cmocka_unit_test(test_prefix_cache),
-		cmocka_unit_test(test_stories_batched),
-		cmocka_unit_test(test_bad_requests),
+		cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_prefix_cache),
+		cmocka_unit_test(test_stories_batched),	 cmocka_unit_test(test_bad_requests),
+		cmocka_unit_test(test_logprobs),
 	};
 	return cmocka_run_group_tests_name("sched", tests, NULL, NULL);
 }

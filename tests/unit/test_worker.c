@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -68,7 +69,14 @@ struct stream {
 	bool last_seen, done, error;
 	uint32_t last_finish;
 	int32_t error_code;
+	char error_msg[IPC_ERRMSG_MAX];
 	struct ipc_done d;
+	/* Logprobs: asked for (with want_top alternatives), and what came per index. */
+	bool want_lp, lp_pending; /* a LOGPROBS arrived, its TOKEN not yet */
+	uint32_t want_top;
+	float lp[MAX_GEN];		      /* the sampled token's logprob */
+	struct ipc_top_logprob top0[MAX_GEN]; /* the first alternative (when want_top > 0) */
+	struct ipc_top_logprob top1[MAX_GEN]; /* the second (when want_top > 1) */
 };
 
 static int32_t n_vocab_model;
@@ -218,6 +226,37 @@ static void sup_submit(struct sup *s, uint64_t rid, const int32_t *prompt, uint3
 	}
 }
 
+/* A greedy request with logprobs (flags, n_top) and logit bias, the prompt in one SUBMIT. */
+static void sup_submit_lp(struct sup *s, uint64_t rid, const int32_t *prompt, uint32_t n,
+			  uint32_t max_tokens, uint32_t flags, uint32_t n_top,
+			  const struct ipc_bias *bias, uint32_t n_bias, uint32_t first)
+{
+	memset(&s->sub, 0, IPC_SUBMIT_FIXED);
+	s->sub.sampling = (struct ipc_sampling){ .top_p = 1.0f, .repeat_penalty = 1.0f };
+	s->sub.max_tokens = max_tokens;
+	s->sub.n_prompt = n;
+	s->sub.n_tokens = first < n ? first : n;
+	s->sub.logprobs_flags = flags;
+	s->sub.n_top = n_top;
+	s->sub.n_bias = n_bias;
+	memcpy(s->sub.tokens, prompt, 4 * s->sub.n_tokens);
+	memcpy(ipc_submit_bias_mut(&s->sub), bias, sizeof(*bias) * n_bias);
+	assert_int_equal(
+		ipc_send(s->ch, IPC_SUBMIT, rid, &s->sub, ipc_submit_len2(s->sub.n_tokens, n_bias)),
+		0);
+	for (uint32_t off = s->sub.n_tokens; off < n; off += 3) {
+		uint32_t k = n - off < 3 ? n - off : 3;
+
+		memset(&s->chunk, 0, IPC_CHUNK_FIXED);
+		s->chunk.n_prompt = n;
+		s->chunk.offset = off;
+		s->chunk.n_tokens = k;
+		memcpy(s->chunk.tokens, prompt + off, 4 * k);
+		assert_int_equal(
+			ipc_send(s->ch, IPC_PROMPT_CHUNK, rid, &s->chunk, ipc_chunk_len(k)), 0);
+	}
+}
+
 static void sup_send(struct sup *s, enum ipc_type type, uint64_t rid, const void *p, uint32_t len)
 {
 	assert_int_equal(ipc_send(s->ch, type, rid, p, len), 0);
@@ -239,9 +278,38 @@ static struct stream *stream_add(struct stream *st, int n_st, const struct ipc_m
 			 (unsigned long long)m->hdr.req_id);
 	assert_false(x->done);
 	switch (m->hdr.type) {
+	case IPC_LOGPROBS: {
+		const struct ipc_logprobs *l = &m->u.logprobs;
+
+		assert_true(x->want_lp);
+		assert_false(x->lp_pending);
+		assert_false(x->last_seen);
+		assert_int_equal(l->index, x->n); /* the TOKEN that follows */
+		assert_int_equal(l->n_top, x->want_top);
+		assert_int_equal(m->hdr.len, ipc_logprobs_len(l->n_top));
+		assert_true(l->logprob <= 0.0f && isfinite(l->logprob));
+		for (uint32_t i = 0; i < l->n_top; i++) {
+			assert_true(l->top[i].token >= 0 && l->top[i].token < n_vocab_model);
+			if (i > 0)
+				assert_true(l->top[i].logprob <= l->top[i - 1].logprob);
+		}
+		x->lp[x->n] = l->logprob;
+		if (l->n_top > 0)
+			x->top0[x->n] = l->top[0];
+		if (l->n_top > 1)
+			x->top1[x->n] = l->top[1];
+		x->tokens[x->n] = l->token; /* the TOKEN must agree */
+		x->lp_pending = true;
+		break;
+	}
 	case IPC_TOKEN: {
 		const struct ipc_token *t = &m->u.token;
 
+		/* LOGPROBS right before each TOKEN exactly when asked, same index and token. */
+		assert_int_equal(x->lp_pending, x->want_lp);
+		if (x->want_lp)
+			assert_int_equal(t->token, x->tokens[x->n]);
+		x->lp_pending = false;
 		assert_false(x->last_seen);
 		assert_false(x->error);
 		assert_int_equal(t->index, x->n); /* in order, no gaps */
@@ -262,8 +330,10 @@ static struct stream *stream_add(struct stream *st, int n_st, const struct ipc_m
 		assert_false(x->error);
 		x->error = true;
 		x->error_code = m->u.error.code;
+		snprintf(x->error_msg, sizeof(x->error_msg), "%s", m->u.error.msg);
 		break;
 	case IPC_DONE:
+		assert_false(x->lp_pending);
 		x->done = true;
 		x->d = m->u.done;
 		/* Sent right after the step that finished it, not at the next timer. */
@@ -605,6 +675,74 @@ static void test_bad_token_fails_one_request(void **state)
 	free(st);
 }
 
+/* Logit bias and logprobs over the wire, beside a request that asked for neither. */
+static void test_bias_and_logprobs(void **state)
+{
+	worker_set_step_delay_us(0);
+	struct sup *s = sup_start(cfg_text);
+	struct stream *st = calloc(4, sizeof(*st));
+	int32_t prompt[12], want[MAX_GEN];
+	enum { GEN = 12 };
+
+	sup_handshake(s);
+	make_prompt(prompt, 12, 21);
+	int k = ref_greedy(prompt, 12, GEN, want);
+	assert_true(k >= 1);
+	int32_t g0 = want[0];
+	/* A token to push: not the greedy one, not an end-of-generation token. */
+	int32_t push = (g0 + 97) % n_vocab_model;
+	while (tok_is_eog(ref.tok, push) || push == g0)
+		push = (push + 1) % n_vocab_model;
+
+	struct ipc_bias ban[2] = { { g0, -INFINITY }, { (g0 + 1) % n_vocab_model, -5.0f } };
+	struct ipc_bias up = { push, 100.0f };
+	struct ipc_bias oov[2] = { { 3, 1.0f }, { n_vocab_model + 7, -1.0f } };
+
+	st[0] = (struct stream){ .rid = 201, .want_lp = true, .want_top = 4 };
+	st[1] = (struct stream){ .rid = 202, .want_lp = true, .want_top = 0 };
+	st[2] = (struct stream){ .rid = 203, .want_lp = true, .want_top = 2 };
+	st[3] = (struct stream){ .rid = 204 };
+	sup_submit_lp(s, 201, prompt, 12, GEN, IPC_SUBMIT_LOGPROBS, 4, ban, 2, 12);
+	sup_submit_lp(s, 202, prompt, 12, GEN, IPC_SUBMIT_LOGPROBS, 0, &up, 1, 4); /* + chunks */
+	sup_submit_lp(s, 203, prompt, 12, GEN, IPC_SUBMIT_LOGPROBS, 2, oov, 2, 12);
+	sup_submit(s, 204, prompt, 12, GEN, 12, 0);
+	sup_collect(s, st, 4);
+
+	/* The ban: the greedy token never comes; logprobs are the model's, before the bias. */
+	assert_true(st[0].done && !st[0].error);
+	assert_true(st[0].n >= 1);
+	for (int i = 0; i < st[0].n; i++)
+		assert_int_not_equal(st[0].tokens[i], g0);
+	assert_int_equal(st[0].top0[0].token, g0);
+	assert_int_equal(st[0].tokens[0], st[0].top1[0].token);
+	assert_true(st[0].lp[0] == st[0].top1[0].logprob);
+	assert_true(st[0].top0[0].logprob > st[0].lp[0]);
+
+	/* +100 (the prompt reassembled from chunks kept its bias): the pushed token throughout. */
+	assert_true(st[1].done && !st[1].error);
+	assert_int_equal(st[1].n, GEN);
+	for (int i = 0; i < GEN; i++)
+		assert_int_equal(st[1].tokens[i], push);
+	assert_true(st[1].lp[0] < 0.0f);
+
+	/* A bias token outside the vocabulary: ERROR naming it, DONE(ERROR), no tokens. */
+	assert_true(st[2].error);
+	assert_int_equal(st[2].error_code, -EINVAL);
+	assert_int_equal(st[2].d.finish, IPC_FINISH_ERROR);
+	assert_int_equal(st[2].n, 0);
+	char name[32];
+	snprintf(name, sizeof(name), "%d", n_vocab_model + 7);
+	if (!strstr(st[2].error_msg, name) || !strstr(st[2].error_msg, "logit_bias"))
+		fail_msg("error '%s' does not name bias token %s", st[2].error_msg, name);
+
+	/* The plain one is untouched: no LOGPROBS (stream_add checks), the reference tokens. */
+	check_against_ref(&st[3], prompt, 12, GEN);
+
+	shutdown_now(s);
+	sup_free(s);
+	free(st);
+}
+
 static void test_drain(void **state)
 {
 	/* 2 ms per step: the requests are still running when the test acts. */
@@ -727,6 +865,7 @@ int main(void)
 		cmocka_unit_test(test_cancel_frees_kv),
 		cmocka_unit_test(test_eight_concurrent),
 		cmocka_unit_test(test_bad_token_fails_one_request),
+		cmocka_unit_test(test_bias_and_logprobs),
 		cmocka_unit_test(test_drain),
 		cmocka_unit_test(test_shutdown_now_cancels),
 		cmocka_unit_test(test_drain_deadline),
