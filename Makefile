@@ -71,7 +71,7 @@ ALL_CFLAGS += -DDUET_HAVE_CUDA=$(HAVE_CUDA) -DDUET_HAVE_NCCL=$(HAVE_NCCL) -DDUET
 # ---------------------------------------------------------------------------
 DEPS_BUILD := gcc:compiler make:build-tool libconfig-dev:configuration-parser libjansson-dev:JSON \
 	      libmicrohttpd-dev:HTTP-server
-DEPS_TEST  := libcmocka-dev:unit-tests curl:API-tests
+DEPS_TEST  := libcmocka-dev:unit-tests curl:API-tests jq:JSON-checks-in-tests
 DEPS_FUZZ  := clang:libFuzzer-targets libclang-rt-14-dev:libFuzzer-runtime
 
 # ---------------------------------------------------------------------------

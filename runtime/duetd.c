@@ -71,8 +71,8 @@ static int load_config(const char *path, struct duet_config *cfg)
 	ret = cfg_load_file(path, cfg, &errs);
 	if (ret) {
 		cfg_errors_print(stderr, &errs);
-		log_error("config", "%s: %u error(s); not starting", path,
-			  errs.count + errs.dropped);
+		log_error("config", "%s: %u error(s), the first: %s", path,
+			  errs.count + errs.dropped, errs.count ? errs.msg[0] : "?");
 	}
 	return ret;
 }
@@ -184,6 +184,15 @@ static int run_worker(const char *config_path, const char *part, const char *fda
 	if ((unsigned)idx < cfg.n_partitions) {
 		snprintf(ident, sizeof(ident), "duetd[%s]", cfg.partitions[idx].name);
 		duet_log_set_ident(ident);
+	}
+	/* Testing only: slow every step down so that tests can act on a request in flight. */
+	if (getenv("DUET_TEST_STEP_DELAY_US")) {
+		unsigned long us = strtoul(getenv("DUET_TEST_STEP_DELAY_US"), NULL, 10);
+
+		if (us && us <= 1000000) {
+			log_warn("worker", "DUET_TEST_STEP_DELAY_US: every step waits %lu us (testing)", us);
+			worker_set_step_delay_us((unsigned)us);
+		}
 	}
 	return worker_run((int)fd, &cfg, (int)idx);
 }

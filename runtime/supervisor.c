@@ -574,9 +574,12 @@ static void on_token(struct sup *S, struct sup_worker *w, uint64_t id, const str
 		r->finish = finish_of(t->finish);
 	if (!r->resp)
 		return;
-	/* The end-of-generation token itself is not text. */
-	if ((t->flags & IPC_TOK_LAST) && t->finish == IPC_FINISH_EOG)
+	/* The end-of-generation token itself is not text (nor a logprobs entry). */
+	if ((t->flags & IPC_TOK_LAST) && t->finish == IPC_FINISH_EOG) {
+		if (r->n_lp > r->lp_sent && r->lp[r->n_lp - 1].token == t->token)
+			r->n_lp--;
 		return;
+	}
 	n = tok_stream_push(S->tok, &r->ts, t->token, S->piece, S->piece_cap);
 	if (n > 0 && sup_buf_append(&r->text, S->piece, (size_t)n) != 0)
 		return;
@@ -588,6 +591,34 @@ static void on_token(struct sup *S, struct sup_worker *w, uint64_t id, const str
 	}
 	if (r->resp->streaming)
 		req_emit_safe(S, r);
+}
+
+/* Comes just before the TOKEN of the same index; kept until the token's text is sent. */
+static void on_logprobs(struct sup *S, struct sup_worker *w, uint64_t id,
+			const struct ipc_logprobs *l)
+{
+	struct sup_req *r = req_find(S, id);
+	struct oai_logprob *e;
+
+	if (!r || r->worker != w->idx || r->done || r->stopped || !r->resp || !r->resp->logprobs)
+		return;
+	if (r->n_lp == r->cap_lp) {
+		size_t cap = r->cap_lp ? r->cap_lp * 2 : 16;
+		struct oai_logprob *lp = duet_realloc(r->lp, cap * sizeof(*lp));
+
+		if (!lp)
+			return; /* the answer lacks this entry rather than failing */
+		r->lp = lp;
+		r->cap_lp = cap;
+	}
+	e = &r->lp[r->n_lp++];
+	e->token = l->token;
+	e->logprob = l->logprob;
+	e->n_top = l->n_top < OAI_MAX_TOP_LOGPROBS ? l->n_top : OAI_MAX_TOP_LOGPROBS;
+	for (uint32_t k = 0; k < e->n_top; k++) {
+		e->top[k].token = l->top[k].token;
+		e->top[k].logprob = l->top[k].logprob;
+	}
 }
 
 static void on_done(struct sup *S, struct sup_worker *w, uint64_t id, const struct ipc_done *d)
@@ -716,6 +747,9 @@ static void worker_readable(struct sup *S, struct sup_worker *w)
 		case IPC_STATS:
 			on_stats(S, w, &m->u.stats);
 			break;
+		case IPC_LOGPROBS:
+			on_logprobs(S, w, m->hdr.req_id, &m->u.logprobs);
+			break;
 		default:
 			break;
 		}
@@ -745,7 +779,10 @@ static int submit_send(struct sup *S, struct sup_worker *w, struct sup_req *r,
 {
 	struct ipc_submit *sub = S->submit;
 	const struct oai_sampling *sp = &p->sampling;
-	uint32_t first = n < IPC_SUBMIT_MAX_TOKENS ? (uint32_t)n : IPC_SUBMIT_MAX_TOKENS;
+	/* Bias entries share the SUBMIT with the first tokens (8 bytes each). */
+	uint32_t room = IPC_SUBMIT_MAX_TOKENS - 2u * (uint32_t)sp->n_logit_bias;
+	uint32_t first = n < room ? (uint32_t)n : room;
+	struct ipc_bias *bias;
 	int ret;
 
 	memset(sub, 0, IPC_SUBMIT_FIXED);
@@ -763,8 +800,16 @@ static int submit_send(struct sup *S, struct sup_worker *w, struct sup_req *r,
 	sub->max_tokens = p->max_tokens;
 	sub->n_prompt = (uint32_t)n;
 	sub->n_tokens = first;
+	if (r->resp && r->resp->logprobs) {
+		sub->logprobs_flags = IPC_SUBMIT_LOGPROBS;
+		sub->n_top = r->resp->logprobs - 1;
+	}
 	memcpy(sub->tokens, ids, first * sizeof(int32_t));
-	ret = ipc_send(w->ch, IPC_SUBMIT, r->id, sub, ipc_submit_len(first));
+	sub->n_bias = (uint32_t)sp->n_logit_bias;
+	bias = ipc_submit_bias_mut(sub);
+	for (size_t i = 0; i < sp->n_logit_bias; i++)
+		bias[i] = (struct ipc_bias){ sp->logit_bias[i].token, sp->logit_bias[i].bias };
+	ret = ipc_send(w->ch, IPC_SUBMIT, r->id, sub, ipc_submit_len2(first, sub->n_bias));
 	for (size_t off = first; !ret && off < n;) {
 		struct ipc_prompt_chunk *c = (struct ipc_prompt_chunk *)S->submit;
 		uint32_t k =
@@ -931,10 +976,13 @@ static void start_generation(struct sup *S, const struct http_req *req, struct h
 			      S->n_resps);
 		goto error;
 	}
-	if (p->sampling.n_logit_bias) {
-		oai_error_set(&e, 400, "UNSUPPORTED", "logit_bias",
-			      "logit_bias: not supported yet");
-		goto error;
+	for (size_t i = 0; i < p->sampling.n_logit_bias; i++) {
+		if ((uint32_t)p->sampling.logit_bias[i].token >= S->n_vocab) {
+			oai_error_set(&e, 400, "BADPARAM", "logit_bias",
+				      "logit_bias: token %" PRId32 " is outside the vocabulary (%u)",
+				      p->sampling.logit_bias[i].token, S->n_vocab);
+			goto error;
+		}
 	}
 	if (n == 0) {
 		oai_error_set(&e, 400, "BADPARAM", "prompt", "prompt: empty after tokenization");
