@@ -589,8 +589,15 @@ static void on_token(struct sup *S, struct sup_worker *w, uint64_t id, const str
 		sup_send_cancel(S, r, IPC_CANCEL_STOP);
 		return;
 	}
-	if (r->resp->streaming)
+	if (r->resp->streaming) {
+		size_t before = r->sent;
+
 		req_emit_safe(S, r);
+		/* Both ends use CLOCK_MONOTONIC on this host. */
+		if (r->sent > before && r->resp->s && t->t_ns && now >= t->t_ns)
+			met_observe(S->met, MET_TOKEN_DELIVERY, w->series,
+				    (double)(sup_now_ns() - t->t_ns) / 1e9);
+	}
 }
 
 /* Comes just before the TOKEN of the same index; kept until the token's text is sent. */
@@ -637,6 +644,14 @@ static void on_done(struct sup *S, struct sup_worker *w, uint64_t id, const stru
 		met_add(S->met, MET_GENERATION_TOKENS, w->series, d->n_generated);
 		met_add(S->met, MET_PREEMPTIONS, w->series, d->n_preempted);
 		met_observe(S->met, MET_E2E, w->series, (double)(now - r->t_submit_ns) / 1e9);
+		/* The worker's clock: waiting for a step, then the prompt until the first token. */
+		if (d->t_sched_ns >= d->t_arrival_ns && d->t_arrival_ns) {
+			met_observe(S->met, MET_QUEUE_TIME, w->series,
+				    (double)(d->t_sched_ns - d->t_arrival_ns) / 1e9);
+			if (d->t_first_ns >= d->t_sched_ns)
+				met_observe(S->met, MET_PREFILL_TIME, w->series,
+					    (double)(d->t_first_ns - d->t_sched_ns) / 1e9);
+		}
 		if (r->t_first_ns) {
 			met_observe(S->met, MET_TTFT, w->series,
 				    (double)(r->t_first_ns - r->t_submit_ns) / 1e9);

@@ -194,6 +194,8 @@ static void send_done(struct worker *w, uint64_t id, enum ipc_finish finish, uin
 		d.n_preempted = (uint32_t)in->n_preempted;
 		d.t_first_ns = in->t_first_token;
 		d.t_done_ns = in->t_finish ? in->t_finish : d.t_done_ns;
+		d.t_arrival_ns = in->t_arrival;
+		d.t_sched_ns = in->t_first_sched;
 	}
 	send_frame(w, IPC_DONE, id, &d, sizeof(d));
 }

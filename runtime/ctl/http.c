@@ -651,6 +651,15 @@ static void http_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
 	http_x_free(x);
 }
 
+/* Adds a header line's size ("name: value\r\n") to *cls. */
+static enum MHD_Result http_count_bytes(void *cls, enum MHD_ValueKind kind, const char *key,
+					const char *value)
+{
+	(void)kind;
+	*(size_t *)cls += strlen(key) + (value ? strlen(value) : 0) + 4;
+	return MHD_YES;
+}
+
 /* First call for a request: headers are in.  Limits before any allocation for the body. */
 static enum MHD_Result http_begin(struct http_server *srv, struct MHD_Connection *mc,
 				  void **req_cls)
@@ -660,6 +669,7 @@ static enum MHD_Result http_begin(struct http_server *srv, struct MHD_Connection
 	struct http_stream *x;
 	const char *cl;
 	unsigned long long len = 0;
+	size_t head;
 	char *end;
 	int n;
 
@@ -685,6 +695,13 @@ static enum MHD_Result http_begin(struct http_server *srv, struct MHD_Connection
 		x->rejected = true;
 		return http_queue_now(x, 431, "TOOBIG", "more than %u header lines",
 				      srv->cfg.max_headers);
+	}
+	head = 0;
+	MHD_get_connection_values(mc, MHD_HEADER_KIND, http_count_bytes, &head);
+	if (head > srv->cfg.max_header_bytes) {
+		x->rejected = true;
+		return http_queue_now(x, 431, "TOOBIG", "request head of %zu bytes is over the limit of %zu",
+				      head, srv->cfg.max_header_bytes);
 	}
 	cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (cl) {

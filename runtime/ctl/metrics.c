@@ -41,6 +41,11 @@ static const double met_req_bounds[] = {
 	0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0,
 	30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
 };
+/* Duet's own: the API path's share of a token's latency, 10 us .. 1 s. */
+static const double met_delivery_bounds[] = {
+	0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005,
+	0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
+};
 /* clang-format on */
 
 #define MET_NB(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -203,6 +208,15 @@ static const struct met_family_desc met_table[MET_N_FAMILIES] = {
 		.help = "Time from first scheduled to the first token.",
 		.bounds = met_req_bounds,
 		.n_bounds = MET_NB(met_req_bounds),
+	},
+	[MET_TOKEN_DELIVERY] = {
+		.name = "duet_token_delivery_seconds",
+		.type = MET_HISTOGRAM,
+		.labels = MET_LABELS_PART,
+		.unit = "seconds",
+		.help = "Time from a token being sampled in the worker to its stream frame being written by the supervisor.",
+		.bounds = met_delivery_bounds,
+		.n_bounds = MET_NB(met_delivery_bounds),
 	},
 	[MET_DECODE_TIME] = {
 		.name = "duet_request_decode_time_seconds",

@@ -81,6 +81,7 @@ enum met_family {
 	MET_QUEUE_TIME,		  /* histogram, seconds */
 	MET_PREFILL_TIME,	  /* histogram, seconds */
 	MET_DECODE_TIME,	  /* histogram, seconds */
+	MET_TOKEN_DELIVERY,	  /* histogram, seconds: token sampled -> its SSE frame written */
 	MET_N_FAMILIES
 };
 

@@ -248,7 +248,7 @@ struct ipc_token {
 };
 static_assert(sizeof(struct ipc_token) == 32, "ipc_token wire size");
 
-/* DONE: 40 bytes.  req_id != 0. */
+/* DONE: 56 bytes.  req_id != 0.  Times: the worker's CLOCK_MONOTONIC ns. */
 struct ipc_done {
 	uint32_t finish;      /* enum ipc_finish, != IPC_FINISH_NONE */
 	uint32_t n_prompt;    /* prompt tokens */
@@ -258,8 +258,10 @@ struct ipc_done {
 	uint32_t reserved;    /* 0 */
 	uint64_t t_first_ns;  /* first token sampled (0: none) */
 	uint64_t t_done_ns;   /* finished */
+	uint64_t t_arrival_ns; /* the request reached the scheduler (0: never) */
+	uint64_t t_sched_ns;   /* first scheduled into a step (0: never) */
 };
-static_assert(sizeof(struct ipc_done) == 40, "ipc_done wire size");
+static_assert(sizeof(struct ipc_done) == 56, "ipc_done wire size");
 
 /* ERROR: 264 bytes.  req_id: the failed request, or 0 for the worker itself. */
 struct ipc_error {

@@ -818,17 +818,28 @@ static double acc_sd(const struct stat_acc *a)
 	return a->n > 1 ? sqrt(fmax(0, (a->sq - a->n * m * m) / (a->n - 1))) : 0;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
 /* Like llama-bench: ppP (prompt of P random tokens) and tgN (N single-token steps). */
 static int bench(struct engine *e, const struct opts *o)
 {
 	struct stat_acc pp = { 0 }, tg = { 0 };
 	int32_t *ids = malloc(sizeof(int32_t) * (size_t)(o->bench_p > 0 ? o->bench_p : 1));
+	double *pp_ms = calloc((size_t)o->reps + 1, sizeof(double)); /* for the percentiles */
 	uint64_t x = 0x9E3779B97F4A7C15ull;
 	char desc[256];
 	int ret = 0;
 
-	if (!ids)
+	if (!ids || !pp_ms) {
+		free(ids);
+		free(pp_ms);
 		return -ENOMEM;
+	}
 	if (o->bench_p + o->n_predict > llm_n_ctx(e->llm)) {
 		log_error("generate", "--bench: %d + %d tokens exceed the context of %d",
 			  o->bench_p, o->n_predict, llm_n_ctx(e->llm));
@@ -848,8 +859,10 @@ static int bench(struct engine *e, const struct opts *o)
 			double t0 = now_ms();
 			ret = llm_seq_eval(&e->seq, ids, o->bench_p, e->logits, NULL);
 			double dt = now_ms() - t0;
-			if (r >= 0)
+			if (r >= 0) {
 				acc_add(&pp, o->bench_p / (dt / 1e3));
+				pp_ms[r] = dt;
+			}
 		}
 		if (ret == 0 && o->n_predict > 0) {
 			int32_t tok = (int32_t)(ids[0] % e->n_vocab);
@@ -871,8 +884,10 @@ static int bench(struct engine *e, const struct opts *o)
 	free(ids);
 	if (ret) {
 		log_error("generate", "--bench failed: %s", duet_strerror(ret));
+		free(pp_ms);
 		return ret;
 	}
+	qsort(pp_ms, (size_t)o->reps, sizeof(double), cmp_double);
 	backend_describe(e->be, desc, sizeof(desc));
 	double wbytes = (double)e->m->weight_bytes;
 	if (o->json) {
@@ -883,9 +898,10 @@ static int bench(struct engine *e, const struct opts *o)
 		batch_json_str(stdout, desc, strlen(desc));
 		printf(", \"threads\": %d, \"reps\": %d, \"pp_tokens\": %d, \"pp_tokens_per_s\": %.2f, "
 		       "\"pp_sd\": %.2f, \"tg_tokens\": %d, \"tg_tokens_per_s\": %.2f, \"tg_sd\": %.2f, "
-		       "\"tg_weight_gb_per_s\": %.2f}\n",
+		       "\"tg_weight_gb_per_s\": %.2f, \"pp_ms_p50\": %.4f, \"pp_ms_p99\": %.4f}\n",
 		       o->threads, o->reps, o->bench_p, acc_mean(&pp), acc_sd(&pp), o->n_predict,
-		       acc_mean(&tg), acc_sd(&tg), acc_mean(&tg) * wbytes / 1e9);
+		       acc_mean(&tg), acc_sd(&tg), acc_mean(&tg) * wbytes / 1e9,
+		       pp_ms[(o->reps - 1) / 2], pp_ms[(o->reps * 99 + 99) / 100 - 1]);
 	} else {
 		printf("| model | weights | backend | test | tokens/s |\n");
 		printf("|---|---|---|---|---|\n");
@@ -898,6 +914,7 @@ static int bench(struct engine *e, const struct opts *o)
 			       e->m->name, ggml_type_name(e->m->wtype), desc, o->n_predict,
 			       acc_mean(&tg), acc_sd(&tg), acc_mean(&tg) * wbytes / 1e9);
 	}
+	free(pp_ms);
 	return 0;
 }
 

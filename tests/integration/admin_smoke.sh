@@ -236,8 +236,10 @@ result $? "reload applies slo, names partitions as needing a restart; a broken f
 req "$api" GET /metrics >"$tmp/metrics.txt"
 grep -q '^duet_prefix_cache_queries_total{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt" &&
 	grep -q '^duet_time_to_first_token_seconds_count{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt" &&
-	grep -q '^duet_request_decode_time_seconds_count{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt"
-result $? "/metrics counts prefix-cache queries and observes TTFT and decode time" "$tmp/metrics.txt"
+	grep -q '^duet_request_decode_time_seconds_count{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt" &&
+	grep -q '^duet_request_queue_time_seconds_count{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt" &&
+	grep -q '^duet_request_prefill_time_seconds_count{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt"
+result $? "/metrics counts prefix-cache queries and observes TTFT, queue, prefill and decode times" "$tmp/metrics.txt"
 
 # 13. POST /admin/shutdown: 202, drain, exit 0, sockets gone, no [alert].
 req "$adm" POST /admin/shutdown >"$tmp/shutdown.json"

@@ -1162,7 +1162,7 @@ static uint64_t rnd(void)
 
 static void test_fuzz(void **state)
 {
-	static const uint32_t fixed_len[] = { 144, 24, 80, 16, 8, 32, 40, 264, 96, 8, 8, 8, 8, 16 };
+	static const uint32_t fixed_len[] = { 144, 24, 80, 16, 8, 32, 56, 264, 96, 8, 8, 8, 8, 16 };
 	unsigned long accepted = 0, rejected = 0;
 	int raw = -1;
 	struct ipc_chan *c = NULL;

@@ -524,7 +524,10 @@ static const char empty_text[] =
 	"# HELP duet_request_prefill_time_seconds Time from first scheduled to the first token.\n"
 	"# TYPE duet_request_prefill_time_seconds histogram\n"
 	"# HELP duet_request_decode_time_seconds Time from the first token to the last.\n"
-	"# TYPE duet_request_decode_time_seconds histogram\n";
+	"# TYPE duet_request_decode_time_seconds histogram\n"
+	"# HELP duet_token_delivery_seconds Time from a token being sampled in the worker to its "
+	"stream frame being written by the supervisor.\n"
+	"# TYPE duet_token_delivery_seconds histogram\n";
 
 static void test_empty_exact(void **state)
 {
@@ -661,8 +664,8 @@ static void test_small_exact(void **state)
 			prev = at;
 		}
 	}
-	/* up, build_info; per series 7 gauges, 6 counters + 4 reasons, histograms 25 + 22 + 4 * 24 */
-	assert_int_equal(validate(text), 2 + 2 * (17 + 25 + 22 + 24 * 4));
+	/* up, build_info; per series 7 gauges, 6 counters + 4 reasons, histograms 25 + 22 + 4 * 24 + 19 */
+	assert_int_equal(validate(text), 2 + 2 * (17 + 25 + 22 + 24 * 4 + 19));
 	free(text);
 	met_destroy(r);
 }
@@ -1172,7 +1175,7 @@ static void test_render_64(void **state)
 	buf = malloc(max + 1);
 	assert_non_null(buf);
 	assert_int_equal(met_render(r, buf, max + 1, &len), 0);
-	assert_int_equal(validate(buf), 2 + 64 * (17 + 25 + 22 + 24 * 4));
+	assert_int_equal(validate(buf), 2 + 64 * (17 + 25 + 22 + 24 * 4 + 19));
 	t0 = clock_ns();
 	for (k = 0; k < iters; k++)
 		assert_int_equal(met_render(r, buf, max + 1, &len), 0);

@@ -346,6 +346,10 @@ static struct stream *stream_add(struct stream *st, int n_st, const struct ipc_m
 		if (x->n > 0) {
 			assert_int_equal(x->d.t_first_ns, x->t_ns[0]);
 			assert_true(x->d.t_done_ns >= x->t_ns[x->n - 1]);
+			/* Arrival, first step, first token: in that order, on the worker's clock. */
+			assert_true(x->d.t_arrival_ns > 0);
+			assert_true(x->d.t_arrival_ns <= x->d.t_sched_ns);
+			assert_true(x->d.t_sched_ns <= x->d.t_first_ns);
 		}
 		break;
 	default:
