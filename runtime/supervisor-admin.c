@@ -90,7 +90,7 @@ static int event_frame(struct sup *S, const struct sup_event *e)
 		return -ENOMEM;
 	if (e->part >= 0 && (unsigned)e->part < S->n_w)
 		json_object_set_new(o, "partition", json_string(S->cfg->partitions[e->part].name));
-	txt = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
+	txt = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15));
 	json_decref(o);
 	if (!txt)
 		return -ENOMEM;
@@ -247,6 +247,9 @@ void sup_record(struct sup *S, const struct sup_req *r, const char *state, const
 				 .ttft_ms = ttft,
 				 .tpot_ms = tpot,
 				 .e2e_ms = e2e,
+				 .queue_ms = r->queue_ms,
+				 .prefill_ms = r->prefill_ms,
+				 .decode_ms = r->decode_ms,
 				 .t_done = wall_now() };
 	if (p->n > 1)
 		snprintf(rec->id, sizeof(rec->id), "%s/%u", p->idstr, r->index);
@@ -398,6 +401,10 @@ static json_t *live_request_json(struct sup *S, const struct sup_resp *p)
 							       (c0->n_gen - 1)
 						     : -1));
 	json_object_set_new(o, "e2e_ms", json_null());
+	json_object_set_new(o, "queue_ms", json_null());
+	json_object_set_new(o, "prefill_ms", json_null());
+	json_object_set_new(o, "transfer_ms", json_null());
+	json_object_set_new(o, "decode_ms", json_null());
 	json_object_set_new(o, "finish_reason", json_null());
 	if (p->n > 1)
 		json_object_set_new(o, "n", json_integer(p->n));
@@ -419,6 +426,10 @@ static json_t *recent_request_json(struct sup *S, const struct sup_rec *r)
 	json_object_set_new(o, "ttft_ms", num_or_null(r->ttft_ms));
 	json_object_set_new(o, "tpot_ms", num_or_null(r->tpot_ms));
 	json_object_set_new(o, "e2e_ms", num_or_null(r->e2e_ms));
+	json_object_set_new(o, "queue_ms", num_or_null(r->queue_ms));
+	json_object_set_new(o, "prefill_ms", num_or_null(r->prefill_ms));
+	json_object_set_new(o, "transfer_ms", json_null());
+	json_object_set_new(o, "decode_ms", num_or_null(r->decode_ms));
 	json_object_set_new(o, "finish_reason", json_string(r->finish));
 	return o;
 }
@@ -490,7 +501,7 @@ static void audit(struct sup *S, const struct http_req *req, int status, const c
 
 static void send_json(struct sup *S, struct http_resp *resp, int status, json_t *o)
 {
-	char *txt = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
+	char *txt = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
 
 	json_decref(o);
 	if (!txt) {

@@ -84,6 +84,7 @@ struct sup_req {
 	int err_code;
 	char err_msg[IPC_ERRMSG_MAX];
 	uint64_t t_submit_ns, t_first_ns, t_last_ns;
+	double queue_ms, prefill_ms, decode_ms; /* from DONE (the worker's clock); < 0: unknown */
 	struct oai_logprob *lp; /* logprobs of the generated tokens, when asked */
 	size_t n_lp, cap_lp;
 	size_t lp_sent; /* entries given to the client (streaming) */
@@ -118,7 +119,8 @@ struct sup_rec {
 	const char *finish;
 	uint32_t n_prompt, n_gen, max_tokens;
 	double ttft_ms, tpot_ms, e2e_ms; /* < 0: none */
-	double t_done;			 /* wall clock */
+	double queue_ms, prefill_ms, decode_ms;
+	double t_done; /* wall clock */
 };
 
 /* A finished request, for the SLO window (compact). */

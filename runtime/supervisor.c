@@ -638,6 +638,14 @@ static void on_done(struct sup *S, struct sup_worker *w, uint64_t id, const stru
 		return;
 	r->n_prompt = d->n_prompt;
 	r->n_cached = d->n_cached;
+	r->queue_ms = r->prefill_ms = r->decode_ms = -1;
+	if (d->t_arrival_ns && d->t_sched_ns >= d->t_arrival_ns) {
+		r->queue_ms = (double)(d->t_sched_ns - d->t_arrival_ns) / 1e6;
+		if (d->t_first_ns >= d->t_sched_ns)
+			r->prefill_ms = (double)(d->t_first_ns - d->t_sched_ns) / 1e6;
+	}
+	if (d->t_first_ns && d->t_done_ns >= d->t_first_ns)
+		r->decode_ms = (double)(d->t_done_ns - d->t_first_ns) / 1e6;
 	if (r->resp) {
 		met_finish(S->met, w->series, met_finish_of(r, d->finish));
 		met_add(S->met, MET_PROMPT_TOKENS, w->series, d->n_prompt);
@@ -855,6 +863,7 @@ static struct sup_req *req_new(struct sup *S, struct sup_worker *w, uint32_t n_p
 	r->max_tokens = max_tokens;
 	r->finish = OAI_FINISH_LENGTH;
 	r->t_submit_ns = sup_now_ns();
+	r->queue_ms = r->prefill_ms = r->decode_ms = -1;
 	tok_stream_init(&r->ts);
 	return r;
 }

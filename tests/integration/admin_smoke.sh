@@ -241,7 +241,16 @@ grep -q '^duet_prefix_cache_queries_total{partition="cpu0",role="mixed"} [1-9]' 
 	grep -q '^duet_request_prefill_time_seconds_count{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt"
 result $? "/metrics counts prefix-cache queries and observes TTFT, queue, prefill and decode times" "$tmp/metrics.txt"
 
-# 13. POST /admin/shutdown: 202, drain, exit 0, sockets gone, no [alert].
+# 13. Finished requests carry their phases (the worker's clock) and the wall-clock "now" is exact.
+req "$adm" GET /admin/requests >"$tmp/phases.json"
+status >"$tmp/status3.json"
+"$JQ" -e '[.requests[] | select(.state == "done")][0] | (.queue_ms >= 0) and (.prefill_ms >= 0)
+	and (.decode_ms >= 0) and (.e2e_ms >= .prefill_ms)' "$tmp/phases.json" >/dev/null &&
+	"$JQ" -e --arg now "$(date +%s)" '(.now - ($now | tonumber)) | fabs < 5' "$tmp/status3.json" >/dev/null
+result $? "finished requests have queue, prefill and decode times; /v1/status now is the wall clock" \
+	"$tmp/phases.json"
+
+# 14. POST /admin/shutdown: 202, drain, exit 0, sockets gone, no [alert].
 req "$adm" POST /admin/shutdown >"$tmp/shutdown.json"
 c1=$(code)
 wait "$pid"
