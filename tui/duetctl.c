@@ -18,25 +18,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "tui/client.h"
 
 #define PROG "duetctl"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
-static const char *sock_path;
+static const char *sock_path;	    /* api.sock: the OpenAI routes, status */
+static const char *admin_sock_path; /* admin.sock: the /admin routes */
 
 static void usage(FILE *fp)
 {
 	fprintf(fp,
-		"usage: " PROG " [-s SOCKET] COMMAND [ARGS]\n"
+		"usage: " PROG " [-s SOCKET] [--admin-socket SOCKET] COMMAND [ARGS]\n"
 		"\n"
-		"The CLI over duetd's API socket (HTTP/1.1 over a UNIX socket).\n"
+		"The CLI over duetd's sockets (HTTP/1.1 over UNIX sockets).\n"
 		"\n"
-		"Commands:\n"
+		"Commands (api.sock):\n"
 		"  health                     GET /health; prints ok or the reason (exit 0 only on 200)\n"
 		"  generate PROMPT [options]  POST /v1/completions; prints the generated text\n"
 		"      -n, --max-tokens N     tokens to generate (default: api.default_max_tokens)\n"
@@ -50,316 +51,89 @@ static void usage(FILE *fp)
 		"  tokenize TEXT              POST /v1/tokenize; prints the token ids and count\n"
 		"  models                     GET /v1/models; prints one model id per line\n"
 		"  metrics                    GET /metrics; prints the Prometheus text\n"
-		"  status [--json]            health plus the key gauges and counters of /metrics\n"
+		"  status [--json]            GET /v1/status as a summary and a partition table\n"
+		"                             (--json: the JSON as the daemon sent it)\n"
+		"  partitions                 the partition table of /v1/status\n"
 		"\n"
-		"  drain, undrain, cancel, requests, reload, shutdown, partitions\n"
-		"                             need the admin API, which duetd does not serve yet\n"
+		"Commands (admin.sock; group duet-admin):\n"
+		"  drain NAME                 stop routing new requests to partition NAME\n"
+		"  undrain NAME               route to partition NAME again\n"
+		"  cancel ID                  cancel the in-flight request ID (e.g. cmpl-1f)\n"
+		"  requests                   the in-flight and recent requests (GET /admin/requests)\n"
+		"  reload                     re-read the configuration; prints what was applied\n"
+		"  shutdown                   drain and stop duetd\n"
+		"  events                     follow the event log (GET /admin/events) until Ctrl-C\n"
 		"\n"
 		"Options:\n"
-		"  -s, --socket PATH          the API socket; else $DUET_SOCKET; else what duetd uses\n"
-		"                             for api.socket_dir \"\": /run/duet/api.sock as root,\n"
-		"                             else $XDG_RUNTIME_DIR/duet/api.sock, else build/run/api.sock\n"
+		"  -s, --socket PATH          the socket for every command; else $DUET_SOCKET (api\n"
+		"                             commands) or --admin-socket (admin commands); else the\n"
+		"                             socket dir duetd uses for api.socket_dir \"\": /run/duet as\n"
+		"                             root, else $XDG_RUNTIME_DIR/duet, else build/run\n"
+		"  --admin-socket PATH        admin.sock for the admin commands; else $DUET_ADMIN_SOCKET,\n"
+		"                             else admin.sock in the socket dir\n"
 		"  -h, --help                 this text\n"
 		"\n"
 		"Exit status: 0 ok, 1 the request failed (connection, HTTP or API error), 2 usage.\n"
-		"The API socket is usually group duet (admin.sock: duet-admin).\n");
+		"api.sock is usually group duet, admin.sock group duet-admin.\n");
 }
 
-/* --- buffers ----------------------------------------------------------------- */
+/* --- requests ------------------------------------------------------------------ */
 
-struct buf {
-	char *p;
-	size_t len, cap;
-};
+/* Whole-request limits: quick questions, and generation (which may take long but not stall). */
+#define CTL_TIMEOUT_MS (30 * 1000)
+#define CTL_GEN_IDLE_MS (300 * 1000)
 
-/* Append N bytes (kept NUL-terminated). Returns 0 or -ENOMEM. */
-static int buf_add(struct buf *b, const void *d, size_t n)
+/* Say why a request could not be made, in terms of what the operator can do. */
+static void report_conn_error(const char *sock, int err)
 {
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		char *p;
+	bool admin = strstr(sock, "admin") != NULL;
 
-		while (b->len + n + 1 > cap)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (!p)
-			return -ENOMEM;
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, d, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-	return 0;
-}
-
-static void buf_free(struct buf *b)
-{
-	free(b->p);
-	*b = (struct buf){ 0 };
-}
-
-/* --- connection ---------------------------------------------------------------- */
-
-/* The socket duetd would create with api.socket_dir "" (see socket_dir() in supervisor.c). */
-static const char *default_socket(char *out, size_t cap)
-{
-	const char *env = getenv("DUET_SOCKET"), *xdg = getenv("XDG_RUNTIME_DIR");
-
-	if (env && env[0])
-		snprintf(out, cap, "%s", env);
-	else if (geteuid() == 0)
-		snprintf(out, cap, "/run/duet/api.sock");
-	else if (xdg && xdg[0])
-		snprintf(out, cap, "%s/duet/api.sock", xdg);
+	if (err == -ENOENT || err == -ECONNREFUSED || err == -ENOTDIR)
+		fprintf(stderr, PROG ": no daemon at %s (is duetd running?)\n", sock);
+	else if (err == -EACCES || err == -EPERM)
+		fprintf(stderr, PROG ": permission denied on %s: your user needs group %s\n", sock,
+			admin ? "duet-admin" : "duet (or duet-admin)");
 	else
-		snprintf(out, cap, "build/run/api.sock");
-	return out;
+		fprintf(stderr, PROG ": %s: %s\n", sock, client_strerror(err));
 }
 
-/* A connected socket, or -1 after saying why on stderr. */
-static int conn_open(void)
+/*
+ * One request to SOCK.  A 200 body goes to FN as it arrives when FN is
+ * given; any other body into OUT.  Returns the HTTP status, or -1 after
+ * saying why.
+ */
+static int request_on(const char *sock, const char *method, const char *path, const char *body,
+		      client_body_fn fn, void *ctx, struct client_buf *out)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd, err;
+	struct client_req req = {
+		.sock = sock,
+		.method = method,
+		.path = path,
+		.body = body,
+		.agent = PROG,
+		.on_body = fn,
+		.ctx = ctx,
+	};
+	int st;
 
-	if (strlen(sock_path) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, PROG ": socket path too long: %s\n", sock_path);
-		return -1;
+	if (fn) { /* a stream: no deadline, but no endless silence either */
+		req.idle_ms = CTL_GEN_IDLE_MS;
+	} else {
+		req.timeout_ms = CTL_TIMEOUT_MS;
 	}
-	strcpy(sa.sun_path, sock_path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		fprintf(stderr, PROG ": socket: %s\n", strerror(errno));
+	st = client_request(&req, out);
+	if (st >= 0)
+		return st;
+	if (fn && st == -ECANCELED) /* FN stopped the read and has said why */
 		return -1;
-	}
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-		return fd;
-	err = errno;
-	close(fd);
-	if (err == EACCES || err == EPERM)
-		fprintf(stderr,
-			PROG ": cannot connect to %s: %s (api.sock needs membership in group "
-			     "duet, admin.sock in group duet-admin)\n",
-			sock_path, strerror(err));
-	else if (err == ENOENT || err == ECONNREFUSED || err == ENOTDIR)
-		fprintf(stderr, PROG ": cannot connect to %s: %s (is duetd running? see -s)\n",
-			sock_path, strerror(err));
-	else
-		fprintf(stderr, PROG ": cannot connect to %s: %s\n", sock_path, strerror(err));
+	report_conn_error(sock, st);
 	return -1;
 }
 
-static int write_all(int fd, const char *p, size_t n)
+static int request(const char *method, const char *path, const char *body, client_body_fn fn,
+		   void *ctx, struct client_buf *out)
 {
-	while (n) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -errno;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-/* --- response reading ----------------------------------------------------------- */
-
-struct rd {
-	int fd;
-	char buf[16384];
-	size_t pos, len;
-	bool eof;
-};
-
-/* Refill when empty. Returns bytes available (0 at EOF) or -errno. */
-static ssize_t rd_fill(struct rd *r)
-{
-	ssize_t n;
-
-	if (r->pos < r->len)
-		return (ssize_t)(r->len - r->pos);
-	if (r->eof)
-		return 0;
-	do
-		n = read(r->fd, r->buf, sizeof(r->buf));
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-	r->pos = 0;
-	r->len = (size_t)n;
-	r->eof = n == 0;
-	return n;
-}
-
-/* One CRLF- (or LF-) terminated line into OUT, without the terminator. 0, -EPROTO or -errno. */
-static int rd_line(struct rd *r, char *out, size_t cap)
-{
-	size_t n = 0;
-
-	for (;;) {
-		ssize_t a = rd_fill(r);
-		char c;
-
-		if (a < 0)
-			return (int)a;
-		if (a == 0)
-			return -EPROTO;
-		c = r->buf[r->pos++];
-		if (c == '\n')
-			break;
-		if (n + 1 < cap)
-			out[n++] = c;
-	}
-	if (n && out[n - 1] == '\r')
-		n--;
-	out[n] = '\0';
-	return 0;
-}
-
-/* Called with each piece of the body as it arrives; nonzero stops reading. */
-typedef int (*body_fn)(void *ctx, const char *p, size_t n);
-
-struct resp {
-	int status;
-	char content_type[128];
-};
-
-static int collect(void *ctx, const char *p, size_t n)
-{
-	return buf_add(ctx, p, n);
-}
-
-/*
- * Read the status line and headers, then hand the body (de-chunked) to FN
- * when the status is 200 and FN is given, else collect it into OUT.
- * Returns 0, -EPROTO on a malformed response, -errno, or FN's nonzero value.
- */
-static int read_response(int fd, struct resp *rs, body_fn fn, void *ctx, struct buf *out)
-{
-	struct rd *r = calloc(1, sizeof(*r));
-	char line[8192];
-	long long clen = -1;
-	bool chunked = false;
-	int rc;
-
-	if (!r)
-		return -ENOMEM;
-	r->fd = fd;
-	rc = rd_line(r, line, sizeof(line));
-	if (rc == 0 &&
-	    (strncmp(line, "HTTP/1.", 7) != 0 || sscanf(line + 8, " %d", &rs->status) != 1))
-		rc = -EPROTO;
-	while (rc == 0) {
-		char *v;
-
-		rc = rd_line(r, line, sizeof(line));
-		if (rc || !line[0])
-			break;
-		v = strchr(line, ':');
-		if (!v)
-			continue;
-		*v++ = '\0';
-		v += strspn(v, " \t");
-		if (!strcasecmp(line, "Content-Length"))
-			clen = strtoll(v, NULL, 10);
-		else if (!strcasecmp(line, "Transfer-Encoding") && strcasestr(v, "chunked"))
-			chunked = true;
-		else if (!strcasecmp(line, "Content-Type"))
-			snprintf(rs->content_type, sizeof(rs->content_type), "%s", v);
-	}
-	if (!fn || rs->status != 200) {
-		fn = collect;
-		ctx = out;
-	}
-	while (rc == 0) {
-		long long want;
-
-		if (chunked) {
-			rc = rd_line(r, line, sizeof(line));
-			if (rc)
-				break;
-			want = strtoll(line, NULL, 16);
-			if (want <= 0) /* the last chunk; trailers are not needed */
-				break;
-		} else {
-			want = clen;
-			if (want == 0)
-				break;
-		}
-		while (want != 0) {
-			ssize_t a = rd_fill(r);
-			size_t take;
-
-			if (a < 0) {
-				rc = (int)a;
-				break;
-			}
-			if (a == 0) {
-				if (want > 0) /* closed early */
-					rc = -EPROTO;
-				break;
-			}
-			take = (size_t)a;
-			if (want > 0 && (long long)take > want)
-				take = (size_t)want;
-			rc = fn(ctx, r->buf + r->pos, take);
-			r->pos += take;
-			if (want > 0)
-				want -= (long long)take;
-			if (rc)
-				break;
-		}
-		if (rc || !chunked)
-			break;
-		rc = rd_line(r, line, sizeof(line)); /* the CRLF after the chunk */
-	}
-	free(r);
-	return rc;
-}
-
-/*
- * One request: METHOD PATH with an optional JSON BODY. A 200 response body
- * goes to FN as it arrives when FN is given; any other body into OUT.
- * Returns the HTTP status, or -1 after saying why.
- */
-static int request(const char *method, const char *path, const char *body, body_fn fn, void *ctx,
-		   struct buf *out)
-{
-	struct resp rs = { 0 };
-	struct buf req = { 0 };
-	char head[512];
-	size_t blen = body ? strlen(body) : 0;
-	int fd, rc;
-
-	fd = conn_open();
-	if (fd < 0)
-		return -1;
-	snprintf(head, sizeof(head),
-		 "%s %s HTTP/1.1\r\nHost: duet\r\nUser-Agent: " PROG "\r\nConnection: close\r\n"
-		 "%sContent-Length: %zu\r\n\r\n",
-		 method, path, body ? "Content-Type: application/json\r\n" : "", blen);
-	rc = buf_add(&req, head, strlen(head));
-	rc = rc ?: buf_add(&req, body ? body : "", blen);
-	rc = rc ?: write_all(fd, req.p, req.len);
-	buf_free(&req);
-	if (rc) {
-		fprintf(stderr, PROG ": writing to %s: %s\n", sock_path, strerror(-rc));
-		close(fd);
-		return -1;
-	}
-	rc = read_response(fd, &rs, fn, ctx, out);
-	close(fd);
-	if (rc < 0) {
-		fprintf(stderr, PROG ": reading from %s: %s\n", sock_path,
-			rc == -EPROTO ? "malformed or truncated HTTP response" : strerror(-rc));
-		return -1;
-	}
-	if (rc > 0) /* FN stopped the read and has said why */
-		return -1;
-	return rs.status;
+	return request_on(sock_path, method, path, body, fn, ctx, out);
 }
 
 /* The message of an OpenAI-style {"error":{"message":..}} body, or NULL. */
@@ -371,24 +145,22 @@ static const char *error_message(json_t *root)
 }
 
 /* Say why a non-2xx answer failed: the JSON error message when there is one. */
-static int report_http_error(int status, const struct buf *body)
+static int report_http_error(int status, const struct client_buf *body)
 {
-	json_t *root = body->p ? json_loads(body->p, 0, NULL) : NULL;
-	const char *msg = error_message(root);
+	char msg[512];
 
-	if (msg)
+	if (client_error_message(body->p, msg, sizeof(msg)))
 		fprintf(stderr, PROG ": %s (HTTP %d)\n", msg, status);
 	else
 		fprintf(stderr, PROG ": HTTP %d%s%.*s\n", status, body->len ? ": " : "",
 			(int)(body->len > 200 ? 200 : body->len), body->p ? body->p : "");
-	json_decref(root);
 	return EXIT_FAIL;
 }
 
-/* GET PATH; 0 with the body in OUT on 200, else the exit code after saying why. */
-static int get_ok(const char *path, struct buf *out)
+/* GET PATH on SOCK; 0 with the body in OUT on 200, else the exit code after saying why. */
+static int get_ok_on(const char *sock, const char *path, struct client_buf *out)
 {
-	int st = request("GET", path, NULL, NULL, NULL, out);
+	int st = request_on(sock, "GET", path, NULL, NULL, NULL, out);
 
 	if (st < 0)
 		return EXIT_FAIL;
@@ -397,31 +169,40 @@ static int get_ok(const char *path, struct buf *out)
 	return 0;
 }
 
-/* POST JSON to PATH; the parsed 200 answer in *OUT, else the exit code after saying why. */
-static int post_json(const char *path, json_t *body, json_t **out)
+static int get_ok(const char *path, struct client_buf *out)
 {
-	char *text = json_dumps(body, JSON_COMPACT);
-	struct buf b = { 0 };
+	return get_ok_on(sock_path, path, out);
+}
+
+/*
+ * METHOD PATH on SOCK with an optional JSON BODY; the parsed 2xx answer in
+ * *OUT, else the exit code after saying why.
+ */
+static int call_json_on(const char *sock, const char *method, const char *path, json_t *body,
+			json_t **out)
+{
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	struct client_buf b = { 0 };
 	json_error_t jerr;
 	int st;
 
-	if (!text) {
+	if (body && !text) {
 		fprintf(stderr, PROG ": out of memory\n");
 		return EXIT_FAIL;
 	}
-	st = request("POST", path, text, NULL, NULL, &b);
+	st = request_on(sock, method, path, text, NULL, NULL, &b);
 	free(text);
 	if (st < 0) {
-		buf_free(&b);
+		client_buf_free(&b);
 		return EXIT_FAIL;
 	}
-	if (st != 200) {
+	if (st < 200 || st > 299) {
 		report_http_error(st, &b);
-		buf_free(&b);
+		client_buf_free(&b);
 		return EXIT_FAIL;
 	}
 	*out = json_loads(b.p ? b.p : "", 0, &jerr);
-	buf_free(&b);
+	client_buf_free(&b);
 	if (!*out) {
 		fprintf(stderr, PROG ": %s answered invalid JSON: %s\n", path, jerr.text);
 		return EXIT_FAIL;
@@ -429,17 +210,23 @@ static int post_json(const char *path, json_t *body, json_t **out)
 	return 0;
 }
 
+static int post_json(const char *path, json_t *body, json_t **out)
+{
+	return call_json_on(sock_path, "POST", path, body, out);
+}
+
 /* --- SSE ------------------------------------------------------------------------- */
 
 struct sse {
-	struct buf line;
+	struct client_sse p;
 	bool chat, done;
 	int err; /* set when an error frame or a bad frame ended the stream */
 };
 
-/* One "data:" payload: print the text of the chunk, or stop on [DONE] / an error frame. */
-static int sse_data(struct sse *s, const char *data)
+/* One completion event: print the text of the chunk, or stop on [DONE] / an error frame. */
+static int sse_data(void *ctx, const char *event, const char *data)
 {
+	struct sse *s = ctx;
 	json_t *root, *choice, *text;
 	const char *msg;
 
@@ -476,31 +263,14 @@ static int sse_feed(void *ctx, const char *p, size_t n)
 {
 	struct sse *s = ctx;
 
-	for (size_t i = 0; i < n; i++) {
-		int rc;
-
-		if (p[i] != '\n') {
-			if (buf_add(&s->line, &p[i], 1))
-				return -ENOMEM;
-			continue;
-		}
-		if (s->line.len && s->line.p[s->line.len - 1] == '\r')
-			s->line.p[--s->line.len] = '\0';
-		rc = 0;
-		if (s->line.len >= 5 && !strncmp(s->line.p, "data:", 5))
-			rc = sse_data(s, s->line.p + 5 + (s->line.p[5] == ' '));
-		s->line.len = 0;
-		if (rc)
-			return rc;
-	}
-	return 0;
+	return client_sse_feed(&s->p, p, n);
 }
 
 /* --- commands ---------------------------------------------------------------------- */
 
 static int cmd_health(void)
 {
-	struct buf b = { 0 };
+	struct client_buf b = { 0 };
 	int st = request("GET", "/health", NULL, NULL, NULL, &b);
 	json_t *root = NULL;
 	const char *msg;
@@ -514,7 +284,7 @@ static int cmd_health(void)
 	else
 		printf("unavailable (HTTP %d): %s\n", st, msg ? msg : "no reason given");
 	json_decref(root);
-	buf_free(&b);
+	client_buf_free(&b);
 	return st == 200 ? EXIT_OK : EXIT_FAIL;
 }
 
@@ -529,13 +299,13 @@ struct gen_opts {
 /* The first id of GET /v1/models into OUT; 0 or the exit code. */
 static int first_model(char *out, size_t cap)
 {
-	struct buf b = { 0 };
+	struct client_buf b = { 0 };
 	json_t *root;
 	const char *id;
 	int rc = get_ok("/v1/models", &b);
 
 	if (rc) {
-		buf_free(&b);
+		client_buf_free(&b);
 		return rc;
 	}
 	root = json_loads(b.p ? b.p : "", 0, NULL);
@@ -546,7 +316,7 @@ static int first_model(char *out, size_t cap)
 	else
 		fprintf(stderr, PROG ": /v1/models names no model; give -m NAME\n");
 	json_decref(root);
-	buf_free(&b);
+	client_buf_free(&b);
 	return id ? 0 : EXIT_FAIL;
 }
 
@@ -584,11 +354,12 @@ static int cmd_generate(const struct gen_opts *o, bool chat)
 		json_object_set_new(req, "seed", json_integer(o->seed));
 
 	if (o->stream) {
-		struct sse s = { .chat = chat };
-		struct buf err = { 0 };
+		struct sse s = { .p = { .on_event = sse_data }, .chat = chat };
+		struct client_buf err = { 0 };
 		char *body;
 		int st;
 
+		s.p.ctx = &s;
 		json_object_set_new(req, "stream", json_true());
 		body = json_dumps(req, JSON_COMPACT);
 		json_decref(req);
@@ -598,14 +369,14 @@ static int cmd_generate(const struct gen_opts *o, bool chat)
 		st = request("POST", path, body, sse_feed, &s, &err);
 		if (st > 0 && st != 200) {
 			report_http_error(st, &err);
-			buf_free(&err);
-			buf_free(&s.line);
+			client_buf_free(&err);
+			client_sse_free(&s.p);
 			free(body);
 			return EXIT_FAIL;
 		}
 		free(body);
-		buf_free(&s.line);
-		buf_free(&err);
+		client_sse_free(&s.p);
+		client_buf_free(&err);
 		if (st < 0)
 			return s.err ? s.err : EXIT_FAIL;
 		printf("\n");
@@ -656,7 +427,7 @@ static int cmd_tokenize(const char *text)
 
 static int cmd_models(void)
 {
-	struct buf b = { 0 };
+	struct client_buf b = { 0 };
 	json_t *root, *m;
 	size_t i;
 	int rc = get_ok("/v1/models", &b);
@@ -667,18 +438,18 @@ static int cmd_models(void)
 			printf("%s\n", json_string_value(json_object_get(m, "id")));
 		json_decref(root);
 	}
-	buf_free(&b);
+	client_buf_free(&b);
 	return rc;
 }
 
 static int cmd_metrics(void)
 {
-	struct buf b = { 0 };
+	struct client_buf b = { 0 };
 	int rc = get_ok("/metrics", &b);
 
 	if (!rc && b.len)
 		fwrite(b.p, 1, b.len, stdout);
-	buf_free(&b);
+	client_buf_free(&b);
 	return rc;
 }
 
@@ -722,9 +493,10 @@ static void parse_metrics(char *text, double *val, bool *seen)
 	}
 }
 
-static int cmd_status(bool as_json)
+/* The summary of /health and /metrics, for a duetd without /v1/status. */
+static int status_from_metrics(bool as_json)
 {
-	struct buf h = { 0 }, m = { 0 };
+	struct client_buf h = { 0 }, m = { 0 };
 	double val[N_STATUS_ROWS] = { 0 };
 	bool seen[N_STATUS_ROWS] = { 0 };
 	json_t *hj;
@@ -769,9 +541,359 @@ static int cmd_status(bool as_json)
 			printf("%-20s unavailable (HTTP %d)\n", "metrics", mst);
 	}
 	json_decref(hj);
-	buf_free(&h);
-	buf_free(&m);
+	client_buf_free(&h);
+	client_buf_free(&m);
 	return st == 200 && mst == 200 ? EXIT_OK : EXIT_FAIL;
+}
+
+/* --- /v1/status ----------------------------------------------------------------- */
+
+static double num(json_t *o, const char *key)
+{
+	return json_number_value(json_object_get(o, key));
+}
+
+static const char *str(json_t *o, const char *key, const char *dflt)
+{
+	const char *v = json_string_value(json_object_get(o, key));
+
+	return v ? v : dflt;
+}
+
+/* "1h02m", "3m05s", "12.5s" */
+static void fmt_duration(char *out, size_t cap, double s)
+{
+	long t = (long)s;
+
+	if (s < 60)
+		snprintf(out, cap, "%.1fs", s);
+	else if (t < 3600)
+		snprintf(out, cap, "%ldm%02lds", t / 60, t % 60);
+	else if (t < 86400)
+		snprintf(out, cap, "%ldh%02ldm", t / 3600, t % 3600 / 60);
+	else
+		snprintf(out, cap, "%ldd%02ldh", t / 86400, t % 86400 / 3600);
+}
+
+/* A number of ms, or "-" for JSON null / absent. */
+static void fmt_ms(char *out, size_t cap, json_t *v)
+{
+	if (json_is_number(v))
+		snprintf(out, cap, "%.1f", json_number_value(v));
+	else
+		snprintf(out, cap, "-");
+}
+
+/* "12/256": KV blocks in use (used + leased) of the total. */
+static void print_partitions(json_t *parts)
+{
+	json_t *p;
+	size_t i;
+
+	printf("%-12s %-8s %-10s %-8s %-9s %4s %4s %5s %11s %5s %7s %5s\n", "PARTITION", "ROLE",
+	       "DEVICES", "CPUS", "STATE", "RUN", "WAIT", "BATCH", "KV USED", "HIT%", "STEP ms",
+	       "UTIL%");
+	json_array_foreach(parts, i, p)
+	{
+		json_t *kv = json_object_get(p, "kv"), *pc = json_object_get(p, "prefix_cache"), *d;
+		char devs[64] = "", kvs[32], hit[16];
+		size_t j, o = 0;
+
+		json_array_foreach(json_object_get(p, "devices"), j, d)
+		{
+			int w = snprintf(devs + o, sizeof(devs) - o, "%s%s", j ? "," : "",
+					 json_string_value(d) ? json_string_value(d) : "?");
+
+			if (w < 0 || (size_t)w >= sizeof(devs) - o)
+				break;
+			o += (size_t)w;
+		}
+		snprintf(kvs, sizeof(kvs), "%.0f/%.0f", num(kv, "used") + num(kv, "leased"),
+			 num(kv, "total"));
+		if (num(pc, "queries") > 0)
+			snprintf(hit, sizeof(hit), "%.0f",
+				 100.0 * num(pc, "hits") / num(pc, "queries"));
+		else
+			snprintf(hit, sizeof(hit), "-");
+		printf("%-12s %-8s %-10s %-8s %-9s %4.0f %4.0f %5.0f %11s %5s %7.1f %5.0f\n",
+		       str(p, "name", "?"), str(p, "role", "?"), devs[0] ? devs : "-",
+		       str(p, "cpus", "")[0] ? str(p, "cpus", "") : "all", str(p, "state", "?"),
+		       num(p, "running"), num(p, "waiting"), num(p, "batch"), kvs, hit,
+		       num(p, "step_ms"), 100.0 * num(p, "utilization"));
+		if (json_is_string(json_object_get(p, "why")))
+			printf("%-12s   why: %s\n", "", str(p, "why", ""));
+	}
+}
+
+/* GET /v1/status on SOCK, parsed into *OUT; 0, -1 when the route is missing, else the exit code. */
+static int get_status(const char *sock, json_t **out, struct client_buf *raw)
+{
+	json_error_t jerr;
+	int st = request_on(sock, "GET", "/v1/status", NULL, NULL, NULL, raw);
+
+	if (st < 0)
+		return EXIT_FAIL;
+	if (st == 404)
+		return -1;
+	if (st != 200)
+		return report_http_error(st, raw);
+	*out = json_loads(raw->p ? raw->p : "", 0, &jerr);
+	if (!*out) {
+		fprintf(stderr, PROG ": /v1/status answered invalid JSON: %s\n", jerr.text);
+		return EXIT_FAIL;
+	}
+	return 0;
+}
+
+static int cmd_status(bool as_json)
+{
+	struct client_buf raw = { 0 };
+	json_t *root = NULL, *h, *tot, *win, *slo;
+	char up[32];
+	int rc = get_status(sock_path, &root, &raw);
+
+	if (rc < 0) { /* an older duetd: what /health and /metrics say */
+		client_buf_free(&raw);
+		return status_from_metrics(as_json);
+	}
+	if (rc) {
+		client_buf_free(&raw);
+		return rc;
+	}
+	if (as_json) {
+		fwrite(raw.p, 1, raw.len, stdout);
+		if (raw.len && raw.p[raw.len - 1] != '\n')
+			printf("\n");
+		goto out;
+	}
+	h = json_object_get(root, "health");
+	tot = json_object_get(root, "totals");
+	win = json_object_get(root, "window");
+	slo = json_object_get(root, "slo");
+	fmt_duration(up, sizeof(up), num(root, "uptime_s"));
+	printf("%-20s %s\n", "socket", sock_path);
+	printf("%-20s %s (model %s, version %s)\n", "appliance", str(root, "name", "?"),
+	       str(root, "model", "?"), str(root, "version", "?"));
+	printf("%-20s %s, up %s\n", "state", str(root, "state", "?"), up);
+	if (json_is_true(json_object_get(h, "ok")))
+		printf("%-20s ok\n", "health");
+	else
+		printf("%-20s unhealthy: %s\n", "health", str(h, "reason", "no reason given"));
+	printf("%-20s %s\n", "access",
+	       json_is_true(json_object_get(root, "admin")) ? "admin" : "read-only");
+	printf("%-20s %.0f (%.0f ok, %.0f failed, %.0f cancelled)\n", "requests",
+	       num(tot, "requests"), num(tot, "requests_ok"), num(tot, "requests_failed"),
+	       num(tot, "requests_cancelled"));
+	printf("%-20s %.0f\n", "prompt tokens", num(tot, "prompt_tokens"));
+	printf("%-20s %.0f\n", "generated tokens", num(tot, "generation_tokens"));
+	printf("%-20s %.0f\n", "worker restarts", num(tot, "worker_restarts"));
+	if (num(win, "requests") > 0) {
+		double n = num(win, "requests");
+		json_t *tt = json_object_get(win, "ttft_ms"), *tp = json_object_get(win, "tpot_ms");
+
+		printf("%-20s TTFT<=%.0fms %.0f%%, TPOT<=%.0fms %.0f%%, both %.0f%% (target %.0f%%) "
+		       "over %.0f requests in %.0fs\n",
+		       "SLO attainment", num(slo, "ttft_ms"), 100 * num(win, "ttft_ok") / n,
+		       num(slo, "tpot_ms"), 100 * num(win, "tpot_ok") / n,
+		       100 * num(win, "slo_ok") / n, 100 * num(slo, "attainment"), n,
+		       num(win, "window_s"));
+		printf("%-20s p50 %.1f  p90 %.1f  p99 %.1f ms\n", "TTFT", num(tt, "p50"),
+		       num(tt, "p90"), num(tt, "p99"));
+		printf("%-20s p50 %.1f  p90 %.1f  p99 %.1f ms\n", "TPOT", num(tp, "p50"),
+		       num(tp, "p90"), num(tp, "p99"));
+	} else {
+		printf("%-20s no requests finished in the last %.0fs\n", "SLO attainment",
+		       num(win, "window_s"));
+	}
+	printf("\n");
+	print_partitions(json_object_get(root, "partitions"));
+	rc = json_is_true(json_object_get(h, "ok")) ? EXIT_OK : EXIT_FAIL;
+out:
+	json_decref(root);
+	client_buf_free(&raw);
+	return rc;
+}
+
+static int cmd_partitions(void)
+{
+	struct client_buf raw = { 0 };
+	json_t *root = NULL;
+	int rc = get_status(sock_path, &root, &raw);
+
+	if (rc < 0) {
+		fprintf(stderr, PROG ": this duetd does not serve /v1/status (HTTP 404)\n");
+		rc = EXIT_FAIL;
+	} else if (rc == 0) {
+		print_partitions(json_object_get(root, "partitions"));
+	}
+	json_decref(root);
+	client_buf_free(&raw);
+	return rc;
+}
+
+/* --- admin commands ----------------------------------------------------------------- */
+
+static int cmd_drain(const char *name, bool drain)
+{
+	json_t *req = json_pack("{s:s}", "partition", name), *resp = NULL;
+	int rc;
+
+	if (!req)
+		return EXIT_FAIL;
+	rc = call_json_on(admin_sock_path, "POST", drain ? "/admin/drain" : "/admin/undrain", req,
+			  &resp);
+	json_decref(req);
+	if (rc)
+		return rc;
+	printf("%s: %s\n", str(resp, "partition", name), str(resp, "state", "?"));
+	json_decref(resp);
+	return EXIT_OK;
+}
+
+static int cmd_cancel(const char *id)
+{
+	char path[512];
+	json_t *resp = NULL;
+	int rc;
+
+	/* Ids are the daemon's own ("cmpl-1f"); refuse what would need escaping in a path. */
+	if (!id[0] || strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				 "0123456789-_.:") != strlen(id)) {
+		fprintf(stderr, PROG ": bad request id '%s'\n", id);
+		return EXIT_USAGE;
+	}
+	snprintf(path, sizeof(path), "/admin/requests/%s/cancel", id);
+	rc = call_json_on(admin_sock_path, "POST", path, NULL, &resp);
+	if (rc)
+		return rc;
+	printf("%s: %s\n", str(resp, "id", id),
+	       json_is_true(json_object_get(resp, "cancelled")) ? "cancelled" : "not cancelled");
+	json_decref(resp);
+	return EXIT_OK;
+}
+
+static int cmd_requests(void)
+{
+	json_t *resp = NULL, *r;
+	size_t i;
+	int rc = call_json_on(admin_sock_path, "GET", "/admin/requests", NULL, &resp);
+
+	if (rc)
+		return rc;
+	printf("%-24s %-12s %-12s %-10s %6s %6s %8s %8s %9s %s\n", "ID", "TENANT", "STATE",
+	       "PARTITION", "PROMPT", "OUTPUT", "TTFT ms", "TPOT ms", "AGE s", "FINISH");
+	json_array_foreach(json_object_get(resp, "requests"), i, r)
+	{
+		char ttft[32], tpot[32];
+
+		fmt_ms(ttft, sizeof(ttft), json_object_get(r, "ttft_ms"));
+		fmt_ms(tpot, sizeof(tpot), json_object_get(r, "tpot_ms"));
+		printf("%-24s %-12s %-12s %-10s %6.0f %6.0f %8s %8s %9.1f %s\n", str(r, "id", "?"),
+		       str(r, "tenant", "-"), str(r, "state", "?"), str(r, "partition", "-"),
+		       num(r, "prompt_tokens"), num(r, "output_tokens"), ttft, tpot,
+		       num(r, "age_ms") / 1000.0, str(r, "finish_reason", "-"));
+	}
+	json_decref(resp);
+	return EXIT_OK;
+}
+
+static void print_list(const char *label, json_t *arr)
+{
+	json_t *v;
+	size_t i;
+
+	if (!json_array_size(arr))
+		return;
+	printf("%s:", label);
+	json_array_foreach(arr, i, v) printf("%s %s", i ? "," : "", json_string_value(v));
+	printf("\n");
+}
+
+static int cmd_reload(void)
+{
+	json_t *resp = NULL;
+	int rc = call_json_on(admin_sock_path, "POST", "/admin/reload", NULL, &resp);
+
+	if (rc)
+		return rc;
+	printf("reloaded\n");
+	print_list("applied", json_object_get(resp, "applied"));
+	print_list("rejected", json_object_get(resp, "rejected"));
+	json_decref(resp);
+	return EXIT_OK;
+}
+
+static int cmd_shutdown(void)
+{
+	json_t *resp = NULL;
+	int rc = call_json_on(admin_sock_path, "POST", "/admin/shutdown", NULL, &resp);
+
+	if (rc)
+		return rc;
+	printf("shutting down\n");
+	json_decref(resp);
+	return EXIT_OK;
+}
+
+/* One event as a line: "2026-11-28T12:00:00.500 error worker_exit p0: message". */
+static int print_event(void *ctx, const char *event, const char *data)
+{
+	json_t *e = json_loads(data, 0, NULL);
+	char when[64] = "-";
+	double t;
+	time_t sec;
+	struct tm tm;
+
+	if (!e) {
+		printf("%s %s\n", event, data);
+		fflush(stdout);
+		return 0;
+	}
+	t = num(e, "time");
+	sec = (time_t)t;
+	if (t > 0 && localtime_r(&sec, &tm)) {
+		size_t k = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+
+		snprintf(when + k, sizeof(when) - k, ".%03d", (int)((t - (double)sec) * 1000));
+	}
+	printf("%s %-5s %-12s %s%s%s\n", when, str(e, "level", "info"), str(e, "type", event),
+	       str(e, "partition", ""), json_object_get(e, "partition") ? ": " : "",
+	       str(e, "message", ""));
+	fflush(stdout);
+	json_decref(e);
+	return 0;
+}
+
+static int events_feed(void *ctx, const char *p, size_t n)
+{
+	return client_sse_feed(ctx, p, n);
+}
+
+static int cmd_events(void)
+{
+	struct client_sse sse = { .on_event = print_event };
+	struct client_buf err = { 0 };
+	struct client_req req = {
+		.sock = admin_sock_path,
+		.method = "GET",
+		.path = "/admin/events",
+		.agent = PROG,
+		.on_body = events_feed,
+		.ctx = &sse,
+		.idle_ms = 60 * 1000, /* the daemon sends a keepalive every 15 s */
+	};
+	int st = client_request(&req, &err);
+	int rc = EXIT_FAIL;
+
+	if (st < 0)
+		report_conn_error(admin_sock_path, st);
+	else if (st != 200)
+		report_http_error(st, &err);
+	else
+		rc = EXIT_OK; /* the daemon closed the stream (it stopped) */
+	client_sse_free(&sse);
+	client_buf_free(&err);
+	return rc;
 }
 
 /* --- arguments --------------------------------------------------------------------- */
@@ -805,23 +927,12 @@ static int run_command(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	static const char *const admin[] = { "drain",  "undrain",  "cancel",	"requests",
-					     "reload", "shutdown", "partitions" };
 	const char *cmd = argv[0];
 	struct gen_opts o = { .max_tokens = -1, .seed = -1 };
 	bool as_json = false, gen, chat;
 	int c, nargs;
 	char *end;
 
-	for (size_t i = 0; i < sizeof(admin) / sizeof(admin[0]); i++) {
-		if (!strcmp(cmd, admin[i])) {
-			fprintf(stderr,
-				PROG
-				": '%s' needs the admin API, which this duetd does not serve yet\n",
-				cmd);
-			return EXIT_USAGE;
-		}
-	}
 	gen = !strcmp(cmd, "generate");
 	chat = !strcmp(cmd, "chat");
 	optind = 0;
@@ -882,6 +993,14 @@ static int run_command(int argc, char **argv)
 			return cmd_generate(&o, chat);
 		return cmd_tokenize(o.text);
 	}
+	if (!strcmp(cmd, "drain") || !strcmp(cmd, "undrain") || !strcmp(cmd, "cancel")) {
+		if (nargs != 1)
+			return bad_usage("'%s' takes exactly one %s", cmd,
+					 cmd[0] == 'c' ? "request id" : "partition name");
+		if (cmd[0] == 'c')
+			return cmd_cancel(argv[optind]);
+		return cmd_drain(argv[optind], cmd[0] == 'd');
+	}
 	if (nargs != 0)
 		return bad_usage("'%s' takes no arguments", cmd);
 	if (!strcmp(cmd, "health"))
@@ -892,24 +1011,42 @@ static int run_command(int argc, char **argv)
 		return cmd_metrics();
 	if (!strcmp(cmd, "status"))
 		return cmd_status(as_json);
+	if (!strcmp(cmd, "partitions"))
+		return cmd_partitions();
+	if (!strcmp(cmd, "requests"))
+		return cmd_requests();
+	if (!strcmp(cmd, "reload"))
+		return cmd_reload();
+	if (!strcmp(cmd, "shutdown"))
+		return cmd_shutdown();
+	if (!strcmp(cmd, "events"))
+		return cmd_events();
 	return bad_usage("unknown command '%s'", cmd);
 }
+
+enum { OPT_ADMIN_SOCKET = 300 };
 
 int main(int argc, char **argv)
 {
 	static const struct option lopts[] = {
 		{ "socket", required_argument, NULL, 's' },
+		{ "admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	char def[512];
+	const char *env_api = getenv("DUET_SOCKET"), *env_admin = getenv("DUET_ADMIN_SOCKET");
+	const char *sock_opt = NULL;
+	char dir[400], def_api[512], def_admin[512];
 	int c;
 
 	/* "+": stop at the command; its options are parsed by run_command(). */
 	while ((c = getopt_long(argc, argv, "+s:h", lopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
-			sock_path = optarg;
+			sock_opt = optarg;
+			break;
+		case OPT_ADMIN_SOCKET:
+			admin_sock_path = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -923,7 +1060,14 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	if (!sock_path)
-		sock_path = default_socket(def, sizeof(def));
+	client_socket_dir(dir, sizeof(dir));
+	snprintf(def_api, sizeof(def_api), "%s/api.sock", dir);
+	snprintf(def_admin, sizeof(def_admin), "%s/admin.sock", dir);
+	/* -s names the one socket every command uses; admin commands need it to be admin.sock. */
+	sock_path = sock_opt ? sock_opt : env_api && env_api[0] ? env_api : def_api;
+	if (!admin_sock_path)
+		admin_sock_path = sock_opt		      ? sock_opt
+				  : env_admin && env_admin[0] ? env_admin
+							      : def_admin;
 	return run_command(argc - optind, argv + optind);
 }
