@@ -89,8 +89,11 @@ KV_SRCS     := runtime/kv/kv.c runtime/sched/sched.c
 CTL_SRCS    := runtime/ctl/openai.c runtime/ctl/metrics.c runtime/ctl/http.c runtime/ipc/ipc.c \
 	       runtime/worker.c runtime/supervisor.c runtime/supervisor-admin.c
 DRIVER_SRCS := drivers/backend.c drivers/cpu/cpu_backend.c drivers/cpu/threadpool.c
+# KV transfer drivers (drivers/net): NET_SRCS, NET_BINS, NET_UNIT_TESTS, NET_FUZZ and their rules.
+include drivers/net/net.mk
+
 LIB_SRCS    := $(CORE_SRCS) $(CONFIG_SRCS) $(MODEL_SRCS) $(KV_SRCS) $(CTL_SRCS) $(DRIVER_SRCS) \
-	       $(KERNEL_SRCS)
+	       $(KERNEL_SRCS) $(NET_SRCS)
 LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIBDUET     := $(BUILD)/libduet.a
 
@@ -98,17 +101,17 @@ LIBDUET     := $(BUILD)/libduet.a
 include tui/tui.mk
 
 BINS        := $(BUILD)/bin/duetd $(BUILD)/bin/duet-mkmodel $(BUILD)/bin/duet-generate \
-	       $(BUILD)/bin/duetctl $(TUI_BINS)
+	       $(BUILD)/bin/duetctl $(TUI_BINS) $(NET_BINS)
 TINY_MODEL  := $(BUILD)/models/duet-tiny.gguf
 # Shape of the bundled model (etc/duet.cfg points at it).
 TINY_ARGS   := --dim 128 --layers 4 --heads 4 --kv-heads 2 --ffn 352 --ctx 1024 --type f16 --seed 1
 
 UNIT_TESTS  := core config gguf synth quant tokenizer sampler kernels kv llama sched chat openai ipc \
-	       metrics http worker $(TUI_UNIT_TESTS)
+	       metrics http worker $(TUI_UNIT_TESTS) $(NET_UNIT_TESTS)
 TEST_HELPER := tests/unit/testutil.c tests/unit/ggufgen.c
 TEST_HELPER_OBJS := $(TEST_HELPER:%.c=$(BUILD)/obj/%.o)
 TEST_BINS   := $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
-FUZZ_TARGETS := gguf config openai
+FUZZ_TARGETS := gguf config openai $(NET_FUZZ)
 REPLAY_BINS := $(FUZZ_TARGETS:%=$(BUILD)/tests/replay_%)
 BENCH_BINS  := $(BUILD)/tests/bench_gguf $(BUILD)/tests/bench_membw $(BUILD)/tests/bench_kernels \
 	       $(BUILD)/tests/bench_sched $(BUILD)/tests/bench_api
