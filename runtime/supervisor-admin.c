@@ -237,8 +237,7 @@ void sup_record(struct sup *S, const struct sup_req *r, const char *state, const
 	S->recent_head = (S->recent_head + 1) % SUP_RECENT;
 	if (S->n_recent < SUP_RECENT)
 		S->n_recent++;
-	*rec = (struct sup_rec){ .uid = p->uid,
-				 .worker = r->worker,
+	*rec = (struct sup_rec){ .worker = r->worker,
 				 .state = state,
 				 .finish = finish,
 				 .n_prompt = r->n_prompt,
@@ -251,6 +250,7 @@ void sup_record(struct sup *S, const struct sup_req *r, const char *state, const
 				 .prefill_ms = r->prefill_ms,
 				 .decode_ms = r->decode_ms,
 				 .t_done = wall_now() };
+	snprintf(rec->tenant, sizeof(rec->tenant), "%s", p->tenant);
 	if (p->n > 1)
 		snprintf(rec->id, sizeof(rec->id), "%s/%u", p->idstr, r->index);
 	else
@@ -379,15 +379,13 @@ static json_t *live_request_json(struct sup *S, const struct sup_resp *p)
 	uint64_t now = sup_now_ns();
 	uint32_t out = 0;
 	bool any = false;
-	char tenant[32];
 	json_t *o;
 
 	for (unsigned i = 0; i < p->n; i++) {
 		out += p->choice[i]->n_gen;
 		any |= p->choice[i]->n_gen > 0;
 	}
-	snprintf(tenant, sizeof(tenant), "uid:%u", (unsigned)p->uid);
-	o = json_pack("{ss ss ss ss sI sI sI sf}", "id", p->idstr, "tenant", tenant, "state",
+	o = json_pack("{ss ss ss ss sI sI sI sf}", "id", p->idstr, "tenant", p->tenant, "state",
 		      any ? "decoding" : "prefilling", "partition",
 		      S->cfg->partitions[c0->worker].name, "prompt_tokens", (json_int_t)c0->n_prompt,
 		      "output_tokens", (json_int_t)out, "max_tokens", (json_int_t)c0->max_tokens,
@@ -413,11 +411,9 @@ static json_t *live_request_json(struct sup *S, const struct sup_resp *p)
 
 static json_t *recent_request_json(struct sup *S, const struct sup_rec *r)
 {
-	char tenant[32];
 	json_t *o;
 
-	snprintf(tenant, sizeof(tenant), "uid:%u", (unsigned)r->uid);
-	o = json_pack("{ss ss ss ss sI sI sI sf}", "id", r->id, "tenant", tenant, "state", r->state,
+	o = json_pack("{ss ss ss ss sI sI sI sf}", "id", r->id, "tenant", r->tenant, "state", r->state,
 		      "partition", S->cfg->partitions[r->worker].name, "prompt_tokens",
 		      (json_int_t)r->n_prompt, "output_tokens", (json_int_t)r->n_gen, "max_tokens",
 		      (json_int_t)r->max_tokens, "age_ms", (wall_now() - r->t_done) * 1000.0 + r->e2e_ms);

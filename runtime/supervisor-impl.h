@@ -101,6 +101,7 @@ struct sup_resp {
 	char idstr[40];
 	int64_t created;
 	uid_t uid;
+	char tenant[40];    /* api.tenants' name for uid, else "uid:N" */
 	unsigned n, n_done; /* choices, finished choices */
 	unsigned logprobs;  /* 0: none; else 1 + top alternatives */
 	struct sup_req **choice;
@@ -113,7 +114,7 @@ struct sup_resp {
 /* A finished request, for /v1/status and /admin/requests. */
 struct sup_rec {
 	char id[56];
-	uid_t uid;
+	char tenant[40];
 	int worker;
 	const char *state; /* "done", "failed", "cancelled" */
 	const char *finish;

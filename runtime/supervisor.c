@@ -947,6 +947,10 @@ static struct sup_resp *resp_new(struct sup *S, const struct http_req *req, enum
 	rs->include_usage = p->include_usage;
 	rs->created = (int64_t)time(NULL);
 	rs->uid = req->uid;
+	snprintf(rs->tenant, sizeof(rs->tenant), "uid:%u", (unsigned)req->uid);
+	for (unsigned i = 0; i < S->cfg->api.n_tenants; i++)
+		if ((uid_t)S->cfg->api.tenants[i].uid == req->uid)
+			snprintf(rs->tenant, sizeof(rs->tenant), "%s", S->cfg->api.tenants[i].name);
 	rs->logprobs = p->logprobs ? 1 + p->top_logprobs : 0;
 	rs->t_submit_ns = sup_now_ns();
 	snprintf(rs->model, sizeof(rs->model), "%s", p->model.ptr ? p->model.ptr : S->model_name);
@@ -1036,7 +1040,8 @@ static void start_generation(struct sup *S, const struct http_req *req, struct h
 	if (!rs)
 		goto nomem;
 	S->n_resps++;
-	salt = kv_salt_from_bytes(&req->uid, sizeof(req->uid));
+	/* The tenant, from the peer's credentials: users of one tenant share cached prefixes. */
+	salt = kv_salt_from_bytes(rs->tenant, strlen(rs->tenant));
 	for (unsigned i = 0; i < rs->n; i++) {
 		rs->choice[i]->done = false;
 		ret = req_submit(S, w, rs->choice[i], p, ids, n, salt);

@@ -102,6 +102,14 @@ struct cfg_transport {
 	bool encrypt;		     /* encrypt tcp transfers (needs psk_file) */
 };
 
+#define CFG_MAX_TENANTS 64
+
+/* A uid whose requests share one prefix-cache tenant (and its name in status). */
+struct cfg_tenant {
+	int uid;
+	char name[32]; /* [A-Za-z0-9_.-] */
+};
+
 struct cfg_api {
 	char socket_dir[CFG_SOCKET_DIR_MAX]; /* "" = /run/duet (root), else $XDG_RUNTIME_DIR/duet */
 	char group[32];			     /* group of api.sock; "" = the daemon's group */
@@ -114,6 +122,8 @@ struct cfg_api {
 	int max_logprobs;		     /* largest top_logprobs; 0: none */
 	char audit_log[CFG_PATH_MAX];	     /* "" = <socket_dir>/audit.log */
 	int canary_interval_ms;		     /* 0: no canary */
+	struct cfg_tenant tenants[CFG_MAX_TENANTS]; /* uid -> tenant; others: their own */
+	unsigned n_tenants;
 };
 
 struct cfg_slo {

@@ -209,6 +209,8 @@ static const struct cfg_enum_val format_vals[] = {
 
 #define C_FIELD(f) \
 	.off = offsetof(struct duet_config, f), .size = sizeof(((struct duet_config *)0)->f)
+#define T_FIELD(f) \
+	.off = offsetof(struct cfg_tenant, f), .size = sizeof(((struct cfg_tenant *)0)->f)
 #define P_FIELD(f) \
 	.off = offsetof(struct cfg_partition, f), .size = sizeof(((struct cfg_partition *)0)->f)
 
@@ -476,6 +478,31 @@ static const struct cfg_key schema[] = {
 	  .def_i = 5000,
 	  C_FIELD(api.canary_interval_ms),
 	  .doc = "How often a one-token canary request goes through every partition; /health is 200 only while they succeed. 0 = no canary (health = every worker ready)." },
+	{ .path = "api.tenants",
+	  .type = CFG_T_LIST,
+	  .min = 0,
+	  .max = CFG_MAX_TENANTS,
+	  .off = offsetof(struct duet_config, api.tenants),
+	  .size = sizeof(struct cfg_tenant),
+	  .count_off = offsetof(struct duet_config, api.n_tenants),
+	  .doc = "Users whose requests share a prefix-cache tenant; every other uid is a tenant of its own." },
+	{ .path = "api.tenants.[].uid",
+	  .type = CFG_T_INT,
+	  .flags = CFG_REQUIRED,
+	  .min = 0,
+	  .max = 2147483647,
+	  .example = "1000",
+	  T_FIELD(uid),
+	  .doc = "The user id (as the socket's peer credentials report it)." },
+	{ .path = "api.tenants.[].tenant",
+	  .type = CFG_T_STRING,
+	  .flags = CFG_REQUIRED,
+	  .min = 1,
+	  .max = 31,
+	  .example = "team-a",
+	  .check = check_token,
+	  T_FIELD(name),
+	  .doc = "The tenant's name: users with the same name share cached prefixes." },
 
 	{ .path = "slo",
 	  .type = CFG_T_GROUP,
@@ -1190,7 +1217,10 @@ static void print_value(FILE *fp, const struct cfg_key *k, const void *obj)
 
 	switch (k->type) {
 	case CFG_T_INT:
-		fprintf(fp, "%d", field ? *(const int *)field : (int)k->def_i);
+		if (!field && (k->flags & CFG_REQUIRED) && k->example)
+			fputs(k->example, fp);
+		else
+			fprintf(fp, "%d", field ? *(const int *)field : (int)k->def_i);
 		break;
 	case CFG_T_FLOAT:
 		print_float(fp, field ? *(const double *)field : k->def_f);
@@ -1266,6 +1296,52 @@ static void print_key_doc(FILE *fp, const struct cfg_key *k, int depth)
 	fputc('\n', fp);
 }
 
+static void print_level(FILE *fp, const char *kprefix, const void *obj, int depth);
+
+/* "name = ( { ... }, ... );" with n entries of obj (NULL: one documented example entry). */
+static void print_list(FILE *fp, const struct cfg_key *k, const void *obj, unsigned n, int depth)
+{
+	char eprefix[CFG_PATH_LEN];
+
+	snprintf(eprefix, sizeof(eprefix), "%s.[]", k->path);
+	fprintf(fp, "%s =\n", key_leaf(k));
+	print_indent(fp, depth);
+	fputs("(\n", fp);
+	for (unsigned j = 0; j < n; j++) {
+		const char *elem = obj ? (const char *)obj + k->off + (size_t)j * k->size : NULL;
+
+		print_indent(fp, depth + 1);
+		fputs("{\n", fp);
+		print_level(fp, eprefix, elem, depth + 2);
+		print_indent(fp, depth + 1);
+		fputs(j + 1 < n ? "},\n" : "}\n", fp);
+	}
+	print_indent(fp, depth);
+	fputs(");\n", fp);
+}
+
+/* A list that may be empty: empty by default, with one example entry commented out. */
+static void print_list_example(FILE *fp, const struct cfg_key *k, int depth)
+{
+	char *text = NULL, *line, *save = NULL;
+	size_t len = 0;
+	FILE *ms = open_memstream(&text, &len);
+
+	if (ms) {
+		print_list(ms, k, NULL, 1, 0);
+		fclose(ms);
+		/* The caller indented the first line already. */
+		for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+			if (line != text)
+				print_indent(fp, depth);
+			fprintf(fp, "# %s\n", line);
+		}
+		free(text);
+	}
+	print_indent(fp, depth);
+	fprintf(fp, "%s = ( );\n", key_leaf(k));
+}
+
 /*
  * The keys directly inside kprefix, from obj (effective values) or, with
  * obj NULL, as documentation with defaults and one example list entry.
@@ -1293,28 +1369,12 @@ static void print_level(FILE *fp, const char *kprefix, const void *obj, int dept
 			print_level(fp, k->path, obj, depth + 1);
 			print_indent(fp, depth);
 			fputs("};\n", fp);
+		} else if (k->type == CFG_T_LIST && doc && k->min == 0) {
+			print_list_example(fp, k, depth);
 		} else if (k->type == CFG_T_LIST) {
-			unsigned n =
-				obj ? *(const unsigned *)((const char *)obj + k->count_off) : 1;
-			char eprefix[CFG_PATH_LEN];
-
-			snprintf(eprefix, sizeof(eprefix), "%s.[]", k->path);
-			fprintf(fp, "%s =\n", key_leaf(k));
-			print_indent(fp, depth);
-			fputs("(\n", fp);
-			for (unsigned j = 0; j < n; j++) {
-				const char *elem =
-					obj ? (const char *)obj + k->off + (size_t)j * k->size
-					    : NULL;
-
-				print_indent(fp, depth + 1);
-				fputs("{\n", fp);
-				print_level(fp, eprefix, elem, depth + 2);
-				print_indent(fp, depth + 1);
-				fputs(j + 1 < n ? "},\n" : "}\n", fp);
-			}
-			print_indent(fp, depth);
-			fputs(");\n", fp);
+			print_list(fp, k, obj, obj ? *(const unsigned *)((const char *)obj + k->count_off)
+						   : 1,
+				   depth);
 		} else {
 			fprintf(fp, "%s = ", key_leaf(k));
 			print_value(fp, k, obj);

@@ -60,6 +60,7 @@ sed -e "s|^\([[:space:]]*path[[:space:]]*=[[:space:]]*\)\"[^\"]*\"|\1\"$model\"|
 	-e "s|^\([[:space:]]*socket_dir[[:space:]]*=[[:space:]]*\)\"[^\"]*\"|\1\"$tmp\"|" \
 	-e "s|^\([[:space:]]*canary_interval_ms[[:space:]]*=[[:space:]]*\)[0-9]*|\1300|" \
 	-e "s|^\([[:space:]]*admin_group[[:space:]]*=[[:space:]]*\)\"[^\"]*\"|\1\"\"|" \
+	-e "s|^\([[:space:]]*tenants[[:space:]]*=[[:space:]]*\)( );|\1( { uid = 0; tenant = \"ops\"; }, { uid = 65534; tenant = \"ops\"; } );|" \
 	etc/duet.cfg >"$tmp/duet.cfg"
 
 # Every step waits 3 ms: requests stay in flight long enough to act on them.
@@ -189,6 +190,17 @@ sed -n 's/^data: \({.*\)$/\1/p' "$tmp/n3.txt" |
 	"$JQ" -s -e '[.[] | .choices[] | select(.finish_reason != null) | .index] | sort == [0,1,2]' >/dev/null
 result $? "n = 3 streamed: one finish_reason for each of the indices 0, 1, 2" "$tmp/n3.txt"
 
+# 8b. Chat, streamed and not, gives the same greedy text.
+chat='"model":"m","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":24,"temperature":0'
+req "$api" POST /v1/chat/completions "{$chat}" | "$JQ" -r '.choices[0].message.content' >"$tmp/chat-want.txt"
+req "$api" POST /v1/chat/completions "{$chat,\"stream\":true}" >"$tmp/chat-stream.txt"
+sed -n 's/^data: \({.*\)$/\1/p' "$tmp/chat-stream.txt" |
+	"$JQ" -j '.choices[0].delta.content // empty' >"$tmp/chat-got.txt"
+printf '\n' >>"$tmp/chat-got.txt"
+[ -s "$tmp/chat-want.txt" ] && cmp -s "$tmp/chat-want.txt" "$tmp/chat-got.txt" &&
+	[ "$(grep -v '^$' "$tmp/chat-stream.txt" | tail -n 1)" = "data: [DONE]" ]
+result $? "chat completion: the streamed deltas add up to the unstreamed message" "$tmp/chat-stream.txt"
+
 # 9. The audit log and the events.
 "$CURL" -sS -N --max-time 2 --unix-socket "$adm" http://duet/admin/events >"$tmp/events.txt" 2>/dev/null
 grep -q '^event: worker_start$' "$tmp/events.txt" && grep -q '^event: drain$' "$tmp/events.txt" &&
@@ -216,7 +228,26 @@ else
 	skip "another uid on admin.sock: needs root and setpriv"
 fi
 
-# 11. Reload: what can change applies, the rest is named; a broken file is a 400 naming it.
+# 11. Tenants: uid 65534 shares root's cached prefix (both "ops"), uid 65533 (its own tenant) does not.
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+	long='{"model":"m","prompt":"Once upon a time there was a little dog who liked to run in the park with his friends every day","max_tokens":1}'
+	chmod 0666 "$api"
+	req "$api" POST /v1/completions "$long" >/dev/null
+	setpriv --reuid=65534 --regid=65534 --clear-groups "$CURL" -sS --max-time 10 --unix-socket "$api" \
+		-H 'Content-Type: application/json' --data-binary "$long" http://duet/v1/completions >"$tmp/t1.json"
+	setpriv --reuid=65533 --regid=65533 --clear-groups "$CURL" -sS --max-time 10 --unix-socket "$api" \
+		-H 'Content-Type: application/json' --data-binary "$long" http://duet/v1/completions >"$tmp/t2.json"
+	chmod 0660 "$api"
+	cat "$tmp/t1.json" "$tmp/t2.json" >"$tmp/tenants.json"
+	"$JQ" -e '.usage.prompt_tokens_details.cached_tokens > 0' "$tmp/t1.json" >/dev/null &&
+		"$JQ" -e '.usage.prompt_tokens_details.cached_tokens == 0' "$tmp/t2.json" >/dev/null &&
+		req "$adm" GET /admin/requests | "$JQ" -e '[.requests[] | .tenant] | (index("ops") != null) and (index("uid:65533") != null)' >/dev/null
+	result $? "api.tenants: uid 65534 reuses the ops tenant's cached prefix, uid 65533 does not" "$tmp/tenants.json"
+else
+	skip "tenants: needs root and setpriv"
+fi
+
+# 12. Reload: what can change applies, the rest is named; a broken file is a 400 naming it.
 sed -e "s|^\([[:space:]]*ttft_ms[[:space:]]*=[[:space:]]*\)[0-9]*|\1777|" \
 	-e "s|^\([[:space:]]*cpus[[:space:]]*=[[:space:]]*\)\"[^\"]*\"|\1\"0\"|" \
 	"$tmp/duet.cfg" >"$tmp/next.cfg" && cp "$tmp/next.cfg" "$tmp/duet.cfg"
@@ -232,7 +263,7 @@ c2=$(code)
 result $? "reload applies slo, names partitions as needing a restart; a broken file is 400 ($c1 $c2)" \
 	"$tmp/reload-bad.json"
 
-# 12. Metrics: prefix-cache counters and the latency histograms.
+# 13. Metrics: prefix-cache counters and the latency histograms.
 req "$api" GET /metrics >"$tmp/metrics.txt"
 grep -q '^duet_prefix_cache_queries_total{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt" &&
 	grep -q '^duet_time_to_first_token_seconds_count{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt" &&
@@ -241,7 +272,7 @@ grep -q '^duet_prefix_cache_queries_total{partition="cpu0",role="mixed"} [1-9]' 
 	grep -q '^duet_request_prefill_time_seconds_count{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt"
 result $? "/metrics counts prefix-cache queries and observes TTFT, queue, prefill and decode times" "$tmp/metrics.txt"
 
-# 13. Finished requests carry their phases (the worker's clock) and the wall-clock "now" is exact.
+# 14. Finished requests carry their phases (the worker's clock) and the wall-clock "now" is exact.
 req "$adm" GET /admin/requests >"$tmp/phases.json"
 status >"$tmp/status3.json"
 "$JQ" -e '[.requests[] | select(.state == "done")][0] | (.queue_ms >= 0) and (.prefill_ms >= 0)
@@ -250,7 +281,7 @@ status >"$tmp/status3.json"
 result $? "finished requests have queue, prefill and decode times; /v1/status now is the wall clock" \
 	"$tmp/phases.json"
 
-# 14. POST /admin/shutdown: 202, drain, exit 0, sockets gone, no [alert].
+# 15. POST /admin/shutdown: 202, drain, exit 0, sockets gone, no [alert].
 req "$adm" POST /admin/shutdown >"$tmp/shutdown.json"
 c1=$(code)
 wait "$pid"
