@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -669,6 +670,74 @@ static void cpu_options(struct worker *w, struct be_options *bo)
 	bo->device = p->device_index;
 }
 
+/* NUMA nodes with memory, as /sys reports them; 1 when it cannot tell. */
+static int numa_nodes(void)
+{
+	int n = 0;
+	char path[64];
+
+	for (int i = 0; i < 1024; i++) {
+		snprintf(path, sizeof(path), "/sys/devices/system/node/node%d", i);
+		if (access(path, F_OK) == 0)
+			n++;
+		else if (i > 0 && n == i)
+			break;
+	}
+	return n > 0 ? n : 1;
+}
+
+/* The node of cpu, or -1. */
+static int cpu_node(int cpu)
+{
+	char path[96];
+
+	for (int node = 0; node < 1024; node++) {
+		snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%d/node%d", cpu, node);
+		if (access(path, F_OK) == 0)
+			return node;
+	}
+	return -1;
+}
+
+/*
+ * The whole process on the partition's CPUs (threads started later inherit
+ * it) and, on a machine with more than one NUMA node, its memory on the
+ * partition's node (numa_node, or the node of its first CPU).
+ */
+static void pin_process(struct worker *w)
+{
+	const struct cfg_partition *p = w->part;
+	int first = -1, node;
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	for (unsigned c = 0; c < CFG_MAX_CPUS && c < CPU_SETSIZE && p->n_cpus > 0; c++) {
+		if (cfg_cpuset_has(&p->cpuset, c)) {
+			CPU_SET(c, &set);
+			if (first < 0)
+				first = (int)c;
+		}
+	}
+	if (first >= 0 && sched_setaffinity(0, sizeof(set), &set) != 0)
+		log_warn(SUB, "partition %s: sched_setaffinity(%s): %s", p->name, p->cpus,
+			 strerror(errno));
+	if (numa_nodes() < 2)
+		return;
+	node = p->numa_node >= 0 ? p->numa_node : first >= 0 ? cpu_node(first) : -1;
+	if (node < 0 || node >= 64)
+		return;
+	{
+		unsigned long mask = 1ul << node;
+
+		/* MPOL_BIND = 2; set_mempolicy(2) has no glibc wrapper. */
+		if (syscall(SYS_set_mempolicy, 2, &mask, sizeof(mask) * 8) != 0)
+			log_warn(SUB, "partition %s: memory on NUMA node %d: %s", p->name, node,
+				 strerror(errno));
+		else
+			log_info(SUB, "partition %s: memory bound to NUMA node %d", p->name, node);
+	}
+}
+
 /* Model, backend, KV pool and scheduler.  On failure err says why (for the ERROR frame). */
 static int engine_open(struct worker *w, char *err, size_t errlen)
 {
@@ -717,6 +786,7 @@ static int engine_open(struct worker *w, char *err, size_t errlen)
 		.max_seqs = p->max_seqs,
 		.max_table = p->max_seqs * (ctx_blocks + 1),
 	};
+	pin_process(w);
 	cpu_options(w, &bo);
 	ret = backend_open(p->device_kind == CFG_DEVICE_CUDA ? "cuda" : "cpu", &bo, &lim, &w->be);
 	if (ret) {

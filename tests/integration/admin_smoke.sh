@@ -59,6 +59,7 @@ chmod 0755 "$tmp"
 sed -e "s|^\([[:space:]]*path[[:space:]]*=[[:space:]]*\)\"[^\"]*\"|\1\"$model\"|" \
 	-e "s|^\([[:space:]]*socket_dir[[:space:]]*=[[:space:]]*\)\"[^\"]*\"|\1\"$tmp\"|" \
 	-e "s|^\([[:space:]]*canary_interval_ms[[:space:]]*=[[:space:]]*\)[0-9]*|\1300|" \
+	-e "s|^\([[:space:]]*cpus[[:space:]]*=[[:space:]]*\)\"[^\"]*\"|\1\"0\"|" \
 	-e "s|^\([[:space:]]*admin_group[[:space:]]*=[[:space:]]*\)\"[^\"]*\"|\1\"\"|" \
 	-e "s|^\([[:space:]]*tenants[[:space:]]*=[[:space:]]*\)( );|\1( { uid = 0; tenant = \"ops\"; }, { uid = 65534; tenant = \"ops\"; } );|" \
 	etc/duet.cfg >"$tmp/duet.cfg"
@@ -83,6 +84,15 @@ req "$adm" GET /v1/status >"$tmp/status-admin.json"
 	and (.totals | has("requests"))' "$tmp/status.json" >/dev/null &&
 	"$JQ" -e '.admin == true' "$tmp/status-admin.json" >/dev/null
 result $? "/v1/status has the documented shape; admin only on admin.sock" "$tmp/status.json"
+
+# 1b. The worker process, every thread of it, runs on the partition's CPU set ("0").
+wpid=$(status | "$JQ" '.partitions[0].pid')
+bad=0
+for t in /proc/"$wpid"/task/*; do
+	grep -q '^Cpus_allowed_list:[[:space:]]*0$' "$t/status" || bad=$((bad + 1))
+done
+[ -d "/proc/$wpid" ] && [ $bad -eq 0 ]
+result $? "every thread of worker $wpid is pinned to the partition's cpus \"0\" ($bad not)" "$tmp/run.out"
 
 # 2. Health is 200 only after the canary went through; the canary does not count as a request.
 req "$api" GET /health >/dev/null
@@ -249,7 +259,7 @@ fi
 
 # 12. Reload: what can change applies, the rest is named; a broken file is a 400 naming it.
 sed -e "s|^\([[:space:]]*ttft_ms[[:space:]]*=[[:space:]]*\)[0-9]*|\1777|" \
-	-e "s|^\([[:space:]]*cpus[[:space:]]*=[[:space:]]*\)\"[^\"]*\"|\1\"0\"|" \
+	-e "s|^\([[:space:]]*max_seqs[[:space:]]*=[[:space:]]*\)[0-9]*|\132|" \
 	"$tmp/duet.cfg" >"$tmp/next.cfg" && cp "$tmp/next.cfg" "$tmp/duet.cfg"
 req "$adm" POST /admin/reload >"$tmp/reload.json"
 c1=$(code)
