@@ -33,6 +33,8 @@ enum be_mem_kind {
 	BE_MEM_HOST,
 	BE_MEM_HOST_HUGE, /* host memory on huge pages */
 	BE_MEM_DEVICE,
+	BE_MEM_HOST_SHARED,	 /* host memory in a memfd another process can map */
+	BE_MEM_HOST_SHARED_HUGE, /* the same on huge pages (falls back with a warning) */
 };
 
 /* A registered memory range, for transfer drivers to register with a NIC or peer. */
@@ -40,6 +42,8 @@ struct be_region {
 	void *base;
 	size_t bytes;
 	enum be_mem_kind kind;
+	int fd;		   /* shared kinds: the memfd of the whole pool; else -1 */
+	size_t fd_offset;  /* where base is in the fd's mapping */
 };
 
 struct be_options {

@@ -724,7 +724,7 @@ static void worker_readable(struct sup *S, struct sup_worker *w)
 {
 	const char *name = S->cfg->partitions[w->idx].name;
 	struct ipc_msg *m = S->msg;
-	int ret;
+	int ret = 0;
 
 	while (w->ch && (ret = ipc_recv(w->ch, m)) == 1) {
 		switch (m->hdr.type) {

@@ -48,6 +48,8 @@ struct be_kv {
 	size_t elem;
 	bool mapped;
 	size_t map_bytes;
+	enum be_mem_kind kind; /* what the pool really is (after any fallback) */
+	int fd;		       /* shared kinds: the memfd; else -1 */
 };
 
 struct cpu {
@@ -202,6 +204,60 @@ static void cpu_weight_free(void *priv, struct be_weight *w)
 
 /* --- KV pool ---------------------------------------------------------------- */
 
+/*
+ * The pool in a memfd mapped MAP_SHARED, so that a transfer driver can hand
+ * the fd to a peer process (the prefill side maps the decode side's pool).
+ * Huge pages when asked and available, else normal pages with a warning.
+ */
+static int kv_shared_map(struct be_kv *kv, size_t total, bool huge)
+{
+	int fd = -1;
+	void *m;
+
+	if (huge) {
+		fd = memfd_create("duet-kv", MFD_CLOEXEC | MFD_HUGETLB);
+		if (fd >= 0 && ftruncate(fd, (off_t)total) != 0) {
+			close(fd);
+			fd = -1;
+		}
+		if (fd >= 0) {
+			m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+			if (m == MAP_FAILED) {
+				close(fd);
+				fd = -1;
+			} else {
+				kv->kind = BE_MEM_HOST_SHARED_HUGE;
+				goto mapped;
+			}
+		}
+		log_warn("cpu", "no huge pages for a %zu MiB shared KV pool; using normal pages",
+			 total >> 20);
+	}
+	fd = memfd_create("duet-kv", MFD_CLOEXEC);
+	if (fd < 0) {
+		int ret = -errno;
+
+		log_error("cpu", "memfd_create for a %zu MiB KV pool: %s", total >> 20,
+			  strerror(errno));
+		return ret;
+	}
+	if (ftruncate(fd, (off_t)total) != 0 ||
+	    (m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+		int ret = -errno;
+
+		log_error("cpu", "a %zu MiB shared KV pool: %s", total >> 20, strerror(errno));
+		close(fd);
+		return ret;
+	}
+	kv->kind = BE_MEM_HOST_SHARED;
+mapped:
+	kv->mem = m;
+	kv->mapped = true;
+	kv->map_bytes = total;
+	kv->fd = fd;
+	return 0;
+}
+
 static int cpu_kv_create(void *priv, const struct be_kv_layout *l, enum be_mem_kind kind,
 			 struct be_kv **out)
 {
@@ -225,6 +281,8 @@ static int cpu_kv_create(void *priv, const struct be_kv_layout *l, enum be_mem_k
 	kv->layer_bytes = kv->block_bytes * (size_t)l->n_blocks;
 	if (__builtin_mul_overflow(kv->layer_bytes, (size_t)l->n_layers, &total))
 		goto nomem;
+	kv->fd = -1;
+	kv->kind = BE_MEM_HOST;
 	if (kind == BE_MEM_HOST_HUGE) {
 		void *m = mmap(NULL, total, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
@@ -232,9 +290,17 @@ static int cpu_kv_create(void *priv, const struct be_kv_layout *l, enum be_mem_k
 			kv->mem = m;
 			kv->mapped = true;
 			kv->map_bytes = total;
+			kv->kind = BE_MEM_HOST_HUGE;
 		} else {
 			log_warn("cpu", "no huge pages for a %zu MiB KV pool; using normal pages",
 				 total >> 20);
+		}
+	} else if (kind == BE_MEM_HOST_SHARED || kind == BE_MEM_HOST_SHARED_HUGE) {
+		int ret = kv_shared_map(kv, total, kind == BE_MEM_HOST_SHARED_HUGE);
+
+		if (ret) {
+			duet_free(kv);
+			return ret;
 		}
 	}
 	if (!kv->mem)
@@ -271,6 +337,8 @@ free_mem:
 		munmap(kv->mem, kv->map_bytes);
 	else
 		duet_free(kv->mem);
+	if (kv->fd >= 0)
+		close(kv->fd);
 nomem:
 	duet_free(kv);
 	return -ENOMEM;
@@ -283,6 +351,8 @@ static void cpu_kv_destroy(void *priv, struct be_kv *kv)
 		munmap(kv->mem, kv->map_bytes);
 	else
 		duet_free(kv->mem);
+	if (kv->fd >= 0)
+		close(kv->fd);
 	duet_free(kv);
 }
 
@@ -293,7 +363,9 @@ static int cpu_kv_region(void *priv, const struct be_kv *kv, int layer, struct b
 		return -EINVAL;
 	out->base = kv->mem + (size_t)layer * kv->layer_bytes;
 	out->bytes = kv->layer_bytes;
-	out->kind = kv->mapped ? BE_MEM_HOST_HUGE : BE_MEM_HOST;
+	out->kind = kv->kind;
+	out->fd = kv->fd;
+	out->fd_offset = (size_t)layer * kv->layer_bytes;
 	return 0;
 }
 

@@ -21,6 +21,8 @@ struct llm {
 	struct be_weight *tok_embd, *output_norm, *output;
 	struct llm_layer *layers;
 	struct be_kv *kv;
+	llm_layer_fn layer_hook;
+	void *layer_ctx;
 
 	/* Activations, [max_tokens][width] f32. */
 	struct be_buf *x;      /* residual stream (dim) */
@@ -208,7 +210,11 @@ int llm_create(struct backend *be, const struct model_desc *m, const struct llm_
 		.head_dim = (int)m->head_dim,
 		.dtype = o->kv_dtype,
 	};
-	ret = be_kv_create(be, &kl, o->hugepages ? BE_MEM_HOST_HUGE : BE_MEM_HOST, &llm->kv);
+	ret = be_kv_create(be, &kl,
+			   o->shared_kv ? (o->hugepages ? BE_MEM_HOST_SHARED_HUGE : BE_MEM_HOST_SHARED)
+			   : o->hugepages ? BE_MEM_HOST_HUGE
+					  : BE_MEM_HOST,
+			   &llm->kv);
 	if (ret) {
 		log_error("llm", "cannot create a KV pool of %d blocks: %s", llm->n_blocks,
 			  duet_strerror(ret));
@@ -250,6 +256,40 @@ int llm_max_tokens(const struct llm *llm)
 int llm_max_out(const struct llm *llm)
 {
 	return llm->max_out;
+}
+
+void llm_set_layer_hook(struct llm *llm, llm_layer_fn fn, void *ctx)
+{
+	llm->layer_hook = fn;
+	llm->layer_ctx = ctx;
+}
+
+int llm_kv_pool(const struct llm *llm, struct be_region *out)
+{
+	int ret = be_kv_region(llm->be, llm->kv, 0, out);
+
+	if (ret == 0)
+		out->bytes *= llm->m->n_layers;
+	return ret;
+}
+
+int llm_kv_range(const struct llm *llm, int layer, int32_t block, int n, size_t *offset,
+		 size_t *len)
+{
+	struct be_region r;
+	size_t block_bytes;
+	int ret;
+
+	if (layer < 0 || (uint32_t)layer >= llm->m->n_layers || block < 0 || n < 1 ||
+	    block > llm->n_blocks - n)
+		return -EINVAL;
+	ret = be_kv_region(llm->be, llm->kv, layer, &r);
+	if (ret)
+		return ret;
+	block_bytes = r.bytes / (size_t)llm->n_blocks;
+	*offset = r.bytes * (size_t)layer + block_bytes * (size_t)block;
+	*len = block_bytes * (size_t)n;
+	return 0;
 }
 
 struct be_kv *llm_kv(const struct llm *llm)
@@ -310,8 +350,14 @@ int llm_step(struct llm *llm, const struct be_step *s, float *logits)
 	if (ret)
 		return ret;
 	ret = be_embed(llm->be, llm->tok_embd, llm->x);
-	for (int il = 0; ret == 0 && il < (int)m->n_layers; il++)
+	for (int il = 0; ret == 0 && il < (int)m->n_layers; il++) {
 		ret = layer_forward(llm, il, s->n_tokens);
+		if (ret == 0 && llm->layer_hook) {
+			ret = be_sync(llm->be);
+			if (ret == 0)
+				ret = llm->layer_hook(llm->layer_ctx, il);
+		}
+	}
 	if (ret)
 		return ret;
 	if (s->n_out == 0)

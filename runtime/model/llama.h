@@ -24,6 +24,7 @@ struct llm_options {
 				  * enough for max_seqs full contexts */
 	size_t kv_budget;	 /* KV pool size in bytes when n_blocks is 0; 0 = unused */
 	bool hugepages;		 /* KV pool on huge pages (falls back with a warning) */
+	bool shared_kv;		 /* KV pool in a memfd a peer process can map (be_region.fd) */
 	int max_tokens;		 /* tokens per step; 0 = 512 */
 	int max_seqs;		 /* sequences per step; 0 = 1 */
 	int max_out;		 /* logit rows per step; 0 = max_seqs */
@@ -46,6 +47,28 @@ int llm_n_blocks(const struct llm *llm);
 int llm_max_tokens(const struct llm *llm);
 int llm_max_out(const struct llm *llm);
 struct be_kv *llm_kv(const struct llm *llm);
+
+/*
+ * The KV bytes of blocks [block, block + n) of one layer: one contiguous
+ * range, as an offset from the start of layer 0's region (the whole pool is
+ * one mapping; with shared_kv, also the offset in the memfd).  This is the
+ * unit a KV transfer writes: runs of adjacent blocks merge into one range.
+ * -EINVAL when layer or the blocks are out of range.
+ */
+int llm_kv_range(const struct llm *llm, int layer, int32_t block, int n, size_t *offset,
+		 size_t *len);
+/* The whole pool as one region (layer 0's base, every layer's bytes). */
+int llm_kv_pool(const struct llm *llm, struct be_region *out);
+
+/*
+ * Called by llm_step after layer `layer` of the step is computed, its K/V
+ * stored in the pool and the backend synchronized, before the next layer
+ * starts: a prefill worker posts that layer's KV writes from here so that
+ * the transfer overlaps the following layers.  A non-zero return aborts the
+ * step with that code.  NULL removes the hook.
+ */
+typedef int (*llm_layer_fn)(void *ctx, int layer);
+void llm_set_layer_hook(struct llm *llm, llm_layer_fn fn, void *ctx);
 
 /* Copy-on-write of a shared block: n_tokens slots of src into dst, all layers. */
 int llm_kv_copy(struct llm *llm, int32_t src, int32_t dst, int n_tokens);

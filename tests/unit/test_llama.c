@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "drivers/backend.h"
 #include "runtime/core/err.h"
@@ -34,13 +36,18 @@ struct rig {
 	float *logits;
 };
 
+static bool rig_shared_kv; /* the next rig_open's pool in a memfd */
+
 static void rig_open(struct rig *r, const char *path, enum ggml_type kv, int threads,
 		     int max_tokens, int max_out)
 {
 	char err[512];
 	struct be_options bo = { .threads = threads };
 	struct be_step_limits lim = { .max_tokens = max_tokens, .max_seqs = 1, .max_table = 4096 };
-	struct llm_options lo = { .kv_dtype = kv, .max_tokens = max_tokens, .max_out = max_out };
+	struct llm_options lo = { .kv_dtype = kv,
+				  .max_tokens = max_tokens,
+				  .max_out = max_out,
+				  .shared_kv = rig_shared_kv };
 
 	memset(r, 0, sizeof(*r));
 	if (gguf_open(path, &r->f, err, sizeof(err)))
@@ -616,6 +623,125 @@ static void test_kv_budget_and_hugepages(void **state)
 	tu_rmtree(dir);
 }
 
+static int transplant_layer_fail(void *ctx, int layer)
+{
+	(void)ctx;
+	return layer == 1 ? -ECANCELED : 0;
+}
+
+/* What the layer hook of test_kv_transplant saw and where it wrote. */
+struct transplant {
+	struct rig *src;
+	uint8_t *dst; /* the decode pool, through a second mapping of its memfd */
+	int n_blocks; /* blocks the prompt occupies so far (identity table) */
+	int calls, last_layer, out_of_order;
+};
+
+/* Layer-wise "transfer": copy this layer's blocks of the source pool into the destination. */
+static int transplant_layer(void *ctx, int layer)
+{
+	struct transplant *t = ctx;
+	struct be_region pool;
+	size_t off, len;
+
+	if (layer != (t->last_layer + 1) % (int)t->src->m->n_layers)
+		t->out_of_order++;
+	t->last_layer = layer;
+	t->calls++;
+	if (llm_kv_range(t->src->llm, layer, 0, t->n_blocks, &off, &len) ||
+	    llm_kv_pool(t->src->llm, &pool))
+		return -EIO;
+	memcpy(t->dst + off, (const uint8_t *)pool.base + off, len);
+	return 0;
+}
+
+/*
+ * Disaggregation's core property, in one process: prefill on one engine,
+ * its KV copied layer by layer (from the layer hook, by block ranges) into
+ * another engine's shared pool through a second mapping of the memfd, and
+ * decoding continued there gives bit-identical logits to decoding on the
+ * first engine.
+ */
+static void test_kv_transplant(void **state)
+{
+	char *dir = tu_mkdtemp();
+	char *path = make_model(dir, GGML_TYPE_F32, false);
+	struct rig a, b;
+	struct transplant t = { .last_layer = -1 };
+	struct be_region pool;
+	int32_t ids[40];
+	size_t off, len;
+	float *la;
+	int bt, n_layers;
+
+	(void)state;
+	for (int i = 0; i < 40; i++)
+		ids[i] = (i * 7 + 3) % 50;
+	rig_open(&a, path, GGML_TYPE_F16, 1, 16, 1);
+	rig_shared_kv = true;
+	rig_open(&b, path, GGML_TYPE_F16, 1, 16, 1);
+	rig_shared_kv = false;
+	n_layers = (int)a.m->n_layers;
+	bt = llm_block_tokens(a.llm);
+	la = calloc(a.m->n_vocab, sizeof(float));
+	assert_non_null(la);
+
+	/* The decode pool is a memfd; the "peer" maps it a second time. */
+	assert_int_equal(llm_kv_pool(b.llm, &pool), 0);
+	assert_true(pool.fd >= 0);
+	assert_int_equal(pool.kind, BE_MEM_HOST_SHARED);
+	t.dst = mmap(NULL, pool.bytes, PROT_READ | PROT_WRITE, MAP_SHARED, pool.fd, 0);
+	assert_true(t.dst != MAP_FAILED);
+	t.src = &a;
+
+	/* Ranges: contiguous per layer, adjacent blocks merge, bounds refused. */
+	assert_int_equal(llm_kv_range(a.llm, 1, 2, 3, &off, &len), 0);
+	{
+		size_t o1, l1;
+
+		assert_int_equal(llm_kv_range(a.llm, 1, 2, 1, &o1, &l1), 0);
+		assert_int_equal(off, o1);
+		assert_int_equal(len, 3 * l1);
+		assert_int_equal(llm_kv_range(a.llm, 1, 5, 1, &o1, &l1), 0);
+		assert_int_equal(o1, off + len);
+	}
+	assert_int_equal(llm_kv_range(a.llm, n_layers, 0, 1, &off, &len), -EINVAL);
+	assert_int_equal(llm_kv_range(a.llm, 0, llm_n_blocks(a.llm), 1, &off, &len), -EINVAL);
+	assert_int_equal(llm_kv_range(a.llm, 0, -1, 1, &off, &len), -EINVAL);
+	assert_int_equal(llm_kv_range(a.llm, 0, 0, 0, &off, &len), -EINVAL);
+
+	/* Prefill on a in chunks of 16, every layer's KV shipped as it is computed. */
+	t.n_blocks = (40 + bt - 1) / bt;
+	llm_set_layer_hook(a.llm, transplant_layer, &t);
+	assert_int_equal(llm_seq_eval(&a.seq, ids, 40, la, NULL), 0);
+	llm_set_layer_hook(a.llm, NULL, NULL);
+	assert_int_equal(t.calls, 3 * n_layers); /* 40 tokens = 3 steps of at most 16 */
+	assert_int_equal(t.out_of_order, 0);
+
+	/* b takes over at position 40 with a's first token; both decode 8 tokens greedily. */
+	b.seq.n_past = 40;
+	for (int step = 0; step < 8; step++) {
+		int32_t next = argmax(la, (int)a.m->n_vocab);
+
+		assert_int_equal(llm_seq_eval(&a.seq, &next, 1, la, NULL), 0);
+		assert_int_equal(llm_seq_eval(&b.seq, &next, 1, b.logits, NULL), 0);
+		assert_memory_equal(la, b.logits, sizeof(float) * a.m->n_vocab);
+	}
+
+	/* A hook that fails aborts the step with its code. */
+	t.src = NULL;
+	llm_set_layer_hook(a.llm, transplant_layer_fail, NULL);
+	assert_int_equal(llm_seq_eval(&a.seq, ids, 1, la, NULL), -ECANCELED);
+	llm_set_layer_hook(a.llm, NULL, NULL);
+
+	munmap(t.dst, pool.bytes);
+	free(la);
+	rig_close(&a);
+	rig_close(&b);
+	free(path);
+	tu_rmtree(dir);
+}
+
 /* Copy-on-write support: kv_copy moves n token rows of K and V in every layer. */
 static void test_kv_copy(void **state)
 {
@@ -701,6 +827,7 @@ int main(void)
 		cmocka_unit_test(test_reference_forward),
 		cmocka_unit_test(test_batch_and_thread_invariance),
 		cmocka_unit_test(test_kv_copy),
+		cmocka_unit_test(test_kv_transplant),
 		cmocka_unit_test(test_kv_budget_and_hugepages),
 		cmocka_unit_test(test_bad_input),
 	};
