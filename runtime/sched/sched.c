@@ -108,7 +108,7 @@ int sched_create(struct llm *llm, const struct sched_config *c,
 	int ret = -ENOMEM;
 
 	*out = NULL;
-	if (c->max_batch_tokens < 1 || c->max_batch_tokens > llm_max_tokens(llm) ||
+	if (c->max_leases < 0 || c->max_batch_tokens < 1 || c->max_batch_tokens > llm_max_tokens(llm) ||
 	    c->max_batch_seqs < 1 || c->max_batch_seqs > llm_max_out(llm) ||
 	    c->max_batch_seqs > c->max_batch_tokens || c->max_requests < 1) {
 		log_error("sched",
@@ -134,7 +134,7 @@ int sched_create(struct llm *llm, const struct sched_config *c,
 		.block_tokens = llm_block_tokens(llm),
 		.max_seqs = c->max_requests,
 		.max_seq_tokens = s->n_ctx,
-		.max_leases = 0,
+		.max_leases = c->max_leases,
 	};
 	ret = kv_pool_create(&kc, &s->pool);
 	if (ret)
@@ -202,7 +202,22 @@ void sched_release(struct sched *s, uint64_t id)
 		req_clear(r);
 }
 
+static int req_new(struct sched *s, const struct sched_request *q, uint64_t now_ns,
+		   struct req **out);
+
 int sched_submit(struct sched *s, const struct sched_request *q, uint64_t now_ns, uint64_t *id)
+{
+	struct req *r;
+	int ret = req_new(s, q, now_ns, &r);
+
+	if (ret == 0)
+		*id = r->info.id;
+	return ret;
+}
+
+/* A validated request in a free slot, WAITING; nothing allocated on error. */
+static int req_new(struct sched *s, const struct sched_request *q, uint64_t now_ns,
+		   struct req **out)
 {
 	struct req *r = NULL;
 	char err[128];
@@ -255,6 +270,84 @@ int sched_submit(struct sched *s, const struct sched_request *q, uint64_t now_ns
 		.t_tokens = r->t_tokens,
 		.n_top = r->n_top,
 	};
+	*out = r;
+	return 0;
+}
+
+static void finish(struct req *r, enum sched_finish why, uint64_t now);
+static bool lp_reserve(struct req *r);
+
+int sched_lease(struct sched *s, int n_prompt, uint64_t owner, uint64_t deadline_ns,
+		int32_t *blocks, int *n_blocks, struct kv_lease_ref *ref)
+{
+	int bt = llm_block_tokens(s->llm), n = (n_prompt + bt - 1) / bt;
+	int ret;
+
+	if (n_prompt < 1 || n_prompt >= s->n_ctx)
+		return -EINVAL;
+	ret = kv_lease(s->pool, n, owner, deadline_ns, blocks, ref);
+	if (ret == 0)
+		*n_blocks = n;
+	return ret;
+}
+
+int sched_lease_release(struct sched *s, struct kv_lease_ref ref)
+{
+	return kv_lease_release(s->pool, ref);
+}
+
+int sched_adopt(struct sched *s, const struct sched_request *q, struct kv_lease_ref ref,
+		int32_t first_token, const struct sched_logprob *first_lp, uint64_t now_ns,
+		uint64_t *id)
+{
+	struct req *r;
+	int ret;
+
+	if (first_token < 0 || first_token >= s->n_vocab || (q->logprobs && !first_lp)) {
+		kv_lease_release(s->pool, ref);
+		return -EINVAL;
+	}
+	ret = req_new(s, q, now_ns, &r);
+	if (ret) {
+		kv_lease_release(s->pool, ref);
+		return ret;
+	}
+	ret = kv_seq_create(s->pool, r->salt, &r->seq);
+	if (ret) {
+		kv_lease_release(s->pool, ref);
+		req_clear(r);
+		return ret;
+	}
+	ret = kv_lease_commit(s->pool, ref, now_ns, r->seq, q->prompt, q->n_prompt);
+	if (ret) {
+		if (ret != -ESTALE && ret != -ETIMEDOUT)
+			kv_lease_release(s->pool, ref);
+		req_clear(r);
+		return ret;
+	}
+	kv_seq_publish(r->seq);
+	if (r->want_lp) {
+		if (!lp_reserve(r)) {
+			req_clear(r);
+			return -ENOMEM;
+		}
+		memcpy(r->lp, first_lp, sizeof(*first_lp) * (1 + (size_t)r->n_top));
+	}
+	/* As if this scheduler had computed the prompt and sampled first_token. */
+	r->n_computed = q->n_prompt;
+	r->info.t_first_sched = now_ns;
+	smp_accept(r->smp, first_token);
+	r->ids[total_of(r)] = first_token;
+	r->t_tokens[0] = now_ns;
+	r->info.n_gen = 1;
+	r->info.t_first_token = now_ns;
+	r->info.state = SCHED_DECODING;
+	if (s->is_eog && s->is_eog(s->eog_ctx, first_token))
+		finish(r, SCHED_FINISH_EOG, now_ns);
+	else if (r->info.n_gen >= r->max_tokens)
+		finish(r, SCHED_FINISH_LENGTH, now_ns);
+	else if (total_of(r) >= s->n_ctx)
+		finish(r, SCHED_FINISH_CONTEXT, now_ns);
 	*id = r->info.id;
 	return 0;
 }
@@ -506,6 +599,9 @@ int sched_step(struct sched *s, uint64_t (*clock_ns)(void))
 {
 	uint64_t t0 = clock_ns(), t_fwd = 0;
 	int n_tok = 0, n_seq = 0, n_sorted = 0, n_out = 0, n_table = 0, ret = 0;
+
+	if (s->c.max_leases > 0 && kv_lease_expire(s->pool, t0) > 0)
+		log_warn("sched", "KV leases expired: their transfers did not complete in time");
 
 	/* Candidates in priority/arrival order. */
 	for (int i = 0; i < s->c.max_requests; i++) {

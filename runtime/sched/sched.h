@@ -27,6 +27,7 @@ struct sched_config {
 	int max_batch_seqs;   /* sequences per step (<= llm_max_out) */
 	int max_requests; /* requests known at once (waiting + running + finished, not yet released) */
 	bool prefix_cache; /* match prompts against cached blocks */
+	int max_leases;	   /* decode side: reservations for incoming KV outstanding at once */
 };
 
 enum sched_state {
@@ -144,6 +145,31 @@ const struct sched_info *sched_get(const struct sched *s, uint64_t id);
 int sched_cancel(struct sched *s, uint64_t id, uint64_t now_ns);
 /* Forget a finished request (its record and tokens). */
 void sched_release(struct sched *s, uint64_t id);
+/*
+ * Decode side of disaggregation (DESIGN.md "Request life").  sched_lease
+ * reserves the blocks for a prompt of n_prompt tokens that a prefill
+ * partition will write (blocks[] receives ceil(n_prompt / block_tokens) ids,
+ * in table order; block i holds positions i*block_tokens...); the lease
+ * expires at deadline_ns (the clock sched_step is given), when sched_step
+ * frees it.  -ENOSPC, -EBUSY (max_leases outstanding), -EINVAL.
+ */
+int sched_lease(struct sched *s, int n_prompt, uint64_t owner, uint64_t deadline_ns,
+		int32_t *blocks, int *n_blocks, struct kv_lease_ref *ref);
+/* Give the blocks back (transfer abandoned).  -ESTALE for an unknown lease or epoch. */
+int sched_lease_release(struct sched *s, struct kv_lease_ref ref);
+/*
+ * The transfer under ref is complete: q's prompt is in the leased blocks and
+ * first_token was sampled from its last position by the prefill side.  The
+ * request starts decoding from there: the first token counts as generated
+ * token 0 (t_first_token = now_ns), with first_lp (1 + n_top records; NULL
+ * when q asked for no logprobs) as its logprobs.  It may finish at once
+ * (max_tokens 1, an end-of-generation token).  -ESTALE / -ETIMEDOUT from the
+ * lease (the lease is gone either way), -EINVAL, -EBUSY, -ENOMEM; on error
+ * no request exists.
+ */
+int sched_adopt(struct sched *s, const struct sched_request *q, struct kv_lease_ref ref,
+		int32_t first_token, const struct sched_logprob *first_lp, uint64_t now_ns,
+		uint64_t *id);
 void sched_get_stats(const struct sched *s, struct sched_stats *out);
 struct kv_pool *sched_pool(struct sched *s);
 

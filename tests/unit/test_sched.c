@@ -56,7 +56,8 @@ static void eng_open(struct eng *e, const char *path, enum ggml_type kv, int bat
 	struct sched_config sc = { .max_batch_tokens = batch_tokens,
 				   .max_batch_seqs = batch_seqs,
 				   .max_requests = 64,
-				   .prefix_cache = true };
+				   .prefix_cache = true,
+				   .max_leases = 64 };
 
 	memset(e, 0, sizeof(*e));
 	if (gguf_open(path, &e->f, err, sizeof(err)) ||
@@ -248,6 +249,172 @@ static void check_batched(const char *path, struct job *jobs, int batch_tokens, 
 	for (int j = 0; j < N_REQ; j++)
 		sched_release(e.s, ids[j]);
 	eng_close(&e);
+}
+
+/* The layer hook of test_disaggregated: ship each layer's prompt blocks to the decode pool. */
+struct ship {
+	struct llm *src, *dst;
+	const int32_t *blocks; /* the decode side's leased blocks, in table order */
+	int n_blocks;
+	int layers_shipped;
+};
+
+static int ship_layer(void *ctx, int layer)
+{
+	struct ship *sh = ctx;
+	struct be_region sp, dp;
+	size_t so, dof, len, dlen;
+
+	if (llm_kv_pool(sh->src, &sp) || llm_kv_pool(sh->dst, &dp))
+		return -EIO;
+	/* The prefill side's identity table: block i holds positions i*bt...; runs could merge. */
+	for (int i = 0; i < sh->n_blocks; i++) {
+		if (llm_kv_range(sh->src, layer, i, 1, &so, &len) ||
+		    llm_kv_range(sh->dst, layer, sh->blocks[i], 1, &dof, &dlen) || len != dlen)
+			return -EIO;
+		memcpy((uint8_t *)dp.base + dof, (const uint8_t *)sp.base + so, len);
+	}
+	sh->layers_shipped++;
+	return 0;
+}
+
+/*
+ * Disaggregated serving in one process: a prefill engine computes each
+ * prompt and ships its KV layer by layer into blocks the decode scheduler
+ * leased; the decode scheduler adopts the requests with the first token and
+ * decodes them together.  Every greedy request gives exactly the reference
+ * tokens (and logprobs); leases that expire, stale epochs and expired
+ * deadlines are refused; the pools' accounting holds throughout.
+ */
+static void test_disaggregated(void **state)
+{
+	char *dir, *path = model_path(&dir);
+	struct job jobs[N_REQ];
+	struct eng p, d;
+	struct llm_seq seq;
+	uint64_t ids[N_REQ];
+	int32_t blocks[N_REQ][MAX_PROMPT / 16 + 2];
+	struct kv_lease_ref refs[N_REQ], ref;
+	struct sched_stats st;
+	float *logits;
+	int n_blocks, n_greedy = 0;
+	uint64_t now;
+
+	(void)state;
+	make_jobs(jobs);
+	reference(path, jobs);
+	eng_open(&p, path, GGML_TYPE_F16, 512, 4, 0, 1);
+	eng_open(&d, path, GGML_TYPE_F16, 64, 8, 0, 1);
+	assert_int_equal(llm_seq_init(&seq, p.llm), 0);
+	logits = calloc(p.m->n_vocab, sizeof(float));
+	assert_non_null(logits);
+
+	for (int j = 0; j < N_REQ; j++) {
+		struct job *q = &jobs[j];
+		struct ship sh = { .src = p.llm, .dst = d.llm };
+		struct sched_request r = { .prompt = q->prompt,
+					   .n_prompt = q->n_prompt,
+					   .max_tokens = GEN,
+					   .sampling = q->sp,
+					   .salt = q->salt,
+					   .logprobs = q->logprobs,
+					   .n_top_logprobs = q->logprobs ? JOB_TOP : 0 };
+		int32_t first;
+
+		if (q->sp.temperature > 0)
+			continue; /* seeded sampling continues from a fresh generator: not equal */
+		assert_int_equal(sched_lease(d.s, q->n_prompt, 7, clock_ns() + 60000000000ull,
+					     blocks[j], &n_blocks, &refs[j]),
+				 0);
+		assert_int_equal(n_blocks, (q->n_prompt + 15) / 16);
+		sh.blocks = blocks[j];
+		sh.n_blocks = n_blocks;
+		llm_seq_reset(&seq);
+		llm_set_layer_hook(p.llm, ship_layer, &sh);
+		assert_int_equal(llm_seq_eval(&seq, q->prompt, q->n_prompt, logits, NULL), 0);
+		llm_set_layer_hook(p.llm, NULL, NULL);
+		assert_int_equal(sh.layers_shipped, (int)p.m->n_layers);
+		first = 0;
+		for (int v = 1; v < (int)p.m->n_vocab; v++)
+			if (logits[v] > logits[first])
+				first = v;
+		assert_int_equal(first, q->want[0]);
+		assert_int_equal(sched_adopt(d.s, &r, refs[j], first,
+					     q->logprobs ? q->want_lp[0] : NULL, clock_ns(), &ids[j]),
+				 0);
+		assert_int_equal(kv_pool_check(sched_pool(d.s)), 0);
+		n_greedy++;
+	}
+	assert_true(n_greedy >= N_REQ / 2);
+	run_all(&d); /* all adopted requests decode together */
+	for (int j = 0; j < N_REQ; j++) {
+		const struct sched_info *in;
+
+		if (jobs[j].sp.temperature > 0)
+			continue;
+		in = sched_get(d.s, ids[j]);
+		assert_non_null(in);
+		assert_int_equal(in->n_gen, GEN);
+		assert_memory_equal(in->tokens, jobs[j].want, sizeof(int32_t) * GEN);
+		if (jobs[j].logprobs)
+			assert_memory_equal(in->logprobs, jobs[j].want_lp, sizeof(jobs[j].want_lp));
+		sched_release(d.s, ids[j]);
+	}
+
+	/* A lease past its deadline is freed by the next step; adopting it is stale. */
+	now = clock_ns();
+	assert_int_equal(sched_lease(d.s, 20, 7, now, blocks[0], &n_blocks, &ref), 0);
+	sched_step(d.s, clock_ns);
+	sched_get_stats(d.s, &st);
+	assert_int_equal(st.kv.leases_expired, 1);
+	assert_int_equal(st.kv.leased, 0);
+	assert_int_equal(sched_adopt(d.s,
+				     &(struct sched_request){ .prompt = jobs[1].prompt,
+							      .n_prompt = 20,
+							      .max_tokens = 4,
+							      .sampling = smp_params_default() },
+				     ref, 5, NULL, clock_ns(), &ids[0]),
+			 -ESTALE);
+	/* A commit after the deadline: -ETIMEDOUT, and the blocks come back. */
+	now = clock_ns();
+	assert_int_equal(sched_lease(d.s, 20, 7, now + 1000000000ull, blocks[0], &n_blocks, &ref),
+			 0);
+	assert_int_equal(sched_adopt(d.s,
+				     &(struct sched_request){ .prompt = jobs[1].prompt,
+							      .n_prompt = 20,
+							      .max_tokens = 4,
+							      .sampling = smp_params_default() },
+				     ref, 5, NULL, now + 2000000000ull, &ids[0]),
+			 -ETIMEDOUT);
+	/* A wrong epoch is stale and leaves the real lease alone; release then frees it. */
+	assert_int_equal(sched_lease(d.s, 20, 7, now + 60000000000ull, blocks[0], &n_blocks, &ref),
+			 0);
+	{
+		struct kv_lease_ref bad = ref;
+
+		bad.epoch++;
+		assert_int_equal(sched_adopt(d.s,
+					     &(struct sched_request){ .prompt = jobs[1].prompt,
+								      .n_prompt = 20,
+								      .max_tokens = 4,
+								      .sampling = smp_params_default() },
+					     bad, 5, NULL, clock_ns(), &ids[0]),
+				 -ESTALE);
+		sched_get_stats(d.s, &st);
+		assert_int_equal(st.kv.leased, n_blocks);
+	}
+	assert_int_equal(sched_lease_release(d.s, ref), 0);
+	assert_int_equal(sched_lease_release(d.s, ref), -ESTALE);
+	sched_get_stats(d.s, &st);
+	assert_int_equal(st.kv.leased, 0);
+	assert_int_equal(sched_lease(d.s, 0, 7, now, blocks[0], &n_blocks, &ref), -EINVAL);
+
+	free(logits);
+	llm_seq_free(&seq);
+	eng_close(&p);
+	eng_close(&d);
+	free(path);
+	tu_rmtree(dir);
 }
 
 static void test_batch_invariance(void **state)
@@ -572,6 +739,7 @@ int main(void)
 		cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_prefix_cache),
 		cmocka_unit_test(test_stories_batched),	 cmocka_unit_test(test_bad_requests),
 		cmocka_unit_test(test_logprobs),
+		cmocka_unit_test(test_disaggregated),
 	};
 	return cmocka_run_group_tests_name("sched", tests, NULL, NULL);
 }
