@@ -277,6 +277,14 @@ void smp_reset(struct sampler *s)
 	rng_seed(s->rng, s->p.seed);
 }
 
+void smp_skip(struct sampler *s, int n)
+{
+	if (!s || s->p.temperature == 0.0f)
+		return;
+	for (int i = 0; i < n; i++)
+		(void)rng_uniform(s->rng);
+}
+
 void smp_accept(struct sampler *s, int32_t token)
 {
 	int last_n;

@@ -114,6 +114,14 @@ void smp_reset(struct sampler *s);
 void smp_accept(struct sampler *s, int32_t token);
 
 /*
+ * Advance the generator as n smp_sample() calls would (one draw each with
+ * temperature > 0, none when greedy): a sampler that continues a sequence
+ * another one started (a decode partition after the prefill partition
+ * sampled the first token) then draws what a single sampler would have.
+ */
+void smp_skip(struct sampler *s, int n);
+
+/*
  * The next token for logits (n_vocab floats, read only), in [0, n_vocab).
  * Returns -EINVAL when s or logits is NULL, -ERANGE when every token is
  * banned (-inf or NaN after bias and penalties).  Allocates nothing.

@@ -336,6 +336,7 @@ int sched_adopt(struct sched *s, const struct sched_request *q, struct kv_lease_
 	/* As if this scheduler had computed the prompt and sampled first_token. */
 	r->n_computed = q->n_prompt;
 	r->info.t_first_sched = now_ns;
+	smp_skip(r->smp, 1); /* the prefill side's draw for first_token */
 	smp_accept(r->smp, first_token);
 	r->ids[total_of(r)] = first_token;
 	r->t_tokens[0] = now_ns;

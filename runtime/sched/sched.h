@@ -163,7 +163,9 @@ int sched_lease_release(struct sched *s, struct kv_lease_ref ref);
  * request starts decoding from there: the first token counts as generated
  * token 0 (t_first_token = now_ns), with first_lp (1 + n_top records; NULL
  * when q asked for no logprobs) as its logprobs.  It may finish at once
- * (max_tokens 1, an end-of-generation token).  -ESTALE / -ETIMEDOUT from the
+ * (max_tokens 1, an end-of-generation token).  Its sampler skips the draw
+ * the prefill side made, so seeded sampling continues exactly as one
+ * partition's would.  -ESTALE / -ETIMEDOUT from the
  * lease (the lease is gone either way), -EINVAL, -EBUSY, -ENOMEM; on error
  * no request exists.
  */
