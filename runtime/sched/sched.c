@@ -39,6 +39,8 @@ struct req {
 	int n_top;
 	struct sched_logprob *lp;
 	int lp_cap; /* tokens lp has room for, <= max_tokens */
+	bool ship_kv;  /* KV through the layer hook */
+	bool ship_all; /* next step ships from table entry 0 (admitted: cached prefix too) */
 };
 
 struct sched {
@@ -59,6 +61,10 @@ struct sched {
 	int32_t *tables;				  /* [max_batch_seqs * blocks_per_seq] */
 	float *logits;					  /* [max_batch_seqs][n_vocab] */
 	struct req **order;				  /* [max_requests] scratch for sorting */
+	sched_layer_fn layer_fn;
+	void *layer_ctx;
+	struct sched_kv_run *runs; /* [max_batch_seqs] */
+	int n_runs;
 };
 
 static int total_of(const struct req *r)
@@ -97,6 +103,7 @@ void sched_destroy(struct sched *s)
 	duet_free(s->tables);
 	duet_free(s->logits);
 	duet_free(s->order);
+	duet_free(s->runs);
 	duet_free(s);
 }
 
@@ -152,8 +159,9 @@ int sched_create(struct llm *llm, const struct sched_config *c,
 	s->table_start = duet_calloc(bs, sizeof(int32_t));
 	s->tables = duet_calloc(bs * (size_t)s->blocks_per_seq, sizeof(int32_t));
 	s->logits = duet_calloc(bs * (size_t)s->n_vocab, sizeof(float));
+	s->runs = duet_calloc(bs, sizeof(*s->runs));
 	if (!s->reqs || !s->order || !s->batch || !s->tokens || !s->pos || !s->seqidx || !s->slot ||
-	    !s->out_rows || !s->table_start || !s->tables || !s->logits)
+	    !s->out_rows || !s->table_start || !s->tables || !s->logits || !s->runs)
 		goto destroy;
 	*out = s;
 	return 0;
@@ -161,6 +169,19 @@ int sched_create(struct llm *llm, const struct sched_config *c,
 destroy:
 	sched_destroy(s);
 	return ret;
+}
+
+void sched_set_layer_hook(struct sched *s, sched_layer_fn fn, void *ctx)
+{
+	s->layer_fn = fn;
+	s->layer_ctx = ctx;
+}
+
+static int layer_trampoline(void *ctx, int layer)
+{
+	struct sched *s = ctx;
+
+	return s->layer_fn(s->layer_ctx, layer, s->runs, s->n_runs);
 }
 
 struct kv_pool *sched_pool(struct sched *s)
@@ -260,6 +281,7 @@ static int req_new(struct sched *s, const struct sched_request *q, uint64_t now_
 	r->priority = q->priority;
 	r->seqno = s->next_seqno++;
 	r->want_lp = q->logprobs;
+	r->ship_kv = q->ship_kv;
 	r->n_top = q->n_top_logprobs < s->n_vocab ? q->n_top_logprobs : s->n_vocab;
 	r->info = (struct sched_info){
 		.id = s->next_id++,
@@ -450,6 +472,7 @@ static int place(struct sched *s, struct req *r, int want, int *n_tok, uint64_t 
 		}
 		r->info.n_cached = r->n_computed;
 		r->info.state = SCHED_PREFILLING;
+		r->ship_all = true;
 		if (!r->info.t_first_sched)
 			r->info.t_first_sched = now;
 		if (want > total_of(r) - r->n_computed)
@@ -675,8 +698,30 @@ formed:
 		.n_out = n_out,
 		.out_rows = s->out_rows,
 	};
+	/* What each ship_kv request's chunk wrote, for the layer hook. */
+	s->n_runs = 0;
+	for (int b = 0; b < n_seq && s->layer_fn; b++) {
+		struct req *r = s->batch[b];
+		int bt = llm_block_tokens(s->llm);
+		int first = r->ship_all ? 0 : r->n_computed / bt;
+		int last = (r->n_computed + r->chunk - 1) / bt;
+
+		if (!r->ship_kv)
+			continue;
+		s->runs[s->n_runs++] = (struct sched_kv_run){
+			.id = r->info.id,
+			.first = first,
+			.n = last - first + 1,
+			.blocks = s->tables + s->table_start[b] + first,
+		};
+		r->ship_all = false;
+	}
+	if (s->n_runs)
+		llm_set_layer_hook(s->llm, layer_trampoline, s);
 	uint64_t tf = clock_ns();
 	ret = llm_step(s->llm, &st, s->logits);
+	if (s->n_runs)
+		llm_set_layer_hook(s->llm, NULL, NULL);
 	t_fwd = elapsed(clock_ns, tf);
 	uint64_t now = clock_ns();
 

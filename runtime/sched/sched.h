@@ -67,7 +67,27 @@ struct sched_request {
 	int priority;		    /* higher is scheduled first; FCFS within a priority */
 	bool logprobs;		    /* record sched_info.logprobs for every generated token */
 	int n_top_logprobs; /* [0, SCHED_MAX_TOP_LOGPROBS] alternatives each; 0 without logprobs */
+	bool ship_kv;	    /* prefill side: its KV goes through the layer hook (with max_tokens 1) */
 };
+
+/*
+ * The blocks of one request that the step being run wrote (plus, in its
+ * first step, the prefix it found in the cache): table entries [first,
+ * first + n) of the request, which are blocks[0..n) of this pool.
+ */
+struct sched_kv_run {
+	uint64_t id;
+	int first;
+	int n;
+	const int32_t *blocks;
+};
+
+/*
+ * Called after each layer of a step that has ship_kv requests, once that
+ * layer's K/V is in the pool (llm_set_layer_hook): the caller posts the
+ * writes of runs[] for that layer.  A non-zero return fails the step.
+ */
+typedef int (*sched_layer_fn)(void *ctx, int layer, const struct sched_kv_run *runs, int n_runs);
 
 /* Per-request record; times are the caller's clock (ns), 0 when not reached. */
 struct sched_info {
@@ -172,6 +192,7 @@ int sched_lease_release(struct sched *s, struct kv_lease_ref ref);
 int sched_adopt(struct sched *s, const struct sched_request *q, struct kv_lease_ref ref,
 		int32_t first_token, const struct sched_logprob *first_lp, uint64_t now_ns,
 		uint64_t *id);
+void sched_set_layer_hook(struct sched *s, sched_layer_fn fn, void *ctx);
 void sched_get_stats(const struct sched *s, struct sched_stats *out);
 struct kv_pool *sched_pool(struct sched *s);
 

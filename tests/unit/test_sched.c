@@ -415,6 +415,127 @@ static void test_disaggregated(void **state)
 	tu_rmtree(dir);
 }
 
+/* test_disaggregated_batched: where each prefill request's blocks go on the decode side. */
+struct route {
+	struct llm *src, *dst;
+	uint64_t ids[N_REQ];			/* prefill side's request ids */
+	int32_t blocks[N_REQ][MAX_PROMPT / 16 + 2]; /* decode side's leased blocks */
+	int n_blocks[N_REQ];
+	int runs, bad;
+};
+
+static int route_layer(void *ctx, int layer, const struct sched_kv_run *runs, int n_runs)
+{
+	struct route *rt = ctx;
+	struct be_region sp, dp;
+	size_t so, dof, len, dlen;
+
+	if (llm_kv_pool(rt->src, &sp) || llm_kv_pool(rt->dst, &dp))
+		return -EIO;
+	for (int k = 0; k < n_runs; k++) {
+		int j = 0;
+
+		while (j < N_REQ && rt->ids[j] != runs[k].id)
+			j++;
+		if (j == N_REQ || runs[k].first + runs[k].n > rt->n_blocks[j]) {
+			rt->bad++;
+			return -EIO;
+		}
+		for (int i = 0; i < runs[k].n; i++) {
+			if (llm_kv_range(rt->src, layer, runs[k].blocks[i], 1, &so, &len) ||
+			    llm_kv_range(rt->dst, layer, rt->blocks[j][runs[k].first + i], 1, &dof,
+					 &dlen) ||
+			    len != dlen)
+				return -EIO;
+			memcpy((uint8_t *)dp.base + dof, (const uint8_t *)sp.base + so, len);
+		}
+		rt->runs++;
+	}
+	return 0;
+}
+
+/*
+ * The same through two schedulers: every job is submitted to a prefill
+ * scheduler at once (max_tokens 1, ship_kv) with small batches, so prompts
+ * are chunked, batched together and hit its prefix cache; the layer hook
+ * routes each run of blocks into the decode side's leases.  Adopted on the
+ * decode side, every job gives the reference tokens and logprobs.
+ */
+static void test_disaggregated_batched(void **state)
+{
+	char *dir, *path = model_path(&dir);
+	struct job jobs[N_REQ];
+	struct eng p, d;
+	struct route rt;
+	struct kv_lease_ref refs[N_REQ];
+	uint64_t ids[N_REQ];
+	struct sched_stats st;
+
+	(void)state;
+	make_jobs(jobs);
+	reference(path, jobs);
+	eng_open(&p, path, GGML_TYPE_F16, 48, 4, 0, 1);
+	eng_open(&d, path, GGML_TYPE_F16, 64, 8, 400, 1); /* room to lease every prompt at once */
+	memset(&rt, 0, sizeof(rt));
+	rt.src = p.llm;
+	rt.dst = d.llm;
+	sched_set_layer_hook(p.s, route_layer, &rt);
+	for (int j = 0; j < N_REQ; j++) {
+		struct job *q = &jobs[j];
+		struct sched_request r = { .prompt = q->prompt,
+					   .n_prompt = q->n_prompt,
+					   .max_tokens = 1,
+					   .sampling = q->sp,
+					   .salt = q->salt,
+					   .logprobs = q->logprobs,
+					   .n_top_logprobs = q->logprobs ? JOB_TOP : 0,
+					   .ship_kv = true };
+
+		assert_int_equal(sched_lease(d.s, q->n_prompt, 7, clock_ns() + 60000000000ull,
+					     rt.blocks[j], &rt.n_blocks[j], &refs[j]),
+				 0);
+		assert_int_equal(sched_submit(p.s, &r, clock_ns(), &rt.ids[j]), 0);
+	}
+	run_all(&p);
+	assert_int_equal(rt.bad, 0);
+	assert_true(rt.runs > N_REQ); /* chunked: most prompts took several steps */
+	sched_get_stats(p.s, &st);
+	assert_true(st.kv.hit_tokens > 0); /* some prompts came from the prefill cache */
+	for (int j = 0; j < N_REQ; j++) {
+		const struct sched_info *in = sched_get(p.s, rt.ids[j]);
+		struct sched_request r = { .prompt = jobs[j].prompt,
+					   .n_prompt = jobs[j].n_prompt,
+					   .max_tokens = GEN,
+					   .sampling = jobs[j].sp,
+					   /* A tenant each: the decode side cannot dedup a block
+					    * the prefill side failed to ship against another's. */
+					   .salt = 1000 + (uint64_t)j,
+					   .logprobs = jobs[j].logprobs,
+					   .n_top_logprobs = jobs[j].logprobs ? JOB_TOP : 0 };
+
+		assert_int_equal(in->n_gen, 1);
+		assert_int_equal(in->tokens[0], jobs[j].want[0]);
+		assert_int_equal(sched_adopt(d.s, &r, refs[j], in->tokens[0], in->logprobs,
+					     clock_ns(), &ids[j]),
+				 0);
+		sched_release(p.s, rt.ids[j]);
+	}
+	run_all(&d);
+	for (int j = 0; j < N_REQ; j++) {
+		const struct sched_info *in = sched_get(d.s, ids[j]);
+
+		assert_int_equal(in->n_gen, GEN);
+		assert_memory_equal(in->tokens, jobs[j].want, sizeof(int32_t) * GEN);
+		if (jobs[j].logprobs)
+			assert_memory_equal(in->logprobs, jobs[j].want_lp, sizeof(jobs[j].want_lp));
+		sched_release(d.s, ids[j]);
+	}
+	eng_close(&p);
+	eng_close(&d);
+	free(path);
+	tu_rmtree(dir);
+}
+
 static void test_batch_invariance(void **state)
 {
 	static struct job jobs[N_REQ];
@@ -738,6 +859,7 @@ int main(void)
 		cmocka_unit_test(test_stories_batched),	 cmocka_unit_test(test_bad_requests),
 		cmocka_unit_test(test_logprobs),
 		cmocka_unit_test(test_disaggregated),
+		cmocka_unit_test(test_disaggregated_batched),
 	};
 	return cmocka_run_group_tests_name("sched", tests, NULL, NULL);
 }
