@@ -10,7 +10,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	const struct oai_limits lim = { .max_body = 1 << 20, .default_max_tokens = 16 };
+	const struct oai_limits lim = { .max_body = 1 << 20,
+					.default_max_tokens = 16,
+					.max_tokens_cap = 4096,
+					.max_n = 8,
+					.max_logprobs = 20 };
 	struct oai_completion c;
 	struct oai_chat ch;
 	struct oai_tokenize t;
