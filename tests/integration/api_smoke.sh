@@ -60,8 +60,12 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 
-# 1. Health once every worker is READY.
-api GET /health >/dev/null
+# 1. Health once every worker is READY and its first canary went through.
+for _ in $(seq 1 100); do
+	api GET /health >/dev/null
+	[ "$(code)" = 200 ] && break
+	sleep 0.1
+done
 [ $up -eq 1 ] && [ "$(code)" = 200 ]
 result $? "GET /health answers 200 once the workers are ready (up=$up)" "$tmp/run.out"
 
@@ -113,7 +117,7 @@ down=0
 back=0
 if [ -n "$worker" ]; then
 	kill -KILL "$worker"
-	for _ in $(seq 1 100); do
+	for _ in $(seq 1 300); do
 		api GET /health >/dev/null
 		[ "$(code)" != 200 ] && down=1
 		if [ $down -eq 1 ] && [ "$(code)" = 200 ]; then

@@ -43,8 +43,9 @@ start_duetd() {
 	# Every step waits 3 ms: requests stay in flight long enough to be seen.
 	DUET_TEST_STEP_DELAY_US=3000 "$DUETD" -c "$tmp/duet.cfg" >>"$tmp/run.out" 2>&1 &
 	pid=$!
-	for _ in $(seq 1 300); do
-		[ -S "$api" ] && timeout 10 "$CTL" -s "$api" status --json >/dev/null 2>&1 && return 0
+	# Up means healthy: every partition's worker ready and its canary through.
+	for _ in $(seq 1 600); do
+		[ -S "$api" ] && timeout 10 "$CTL" -s "$api" health >/dev/null 2>&1 && return 0
 		sleep 0.1
 	done
 	return 1
