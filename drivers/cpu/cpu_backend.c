@@ -16,6 +16,7 @@
 #include "runtime/model/model.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -215,7 +216,7 @@ static int kv_shared_map(struct be_kv *kv, size_t total, bool huge)
 	void *m;
 
 	if (huge) {
-		fd = memfd_create("duet-kv", MFD_CLOEXEC | MFD_HUGETLB);
+		fd = memfd_create("duet-kv", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB);
 		if (fd >= 0 && ftruncate(fd, (off_t)total) != 0) {
 			close(fd);
 			fd = -1;
@@ -233,7 +234,7 @@ static int kv_shared_map(struct be_kv *kv, size_t total, bool huge)
 		log_warn("cpu", "no huge pages for a %zu MiB shared KV pool; using normal pages",
 			 total >> 20);
 	}
-	fd = memfd_create("duet-kv", MFD_CLOEXEC);
+	fd = memfd_create("duet-kv", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0) {
 		int ret = -errno;
 
@@ -251,6 +252,9 @@ static int kv_shared_map(struct be_kv *kv, size_t total, bool huge)
 	}
 	kv->kind = BE_MEM_HOST_SHARED;
 mapped:
+	/* A peer that maps it relies on its size: sealed against shrinking and growing. */
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)
+		log_warn("cpu", "sealing the shared KV pool: %s", strerror(errno));
 	kv->mem = m;
 	kv->mapped = true;
 	kv->map_bytes = total;

@@ -114,6 +114,7 @@ struct xfer_mr {
 	size_t map_len; /* bytes mapped (rounded to the page size in use) */
 	int fd;		/* shm: the memfd, else -1 */
 	bool allocated; /* by the driver (xfer_mr_alloc) */
+	bool own_fd;	/* xfer_mr_reg_fd: fd is our dup, closed at dereg */
 	bool remote;	/* a peer may write into it */
 };
 

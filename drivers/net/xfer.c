@@ -6,6 +6,7 @@
  */
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -14,6 +15,7 @@
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -234,11 +236,54 @@ int xfer_mr_reg(struct xfer_dev *dev, void *addr, size_t len, struct xfer_mr **o
 	return 0;
 }
 
+int xfer_mr_reg_fd(struct xfer_dev *dev, void *addr, size_t len, int fd, struct xfer_mr **out)
+{
+	const int need = F_SEAL_SHRINK | F_SEAL_GROW;
+	struct xfer_mr *mr;
+	struct stat st;
+	int seals, ret;
+
+	*out = NULL;
+	if (!addr || len == 0 || fd < 0) {
+		log_error(XFER_SUBSYS, "%s: cannot register an empty region", dev->ops->name);
+		return -EINVAL;
+	}
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || (seals & need) != need || fstat(fd, &st) != 0 ||
+	    (uint64_t)st.st_size < len) {
+		log_error(XFER_SUBSYS,
+			  "%s: region memfd %d must be sealed against shrinking and growing and "
+			  "hold %zu bytes (seals %#x, size %lld)",
+			  dev->ops->name, fd, len, seals < 0 ? 0 : seals, (long long)st.st_size);
+		return -EINVAL;
+	}
+	ret = mr_new(dev, len, &mr);
+	if (ret)
+		return ret;
+	mr->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (mr->fd < 0) {
+		ret = -errno;
+		log_error(XFER_SUBSYS, "%s: dup of region memfd %d: %s", dev->ops->name, fd,
+			  strerror(errno));
+		duet_free(mr);
+		return ret;
+	}
+	mr->base = addr;
+	mr->map_len = len;
+	mr->own_fd = true;
+	mr->remote = true;
+	dev->mrs[mr->id] = mr;
+	*out = mr;
+	return 0;
+}
+
 void xfer_mr_dereg(struct xfer_mr *mr)
 {
 	if (!mr)
 		return;
 	mr->dev->mrs[mr->id] = NULL;
+	if (mr->own_fd)
+		close(mr->fd);
 	if (mr->allocated)
 		mr->dev->ops->mr_free(mr);
 	duet_free(mr);

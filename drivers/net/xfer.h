@@ -172,6 +172,14 @@ const char *xfer_dev_driver(const struct xfer_dev *dev);
  */
 int xfer_mr_alloc(struct xfer_dev *dev, size_t len, struct xfer_mr **out);
 int xfer_mr_reg(struct xfer_dev *dev, void *addr, size_t len, struct xfer_mr **out);
+/*
+ * Registers memory the caller mapped MAP_SHARED from the memfd fd, bytes
+ * [0, len) at addr (a KV pool the backend put in a memfd): a region a peer
+ * may write, as one from xfer_mr_alloc().  shm hands the fd to the peer, so
+ * it must be sealed against shrinking and growing (-EINVAL, logged, when it
+ * is not, or is shorter than len).  fd is duplicated; the caller keeps its own.
+ */
+int xfer_mr_reg_fd(struct xfer_dev *dev, void *addr, size_t len, int fd, struct xfer_mr **out);
 void xfer_mr_dereg(struct xfer_mr *mr);
 void *xfer_mr_base(const struct xfer_mr *mr);
 size_t xfer_mr_len(const struct xfer_mr *mr);

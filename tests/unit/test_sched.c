@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "drivers/backend.h"
+#include "drivers/net/xfer.h"
 #include "runtime/core/err.h"
 #include "runtime/kv/kv.h"
 #include "runtime/model/llama.h"
@@ -43,6 +44,8 @@ struct eng {
 	struct sched *s;
 };
 
+static bool eng_shared_kv; /* the next eng_open's KV pool in a memfd */
+
 static void eng_open(struct eng *e, const char *path, enum ggml_type kv, int batch_tokens,
 		     int batch_seqs, int n_blocks, int threads)
 {
@@ -52,7 +55,8 @@ static void eng_open(struct eng *e, const char *path, enum ggml_type kv, int bat
 				  .max_tokens = batch_tokens,
 				  .max_seqs = batch_seqs,
 				  .max_out = batch_seqs,
-				  .n_blocks = n_blocks };
+				  .n_blocks = n_blocks,
+				  .shared_kv = eng_shared_kv };
 	struct sched_config sc = { .max_batch_tokens = batch_tokens,
 				   .max_batch_seqs = batch_seqs,
 				   .max_requests = 64,
@@ -422,7 +426,43 @@ struct route {
 	int32_t blocks[N_REQ][MAX_PROMPT / 16 + 2]; /* decode side's leased blocks */
 	int n_blocks[N_REQ];
 	int runs, bad;
+	/* Over a transfer driver instead of memcpy (NULL ep: memcpy). */
+	struct xfer_ep *ep;
+	struct xfer_mr *src_mr;
+	uint32_t dst_region;
+	unsigned posted, completed, failed;
 };
+
+/* Completions of the writes posted so far; false when one failed. */
+static void route_poll(struct route *rt)
+{
+	struct xfer_wc wc[16];
+	int n;
+
+	while ((n = xfer_poll(rt->ep, wc, 16)) > 0) {
+		for (int i = 0; i < n; i++) {
+			rt->completed++;
+			rt->failed += wc[i].status != XFER_WC_OK;
+		}
+	}
+	if (n < 0)
+		rt->failed++;
+}
+
+/* One block over the driver: a one-sided write from the prefill pool into the decode pool. */
+static int route_write(struct route *rt, size_t so, size_t dof, size_t len)
+{
+	struct xfer_sge sg = { .mr = rt->src_mr, .offset = so, .len = len };
+	struct xfer_write wr = { .wr_id = rt->posted, .sg = &sg, .nsg = 1,
+				 .remote_region = rt->dst_region, .remote_offset = dof };
+	int ret;
+
+	while ((ret = xfer_post_write(rt->ep, &wr)) == -EAGAIN)
+		route_poll(rt);
+	if (ret == 0)
+		rt->posted++;
+	return ret;
+}
 
 static int route_layer(void *ctx, int layer, const struct sched_kv_run *runs, int n_runs)
 {
@@ -447,7 +487,12 @@ static int route_layer(void *ctx, int layer, const struct sched_kv_run *runs, in
 					 &dlen) ||
 			    len != dlen)
 				return -EIO;
-			memcpy((uint8_t *)dp.base + dof, (const uint8_t *)sp.base + so, len);
+			if (rt->ep) {
+				if (route_write(rt, so, dof, len))
+					return -EIO;
+			} else {
+				memcpy((uint8_t *)dp.base + dof, (const uint8_t *)sp.base + so, len);
+			}
 		}
 		rt->runs++;
 	}
@@ -461,7 +506,7 @@ static int route_layer(void *ctx, int layer, const struct sched_kv_run *runs, in
  * routes each run of blocks into the decode side's leases.  Adopted on the
  * decode side, every job gives the reference tokens and logprobs.
  */
-static void test_disaggregated_batched(void **state)
+static void disaggregated_batched(const char *driver)
 {
 	char *dir, *path = model_path(&dir);
 	struct job jobs[N_REQ];
@@ -470,15 +515,42 @@ static void test_disaggregated_batched(void **state)
 	struct kv_lease_ref refs[N_REQ];
 	uint64_t ids[N_REQ];
 	struct sched_stats st;
+	struct xfer_dev *dev_p = NULL, *dev_d = NULL;
+	struct xfer_ep *ep_d = NULL;
+	struct xfer_mr *mr_d = NULL;
 
-	(void)state;
 	make_jobs(jobs);
 	reference(path, jobs);
 	eng_open(&p, path, GGML_TYPE_F16, 48, 4, 0, 1);
+	eng_shared_kv = driver != NULL;
 	eng_open(&d, path, GGML_TYPE_F16, 64, 8, 400, 1); /* room to lease every prompt at once */
+	eng_shared_kv = false;
 	memset(&rt, 0, sizeof(rt));
 	rt.src = p.llm;
 	rt.dst = d.llm;
+	if (driver) {
+		/* The decode pool (its memfd) exposed to the prefill side's endpoint. */
+		struct be_region pp, dp;
+		struct xfer_desc desc_p, desc_d;
+
+		assert_int_equal(llm_kv_pool(p.llm, &pp), 0);
+		assert_int_equal(llm_kv_pool(d.llm, &dp), 0);
+		assert_true(dp.fd >= 0);
+		static const uint8_t psk[32] = "duet test key, 32 bytes long...";
+		struct xfer_opts xo = { .psk = psk, .psk_len = sizeof(psk) };
+
+		assert_int_equal(xfer_open(driver, &xo, &dev_p), 0);
+		assert_int_equal(xfer_open(driver, &xo, &dev_d), 0);
+		assert_int_equal(xfer_mr_reg(dev_p, pp.base, pp.bytes, &rt.src_mr), 0);
+		assert_int_equal(xfer_mr_reg_fd(dev_d, dp.base, dp.bytes, dp.fd, &mr_d), 0);
+		rt.dst_region = xfer_mr_id(mr_d);
+		assert_int_equal(xfer_ep_create(dev_p, &rt.ep), 0);
+		assert_int_equal(xfer_ep_create(dev_d, &ep_d), 0);
+		assert_int_equal(xfer_local_desc(rt.ep, &desc_p), 0);
+		assert_int_equal(xfer_local_desc(ep_d, &desc_d), 0);
+		assert_int_equal(xfer_connect(rt.ep, &desc_d), 0);
+		assert_int_equal(xfer_connect(ep_d, &desc_p), 0);
+	}
 	sched_set_layer_hook(p.s, route_layer, &rt);
 	for (int j = 0; j < N_REQ; j++) {
 		struct job *q = &jobs[j];
@@ -499,6 +571,14 @@ static void test_disaggregated_batched(void **state)
 	run_all(&p);
 	assert_int_equal(rt.bad, 0);
 	assert_true(rt.runs > N_REQ); /* chunked: most prompts took several steps */
+	if (rt.ep) {
+		/* Every write done before any request is adopted. */
+		for (int guard = 0; rt.completed < rt.posted && guard < 1000000; guard++)
+			route_poll(&rt);
+		assert_int_equal(rt.completed, rt.posted);
+		assert_int_equal(rt.failed, 0);
+		assert_true(rt.posted >= (unsigned)rt.runs);
+	}
 	sched_get_stats(p.s, &st);
 	assert_true(st.kv.hit_tokens > 0); /* some prompts came from the prefill cache */
 	for (int j = 0; j < N_REQ; j++) {
@@ -530,10 +610,38 @@ static void test_disaggregated_batched(void **state)
 			assert_memory_equal(in->logprobs, jobs[j].want_lp, sizeof(jobs[j].want_lp));
 		sched_release(d.s, ids[j]);
 	}
+	if (rt.ep) {
+		xfer_ep_destroy(rt.ep);
+		xfer_ep_destroy(ep_d);
+		xfer_mr_dereg(rt.src_mr);
+		xfer_mr_dereg(mr_d);
+		xfer_close(dev_p);
+		xfer_close(dev_d);
+	}
 	eng_close(&p);
 	eng_close(&d);
 	free(path);
 	tu_rmtree(dir);
+}
+
+static void test_disaggregated_batched(void **state)
+{
+	(void)state;
+	disaggregated_batched(NULL);
+}
+
+/* The same with the KV moving as one-sided writes over the shm driver into the decode memfd. */
+static void test_disaggregated_shm(void **state)
+{
+	(void)state;
+	disaggregated_batched("shm");
+}
+
+/* And over tcp (loopback), authenticated with a pre-shared key. */
+static void test_disaggregated_tcp(void **state)
+{
+	(void)state;
+	disaggregated_batched("tcp");
 }
 
 static void test_batch_invariance(void **state)
@@ -860,6 +968,8 @@ int main(void)
 		cmocka_unit_test(test_logprobs),
 		cmocka_unit_test(test_disaggregated),
 		cmocka_unit_test(test_disaggregated_batched),
+		cmocka_unit_test(test_disaggregated_shm),
+		cmocka_unit_test(test_disaggregated_tcp),
 	};
 	return cmocka_run_group_tests_name("sched", tests, NULL, NULL);
 }

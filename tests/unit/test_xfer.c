@@ -219,6 +219,51 @@ static void test_registry(void **state)
 	cap_stop();
 }
 
+/* xfer_mr_reg_fd: only a sealed memfd that holds the region; the fd is dup'ed and closed at dereg. */
+static void test_mr_reg_fd(void **state)
+{
+	struct xfer_dev *dev;
+	struct xfer_mr *mr;
+	int fd = memfd_create("t", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	void *p;
+
+	(void)state;
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 65536), 0);
+	p = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(p != MAP_FAILED);
+	assert_int_equal(xfer_open("shm", NULL, &dev), 0);
+	cap_start();
+	assert_int_equal(xfer_mr_reg_fd(dev, p, 65536, fd, &mr), -EINVAL); /* not sealed */
+	assert_true(cap_contains("sealed"));
+	cap_stop();
+	assert_null(mr);
+	assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+	cap_start();
+	assert_int_equal(xfer_mr_reg_fd(dev, p, 65537, fd, &mr), -EINVAL); /* longer than the fd */
+	assert_int_equal(xfer_mr_reg_fd(dev, p, 0, fd, &mr), -EINVAL);
+	assert_int_equal(xfer_mr_reg_fd(dev, p, 4096, -1, &mr), -EINVAL);
+	cap_stop();
+	assert_int_equal(xfer_mr_reg_fd(dev, p, 65536, fd, &mr), 0);
+	assert_ptr_equal(xfer_mr_base(mr), p);
+	assert_int_equal(xfer_mr_len(mr), 65536);
+	/* The region keeps its own copy of the fd: the caller may close its own. */
+	close(fd);
+	{
+		struct xfer_ep *ep;
+		struct xfer_desc d;
+
+		assert_int_equal(xfer_ep_create(dev, &ep), 0);
+		assert_int_equal(xfer_local_desc(ep, &d), 0);
+		assert_true(d.nfds >= 1);
+		assert_true(fcntl(d.fds[0], F_GET_SEALS) & F_SEAL_SHRINK); /* the region's memfd */
+		xfer_ep_destroy(ep);
+	}
+	xfer_mr_dereg(mr);
+	xfer_close(dev);
+	munmap(p, 65536);
+}
+
 static void test_psk_file(void **state)
 {
 	char *dir = tu_mkdtemp();
@@ -1549,6 +1594,7 @@ int main(void)
 		cmocka_unit_test(test_sha256_vectors),
 		cmocka_unit_test(test_registry),
 		cmocka_unit_test(test_psk_file),
+		cmocka_unit_test(test_mr_reg_fd),
 		cmocka_unit_test(test_desc_decode),
 		cmocka_unit_test(test_connect_mismatch),
 		cmocka_unit_test(test_roundtrip_loopback),
