@@ -776,6 +776,10 @@ static void worker_readable(struct sup *S, struct sup_worker *w)
 		default:
 			break;
 		}
+		/* No frame handled here keeps descriptors yet (XFER_DESC comes with the split). */
+		for (unsigned i = 0; i < m->n_fds; i++)
+			close(m->fds[i]);
+		m->n_fds = 0;
 	}
 	if (w->ch && ret < 0)
 		worker_channel_failed(S, w);

@@ -588,6 +588,10 @@ static int take_frames(struct worker *w)
 			log_warn(SUB, "unexpected %s frame ignored", ipc_type_name(m->hdr.type));
 			break;
 		}
+		/* No frame handled here keeps descriptors yet (XFER_DESC comes with the split). */
+		for (unsigned i = 0; i < m->n_fds; i++)
+			close(m->fds[i]);
+		m->n_fds = 0;
 	}
 	return 0;
 }

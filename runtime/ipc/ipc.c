@@ -42,6 +42,7 @@ struct ipc_type_info {
 	uint32_t min_len, max_len; /* equal for fixed structs */
 	uint32_t elem;		   /* > 0: len == min_len + elem * k */
 	ipc_check_fn check;
+	bool fds; /* may carry file descriptors */
 };
 
 struct ipc_chan {
@@ -322,6 +323,21 @@ static const char *chk_reload(const void *p, uint32_t len)
 	return NULL;
 }
 
+static const char *chk_desc(const void *p, uint32_t len)
+{
+	const struct ipc_xfer_desc *m = p;
+
+	if (m->partition >= IPC_MAX_PARTITION)
+		return "XFER_DESC: partition out of range";
+	if (m->n_fds > IPC_MAX_FDS)
+		return "XFER_DESC: more than IPC_MAX_FDS fds";
+	if (m->reserved)
+		return "XFER_DESC: reserved field not 0";
+	if (m->len == 0 || (uint64_t)m->len + IPC_DESC_FIXED != len)
+		return "XFER_DESC: length does not match len";
+	return NULL;
+}
+
 #define FIXED(t, n, d, r, s, f)       \
 	[t] = { .name = n,            \
 		.dir = d,             \
@@ -363,6 +379,14 @@ static const struct ipc_type_info ipc_types[IPC_TYPE__END] = {
 			   .max_len = sizeof(struct ipc_logprobs),
 			   .elem = sizeof(struct ipc_top_logprob),
 			   .check = chk_logprobs },
+	[IPC_XFER_DESC] = { .name = "XFER_DESC",
+			    .dir = DIR_ANY,
+			    .rid = RID_ZERO,
+			    .min_len = IPC_DESC_FIXED + 1,
+			    .max_len = sizeof(struct ipc_xfer_desc),
+			    .elem = 1,
+			    .check = chk_desc,
+			    .fds = true },
 };
 
 const char *ipc_type_name(unsigned type)
@@ -637,20 +661,100 @@ int ipc_send(struct ipc_chan *c, enum ipc_type type, uint64_t req_id, const void
 	return 0;
 }
 
+int ipc_send_fds(struct ipc_chan *c, enum ipc_type type, uint64_t req_id, const void *payload,
+		 uint32_t len, const int *fds, unsigned n_fds)
+{
+	struct ipc_hdr h = {
+		.magic = IPC_MAGIC,
+		.version = IPC_VERSION,
+		.type = (uint16_t)type,
+		.len = len,
+		.req_id = req_id,
+	};
+	struct iovec iov[2] = {
+		{ .iov_base = &h, .iov_len = sizeof(h) },
+		{ .iov_base = (void *)payload, .iov_len = len },
+	};
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * IPC_MAX_FDS)];
+	} cm;
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+	const char *why = NULL;
+	struct cmsghdr *cmh;
+
+	if (c->err)
+		return c->err;
+	if ((unsigned)type >= IPC_TYPE__END || !ipc_types[type].fds || !payload ||
+	    n_fds > IPC_MAX_FDS || (n_fds && !fds) ||
+	    ipc_validate(c->end, &h, payload, &why) < 0 ||
+	    (type == IPC_XFER_DESC && ((const struct ipc_xfer_desc *)payload)->n_fds != n_fds)) {
+		log_error("ipc", "refusing to send invalid %s frame with %u fds: %s",
+			  ipc_type_name(type), n_fds, why ? why : "bad arguments");
+		return -EINVAL;
+	}
+	/* Order: what is queued goes first; this frame is never queued (fds are not bytes). */
+	if (c->q_frames) {
+		int r = ipc_flush(c);
+
+		if (r < 0)
+			return r;
+		if (r > 0)
+			return -EAGAIN;
+	}
+	if (n_fds) {
+		memset(&cm, 0, sizeof(cm));
+		mh.msg_control = cm.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+		cmh = CMSG_FIRSTHDR(&mh);
+		cmh->cmsg_level = SOL_SOCKET;
+		cmh->cmsg_type = SCM_RIGHTS;
+		cmh->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+		memcpy(CMSG_DATA(cmh), fds, sizeof(int) * n_fds);
+	}
+	for (;;) {
+		if (sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
+			return 0;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+			return -EAGAIN;
+		if (errno == EPIPE || errno == ECONNRESET)
+			return chan_fail(c, -errno, "peer closed", NULL);
+		log_error("ipc", "sendmsg with fds, fd %d: %s", c->fd, strerror(errno));
+		return chan_fail(c, -errno, "sendmsg failed", NULL);
+	}
+}
+
+/* Closes the fds a refused frame brought along. */
+static void close_fds(struct ipc_msg *m)
+{
+	for (unsigned i = 0; i < m->n_fds; i++)
+		close(m->fds[i]);
+	m->n_fds = 0;
+}
+
 int ipc_recv(struct ipc_chan *c, struct ipc_msg *m)
 {
 	struct iovec iov[2] = {
 		{ .iov_base = &m->hdr, .iov_len = sizeof(m->hdr) },
 		{ .iov_base = &m->u, .iov_len = sizeof(m->u) },
 	};
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * IPC_MAX_FDS)];
+	} cm;
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
 	const char *why = NULL;
 	ssize_t n;
 	int err;
 
+	m->n_fds = 0;
 	if (c->err)
 		return c->err;
 	for (;;) {
+		mh.msg_control = cm.buf;
+		mh.msg_controllen = sizeof(cm.buf);
 		n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 		if (n >= 0)
 			break;
@@ -663,20 +767,49 @@ int ipc_recv(struct ipc_chan *c, struct ipc_msg *m)
 		log_error("ipc", "recvmsg fd %d: %s", c->fd, strerror(errno));
 		return chan_fail(c, -errno, "recvmsg failed", NULL);
 	}
+	/* Whatever fds came are ours now: keep them with the frame or close them. */
+	for (struct cmsghdr *cmh = CMSG_FIRSTHDR(&mh); cmh; cmh = CMSG_NXTHDR(&mh, cmh)) {
+		if (cmh->cmsg_level != SOL_SOCKET || cmh->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; i < (cmh->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(cmh) + i * sizeof(int), sizeof(int));
+			if (m->n_fds < IPC_MAX_FDS)
+				m->fds[m->n_fds++] = fd;
+			else
+				close(fd);
+		}
+	}
 	/* Frames are never empty, so 0 bytes is end of stream. */
-	if (n == 0)
+	if (n == 0) {
+		close_fds(m);
 		return chan_fail(c, -EPIPE, "peer closed", NULL);
-	if (mh.msg_flags & MSG_CTRUNC)
-		return chan_fail(c, -EPROTO, "unexpected ancillary data (file descriptors)", NULL);
+	}
+	if (mh.msg_flags & MSG_CTRUNC) {
+		close_fds(m);
+		return chan_fail(c, -EPROTO, "more file descriptors than IPC_MAX_FDS", NULL);
+	}
+	err = 0;
 	if ((size_t)n < sizeof(m->hdr))
-		return chan_fail(c, -EPROTO, "frame shorter than a header", NULL);
-	if (mh.msg_flags & MSG_TRUNC)
-		return chan_fail(c, -EMSGSIZE, "frame longer than IPC_FRAME_MAX", &m->hdr);
-	if ((size_t)n - sizeof(m->hdr) != m->hdr.len)
-		return chan_fail(c, -EMSGSIZE, "header length does not match frame size", &m->hdr);
-	err = ipc_validate(c->end == IPC_END_SUPERVISOR ? IPC_END_WORKER : IPC_END_SUPERVISOR,
-			   &m->hdr, &m->u, &why);
-	if (err)
-		return chan_fail(c, err, why, &m->hdr);
+		err = chan_fail(c, -EPROTO, "frame shorter than a header", NULL);
+	else if (mh.msg_flags & MSG_TRUNC)
+		err = chan_fail(c, -EMSGSIZE, "frame longer than IPC_FRAME_MAX", &m->hdr);
+	else if ((size_t)n - sizeof(m->hdr) != m->hdr.len)
+		err = chan_fail(c, -EMSGSIZE, "header length does not match frame size", &m->hdr);
+	else if ((err = ipc_validate(c->end == IPC_END_SUPERVISOR ? IPC_END_WORKER
+								  : IPC_END_SUPERVISOR,
+				      &m->hdr, &m->u, &why)))
+		err = chan_fail(c, err, why, &m->hdr);
+	else if (m->n_fds && !ipc_types[m->hdr.type].fds)
+		err = chan_fail(c, -EPROTO, "file descriptors with a frame that takes none",
+				&m->hdr);
+	else if (m->hdr.type == IPC_XFER_DESC && m->u.desc.n_fds != m->n_fds)
+		err = chan_fail(c, -EPROTO, "XFER_DESC: n_fds does not match the fds received",
+				&m->hdr);
+	if (err) {
+		close_fds(m);
+		return err;
+	}
 	return 1;
 }

@@ -52,7 +52,7 @@
 #include <stdint.h>
 
 #define IPC_MAGIC 0x43504944u /* "DIPC" in memory on little-endian */
-#define IPC_VERSION 2	      /* 2: SUBMIT logprobs and logit bias, LOGPROBS */
+#define IPC_VERSION 3	      /* 2: SUBMIT logprobs and logit bias, LOGPROBS; 3: XFER_DESC */
 #define IPC_MAX_PAYLOAD (64u * 1024u)
 #define IPC_NAME_MAX 128	  /* model name field, NUL included */
 #define IPC_ERRMSG_MAX 256	  /* ERROR message field, NUL included */
@@ -76,6 +76,7 @@ enum ipc_type {
 	IPC_SHUTDOWN,	  /* S->W  drain or stop */
 	IPC_RELOAD,	  /* S->W  apply runtime settings */
 	IPC_LOGPROBS,	  /* W->S  logprobs of one generated token (before its TOKEN) */
+	IPC_XFER_DESC,	  /* both  a KV transfer endpoint's descriptor, with its fds */
 	IPC_TYPE__END
 };
 
@@ -337,6 +338,27 @@ static_assert(offsetof(struct ipc_logprobs, top) == IPC_LOGPROBS_FIXED, "ipc_log
 static_assert(sizeof(struct ipc_logprobs) == IPC_LOGPROBS_FIXED + 8u * IPC_MAX_TOP_LOGPROBS,
 	      "ipc_logprobs wire size");
 
+/*
+ * XFER_DESC: 16-byte fixed part + len bytes, with n_fds file descriptors
+ * (SCM_RIGHTS) in the same datagram: the only frame that may carry fds.
+ * req_id 0.  Worker -> supervisor: the descriptor of this worker's endpoint
+ * for the peer partition `partition`; supervisor -> worker: the descriptor
+ * of partition `partition`'s endpoint for this worker.  The bytes are the
+ * transfer driver's (drivers/net/xfer.h), opaque here.
+ */
+#define IPC_MAX_FDS 8
+#define IPC_DESC_FIXED 16u
+#define IPC_DESC_MAX 1024u
+struct ipc_xfer_desc {
+	uint32_t partition; /* < IPC_MAX_PARTITION */
+	uint32_t n_fds;	    /* fds with the frame, <= IPC_MAX_FDS */
+	uint32_t len;	    /* bytes of desc, <= IPC_DESC_MAX */
+	uint32_t reserved;  /* 0 */
+	uint8_t desc[IPC_DESC_MAX];
+};
+#define IPC_MAX_PARTITION 4096
+static_assert(offsetof(struct ipc_xfer_desc, desc) == IPC_DESC_FIXED, "ipc_xfer_desc layout");
+
 /* A received frame: the header and its validated payload (hdr.len bytes of u). */
 struct ipc_msg {
 	struct ipc_hdr hdr;
@@ -354,8 +376,12 @@ struct ipc_msg {
 		struct ipc_shutdown shutdown;
 		struct ipc_reload reload;
 		struct ipc_logprobs logprobs;
+		struct ipc_xfer_desc desc;
 		uint8_t raw[IPC_MAX_PAYLOAD];
 	} u;
+	/* XFER_DESC only: the fds that came with it, owned by the receiver from now on. */
+	int fds[IPC_MAX_FDS];
+	unsigned n_fds;
 };
 
 struct ipc_chan;
@@ -442,6 +468,14 @@ int ipc_send(struct ipc_chan *c, enum ipc_type type, uint64_t req_id, const void
  * Returns the frames still queued (>= 0), or the channel's error.
  */
 int ipc_flush(struct ipc_chan *c);
+/*
+ * Send a frame with n_fds file descriptors (only XFER_DESC allows them; its
+ * n_fds field must say n_fds).  Not queued: the frames queued before it go
+ * first, and when they or it cannot go now, -EAGAIN (retry after EPOLLOUT).
+ * The fds stay the caller's.  0, -EAGAIN, -EINVAL, or the channel's error.
+ */
+int ipc_send_fds(struct ipc_chan *c, enum ipc_type type, uint64_t req_id, const void *payload,
+		 uint32_t len, const int *fds, unsigned n_fds);
 
 /*
  * Receives at most one frame into *m, without blocking.  1: *m holds a

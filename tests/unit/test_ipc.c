@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -81,6 +83,7 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 		struct ipc_shutdown shutdown;
 		struct ipc_reload reload;
 		struct ipc_logprobs logprobs;
+		struct ipc_xfer_desc desc;
 	} u;
 
 	memset(&u, 0, sizeof(u));
@@ -204,6 +207,12 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 		*len = ipc_logprobs_len(4);
 		*rid = 77;
 		break;
+	case IPC_XFER_DESC:
+		u.desc = (struct ipc_xfer_desc){ .partition = 1, .n_fds = 0, .len = 5 };
+		memcpy(u.desc.desc, "desc!", 5);
+		*len = IPC_DESC_FIXED + 5;
+		*rid = 0;
+		break;
 	default:
 		fail();
 	}
@@ -232,12 +241,13 @@ static bool sent_by_worker(enum ipc_type t)
 {
 	return t == IPC_HELLO || t == IPC_READY || t == IPC_TOKEN || t == IPC_DONE ||
 	       t == IPC_STATS || t == IPC_ERROR || t == IPC_PING || t == IPC_PONG ||
-	       t == IPC_LOGPROBS;
+	       t == IPC_LOGPROBS || t == IPC_XFER_DESC;
 }
 
 static bool sent_by_supervisor(enum ipc_type t)
 {
-	return !sent_by_worker(t) || t == IPC_ERROR || t == IPC_PING || t == IPC_PONG;
+	return !sent_by_worker(t) || t == IPC_ERROR || t == IPC_PING || t == IPC_PONG ||
+	       t == IPC_XFER_DESC;
 }
 
 static void test_sizes(void **state)
@@ -245,7 +255,7 @@ static void test_sizes(void **state)
 	(void)state;
 	assert_int_equal(sizeof(struct ipc_hdr), 24);
 	assert_int_equal(IPC_FRAME_MAX, 24 + 65536);
-	assert_int_equal(IPC_VERSION, 2);
+	assert_int_equal(IPC_VERSION, 3);
 	assert_int_equal(IPC_SUBMIT_FIXED, 80);
 	assert_int_equal(IPC_SUBMIT_MAX_TOKENS, 16364);
 	assert_int_equal(IPC_CHUNK_MAX_TOKENS, 16380);
@@ -259,6 +269,8 @@ static void test_sizes(void **state)
 	assert_int_equal(ipc_logprobs_len(0), 16);
 	assert_int_equal(ipc_logprobs_len(IPC_MAX_TOP_LOGPROBS), sizeof(struct ipc_logprobs));
 	assert_int_equal(IPC_LOGPROBS, IPC_RELOAD + 1); /* appended, nothing renumbered */
+	assert_int_equal(IPC_XFER_DESC, IPC_LOGPROBS + 1);
+	assert_int_equal(sizeof(struct ipc_xfer_desc), IPC_DESC_FIXED + IPC_DESC_MAX);
 	{
 		static struct ipc_submit sb;
 
@@ -869,9 +881,99 @@ static void test_ancillary(void **state)
 	memcpy(CMSG_DATA(cm), fds, sizeof(fds));
 	assert_int_equal(sendmsg(raw, &mh, 0), (ssize_t)fr_len);
 	assert_int_equal(ipc_recv(c, &rx), -EPROTO);
-	assert_non_null(strstr(ipc_chan_error_reason(c), "ancillary"));
+	assert_non_null(strstr(ipc_chan_error_reason(c), "takes none"));
 	close(raw);
 	ipc_chan_destroy(c);
+}
+
+static int n_open_fds(void)
+{
+	int n = 0;
+
+	for (int fd = 0; fd < 1024; fd++)
+		n += fcntl(fd, F_GETFD) >= 0;
+	return n;
+}
+
+/*
+ * XFER_DESC carries fds both ways; they arrive usable (here: memfds with
+ * their content); a count that does not match, fds on another frame type
+ * and too many fds fail the channel and leak nothing.
+ */
+static void test_xfer_desc_fds(void **state)
+{
+	struct ipc_chan *sup, *wrk;
+	struct ipc_xfer_desc d = { .partition = 3, .n_fds = 2, .len = 7 };
+	int fds[2], base = n_open_fds();
+	char buf[8];
+
+	(void)state;
+	memcpy(d.desc, "payload", 7);
+	for (int i = 0; i < 2; i++) {
+		fds[i] = memfd_create("t", MFD_CLOEXEC);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(write(fds[i], i ? "one" : "zero", i ? 3 : 4), i ? 3 : 4);
+	}
+	pair(&sup, &wrk, 0);
+	/* Worker -> supervisor. */
+	assert_int_equal(ipc_send_fds(wrk, IPC_XFER_DESC, 0, &d, IPC_DESC_FIXED + 7, fds, 2), 0);
+	assert_int_equal(ipc_recv(sup, &rx), 1);
+	assert_int_equal(rx.hdr.type, IPC_XFER_DESC);
+	assert_int_equal(rx.n_fds, 2);
+	assert_int_equal(rx.u.desc.partition, 3);
+	assert_memory_equal(rx.u.desc.desc, "payload", 7);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(pread(rx.fds[i], buf, sizeof(buf), 0), i ? 3 : 4);
+		assert_memory_equal(buf, i ? "one" : "zero", i ? 3 : 4);
+		close(rx.fds[i]);
+	}
+	/* Supervisor -> worker with no fds at all. */
+	d.n_fds = 0;
+	assert_int_equal(ipc_send_fds(sup, IPC_XFER_DESC, 0, &d, IPC_DESC_FIXED + 7, NULL, 0), 0);
+	assert_int_equal(ipc_recv(wrk, &rx), 1);
+	assert_int_equal(rx.n_fds, 0);
+	/* Refused by the sender: a type that takes no fds, a count that does not match. */
+	assert_int_equal(ipc_send_fds(sup, IPC_PING, 1, &(struct ipc_ping){ 0 }, 8, fds, 1), -EINVAL);
+	d.n_fds = 1;
+	assert_int_equal(ipc_send_fds(sup, IPC_XFER_DESC, 0, &d, IPC_DESC_FIXED + 7, fds, 2), -EINVAL);
+	d.len = 0;
+	assert_int_equal(ipc_send_fds(sup, IPC_XFER_DESC, 0, &d, IPC_DESC_FIXED, fds, 1), -EINVAL);
+	ipc_chan_destroy(sup);
+	ipc_chan_destroy(wrk);
+
+	/* Received: a lying n_fds fails the channel and closes what came. */
+	{
+		int raw;
+		struct ipc_chan *c = raw_pair(SUP, &raw);
+		char cbuf[CMSG_SPACE(sizeof(fds))];
+		struct {
+			struct ipc_hdr h;
+			struct ipc_xfer_desc d;
+		} f = { .h = { .magic = IPC_MAGIC, .version = IPC_VERSION, .type = IPC_XFER_DESC,
+			       .len = IPC_DESC_FIXED + 7 },
+			.d = { .partition = 0, .n_fds = 1, .len = 7 } };
+		struct iovec iov = { .iov_base = &f, .iov_len = sizeof(f.h) + IPC_DESC_FIXED + 7 };
+		struct msghdr mh = { .msg_iov = &iov,
+				     .msg_iovlen = 1,
+				     .msg_control = cbuf,
+				     .msg_controllen = sizeof(cbuf) };
+		struct cmsghdr *cm;
+
+		memset(cbuf, 0, sizeof(cbuf));
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(fds));
+		memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+		assert_int_equal(sendmsg(raw, &mh, 0), (ssize_t)iov.iov_len);
+		assert_int_equal(ipc_recv(c, &rx), -EPROTO);
+		assert_non_null(strstr(ipc_chan_error_reason(c), "n_fds"));
+		close(raw);
+		ipc_chan_destroy(c);
+	}
+	close(fds[0]);
+	close(fds[1]);
+	assert_int_equal(n_open_fds(), base);
 }
 
 /* Senders validate too: a bad payload is refused with -EINVAL and the channel lives. */
@@ -1162,7 +1264,7 @@ static uint64_t rnd(void)
 
 static void test_fuzz(void **state)
 {
-	static const uint32_t fixed_len[] = { 144, 24, 80, 16, 8, 32, 56, 264, 96, 8, 8, 8, 8, 16 };
+	static const uint32_t fixed_len[] = { 144, 24, 80, 16, 8, 32, 56, 264, 96, 8, 8, 8, 8, 16, 17 };
 	unsigned long accepted = 0, rejected = 0;
 	int raw = -1;
 	struct ipc_chan *c = NULL;
@@ -1271,6 +1373,7 @@ int main(void)
 		cmocka_unit_test(test_bias_logprobs_roundtrip),
 		cmocka_unit_test(test_bias_logprobs_violations),
 		cmocka_unit_test(test_ancillary),
+		cmocka_unit_test(test_xfer_desc_fds),
 		cmocka_unit_test(test_send_rejects),
 		cmocka_unit_test(test_peer_close),
 		cmocka_unit_test(test_create_errors),
