@@ -502,6 +502,35 @@ static void on_chunk(struct worker *w, uint64_t rid, const struct ipc_prompt_chu
 		req_start(w, r, r->prompt);
 }
 
+/* Decode side: reserve the blocks a prefill partition will write; LEASED or ERROR. */
+static void on_lease(struct worker *w, uint64_t rid, const struct ipc_lease *l)
+{
+	static struct ipc_leased out; /* 64 KiB: not on the stack */
+	struct kv_lease_ref ref;
+	int n = 0, ret;
+
+	if (w->draining) {
+		send_error(w, rid, -ESHUTDOWN, "worker is shutting down");
+		return;
+	}
+	if (l->n_prompt >= (uint32_t)w->n_ctx) {
+		send_error(w, rid, -E2BIG, "a prompt of %u tokens does not fit the context of %d",
+			   l->n_prompt, w->n_ctx);
+		return;
+	}
+	ret = sched_lease(w->s, (int)l->n_prompt, l->owner,
+			  mono_ns() + (uint64_t)l->ttl_ms * NS_PER_MS, out.blocks, &n, &ref);
+	if (ret) {
+		send_error(w, rid, ret, "no KV reservation for %u tokens: %s", l->n_prompt,
+			   duet_strerror(ret));
+		return;
+	}
+	out.lease_id = ref.id;
+	out.n_blocks = (uint32_t)n;
+	out.epoch = ref.epoch;
+	send_frame(w, IPC_LEASED, rid, &out, IPC_LEASED_FIXED + 4u * (uint32_t)n);
+}
+
 /* Cancel one request; its DONE goes out from collect() (or now, when not yet scheduled). */
 static void req_cancel(struct worker *w, struct wreq *r)
 {
@@ -558,6 +587,18 @@ static int take_frames(struct worker *w)
 		case IPC_PING:
 			send_frame(w, IPC_PONG, rid, &m->u.ping, sizeof(m->u.ping));
 			break;
+		case IPC_LEASE:
+			on_lease(w, rid, &m->u.lease);
+			break;
+		case IPC_LEASE_FREE: {
+			struct kv_lease_ref ref = { .id = m->u.lease_free.lease_id,
+						    .epoch = m->u.lease_free.epoch };
+
+			if (sched_lease_release(w->s, ref))
+				log_debug(SUB, "LEASE_FREE of request %llu: no such lease (expired?)",
+					  (unsigned long long)rid);
+			break;
+		}
 		case IPC_PONG:
 			break;
 		case IPC_RELOAD:
@@ -811,6 +852,8 @@ static int engine_open(struct worker *w, char *err, size_t errlen)
 		.max_batch_seqs = p->max_seqs,
 		.max_requests = w->n_reqs,
 		.prefix_cache = cfg->kv.prefix_cache,
+		/* Decode-capable partitions take reservations for incoming KV. */
+		.max_leases = p->role == CFG_ROLE_PREFILL ? 0 : w->n_reqs,
 	};
 	ret = sched_create(w->llm, &sc, is_eog, w->tok, &w->s);
 	if (ret) {
@@ -861,6 +904,7 @@ static int step_loop(struct worker *w)
 			break;
 		}
 		if (now >= w->next_stats) {
+			sched_expire_leases(w->s, now); /* also when no step runs */
 			send_stats(w);
 			w->next_stats = now + WORKER_STATS_MS * NS_PER_MS;
 		}

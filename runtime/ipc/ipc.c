@@ -338,6 +338,43 @@ static const char *chk_desc(const void *p, uint32_t len)
 	return NULL;
 }
 
+static const char *chk_lease(const void *p, uint32_t len)
+{
+	const struct ipc_lease *m = p;
+
+	(void)len;
+	if (!m->n_prompt || m->n_prompt > IPC_MAX_PROMPT)
+		return "LEASE: n_prompt out of range";
+	if (!m->ttl_ms || m->ttl_ms > 3600000)
+		return "LEASE: ttl_ms out of range";
+	return NULL;
+}
+
+static const char *chk_leased(const void *p, uint32_t len)
+{
+	const struct ipc_leased *m = p;
+
+	if (m->lease_id < 0)
+		return "LEASED: negative lease id";
+	if (!m->n_blocks || (uint64_t)IPC_LEASED_FIXED + 4ull * m->n_blocks != len)
+		return "LEASED: length does not match n_blocks";
+	for (uint32_t i = 0; i < m->n_blocks; i++) {
+		if (m->blocks[i] < 0)
+			return "LEASED: negative block id";
+	}
+	return NULL;
+}
+
+static const char *chk_lease_free(const void *p, uint32_t len)
+{
+	const struct ipc_lease_free *m = p;
+
+	(void)len;
+	if (m->lease_id < 0 || m->reserved)
+		return "LEASE_FREE: negative lease id or reserved field not 0";
+	return NULL;
+}
+
 #define FIXED(t, n, d, r, s, f)       \
 	[t] = { .name = n,            \
 		.dir = d,             \
@@ -387,6 +424,16 @@ static const struct ipc_type_info ipc_types[IPC_TYPE__END] = {
 			    .elem = 1,
 			    .check = chk_desc,
 			    .fds = true },
+	FIXED(IPC_LEASE, "LEASE", DIR_S2W, RID_SET, struct ipc_lease, chk_lease),
+	[IPC_LEASED] = { .name = "LEASED",
+			 .dir = DIR_W2S,
+			 .rid = RID_SET,
+			 .min_len = IPC_LEASED_FIXED + 4,
+			 .max_len = sizeof(struct ipc_leased),
+			 .elem = 4,
+			 .check = chk_leased },
+	FIXED(IPC_LEASE_FREE, "LEASE_FREE", DIR_S2W, RID_SET, struct ipc_lease_free,
+	      chk_lease_free),
 };
 
 const char *ipc_type_name(unsigned type)

@@ -52,7 +52,7 @@
 #include <stdint.h>
 
 #define IPC_MAGIC 0x43504944u /* "DIPC" in memory on little-endian */
-#define IPC_VERSION 3	      /* 2: SUBMIT logprobs and logit bias, LOGPROBS; 3: XFER_DESC */
+#define IPC_VERSION 3	      /* 2: SUBMIT logprobs and logit bias, LOGPROBS; 3: XFER_DESC, LEASE* */
 #define IPC_MAX_PAYLOAD (64u * 1024u)
 #define IPC_NAME_MAX 128	  /* model name field, NUL included */
 #define IPC_ERRMSG_MAX 256	  /* ERROR message field, NUL included */
@@ -77,6 +77,9 @@ enum ipc_type {
 	IPC_RELOAD,	  /* S->W  apply runtime settings */
 	IPC_LOGPROBS,	  /* W->S  logprobs of one generated token (before its TOKEN) */
 	IPC_XFER_DESC,	  /* both  a KV transfer endpoint's descriptor, with its fds */
+	IPC_LEASE,	  /* S->W  decode side: reserve the blocks of an incoming prompt */
+	IPC_LEASED,	  /* W->S  the reservation: lease id, epoch, block ids */
+	IPC_LEASE_FREE,	  /* S->W  give a reservation back */
 	IPC_TYPE__END
 };
 
@@ -359,6 +362,38 @@ struct ipc_xfer_desc {
 #define IPC_MAX_PARTITION 4096
 static_assert(offsetof(struct ipc_xfer_desc, desc) == IPC_DESC_FIXED, "ipc_xfer_desc layout");
 
+/*
+ * LEASE: 16 bytes.  req_id: the request the blocks are for.  The decode
+ * worker reserves ceil(n_prompt / block_tokens) blocks for owner (the
+ * prefill partition that will write them) for ttl_ms, then answers LEASED
+ * (or ERROR with the same req_id: -ENOSPC, -EBUSY, -EINVAL).
+ */
+struct ipc_lease {
+	uint32_t n_prompt; /* (0, IPC_MAX_PROMPT] */
+	uint32_t ttl_ms;   /* (0, 3600000] */
+	uint64_t owner;
+};
+static_assert(sizeof(struct ipc_lease) == 16, "ipc_lease wire size");
+
+/* LEASED: 16-byte fixed part + n_blocks * 4.  req_id as the LEASE's. */
+#define IPC_LEASED_FIXED 16u
+#define IPC_LEASED_MAX_BLOCKS ((IPC_MAX_PAYLOAD - IPC_LEASED_FIXED) / 4u)
+struct ipc_leased {
+	int32_t lease_id; /* >= 0 */
+	uint32_t n_blocks; /* > 0 */
+	uint64_t epoch;
+	int32_t blocks[IPC_LEASED_MAX_BLOCKS]; /* >= 0 each, distinct; table order */
+};
+static_assert(offsetof(struct ipc_leased, blocks) == IPC_LEASED_FIXED, "ipc_leased layout");
+
+/* LEASE_FREE: 16 bytes.  req_id as the LEASE's. */
+struct ipc_lease_free {
+	int32_t lease_id;
+	uint32_t reserved; /* 0 */
+	uint64_t epoch;
+};
+static_assert(sizeof(struct ipc_lease_free) == 16, "ipc_lease_free wire size");
+
 /* A received frame: the header and its validated payload (hdr.len bytes of u). */
 struct ipc_msg {
 	struct ipc_hdr hdr;
@@ -377,6 +412,9 @@ struct ipc_msg {
 		struct ipc_reload reload;
 		struct ipc_logprobs logprobs;
 		struct ipc_xfer_desc desc;
+		struct ipc_lease lease;
+		struct ipc_leased leased;
+		struct ipc_lease_free lease_free;
 		uint8_t raw[IPC_MAX_PAYLOAD];
 	} u;
 	/* XFER_DESC only: the fds that came with it, owned by the receiver from now on. */

@@ -313,6 +313,16 @@ int sched_lease(struct sched *s, int n_prompt, uint64_t owner, uint64_t deadline
 	return ret;
 }
 
+int sched_expire_leases(struct sched *s, uint64_t now_ns)
+{
+	int n = s->c.max_leases > 0 ? kv_lease_expire(s->pool, now_ns) : 0;
+
+	if (n > 0)
+		log_warn("sched", "%d KV lease(s) expired: their transfers did not complete in time",
+			 n);
+	return n;
+}
+
 int sched_lease_release(struct sched *s, struct kv_lease_ref ref)
 {
 	return kv_lease_release(s->pool, ref);
@@ -624,8 +634,7 @@ int sched_step(struct sched *s, uint64_t (*clock_ns)(void))
 	uint64_t t0 = clock_ns(), t_fwd = 0;
 	int n_tok = 0, n_seq = 0, n_sorted = 0, n_out = 0, n_table = 0, ret = 0;
 
-	if (s->c.max_leases > 0 && kv_lease_expire(s->pool, t0) > 0)
-		log_warn("sched", "KV leases expired: their transfers did not complete in time");
+	sched_expire_leases(s, t0);
 
 	/* Candidates in priority/arrival order. */
 	for (int i = 0; i < s->c.max_requests; i++) {

@@ -175,6 +175,8 @@ void sched_release(struct sched *s, uint64_t id);
  */
 int sched_lease(struct sched *s, int n_prompt, uint64_t owner, uint64_t deadline_ns,
 		int32_t *blocks, int *n_blocks, struct kv_lease_ref *ref);
+/* Frees the leases past their deadline (sched_step does it too); returns how many. */
+int sched_expire_leases(struct sched *s, uint64_t now_ns);
 /* Give the blocks back (transfer abandoned).  -ESTALE for an unknown lease or epoch. */
 int sched_lease_release(struct sched *s, struct kv_lease_ref ref);
 /*

@@ -84,6 +84,9 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 		struct ipc_reload reload;
 		struct ipc_logprobs logprobs;
 		struct ipc_xfer_desc desc;
+		struct ipc_lease lease;
+		struct ipc_leased leased;
+		struct ipc_lease_free lease_free;
 	} u;
 
 	memset(&u, 0, sizeof(u));
@@ -213,6 +216,24 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 		*len = IPC_DESC_FIXED + 5;
 		*rid = 0;
 		break;
+	case IPC_LEASE:
+		u.lease = (struct ipc_lease){ .n_prompt = 40, .ttl_ms = 5000, .owner = 2 };
+		*len = sizeof(u.lease);
+		*rid = 77;
+		break;
+	case IPC_LEASED:
+		u.leased = (struct ipc_leased){ .lease_id = 3, .n_blocks = 3, .epoch = 9 };
+		u.leased.blocks[0] = 10;
+		u.leased.blocks[1] = 11;
+		u.leased.blocks[2] = 4;
+		*len = IPC_LEASED_FIXED + 12;
+		*rid = 77;
+		break;
+	case IPC_LEASE_FREE:
+		u.lease_free = (struct ipc_lease_free){ .lease_id = 3, .epoch = 9 };
+		*len = sizeof(u.lease_free);
+		*rid = 77;
+		break;
 	default:
 		fail();
 	}
@@ -241,7 +262,7 @@ static bool sent_by_worker(enum ipc_type t)
 {
 	return t == IPC_HELLO || t == IPC_READY || t == IPC_TOKEN || t == IPC_DONE ||
 	       t == IPC_STATS || t == IPC_ERROR || t == IPC_PING || t == IPC_PONG ||
-	       t == IPC_LOGPROBS || t == IPC_XFER_DESC;
+	       t == IPC_LOGPROBS || t == IPC_XFER_DESC || t == IPC_LEASED;
 }
 
 static bool sent_by_supervisor(enum ipc_type t)
@@ -270,6 +291,8 @@ static void test_sizes(void **state)
 	assert_int_equal(ipc_logprobs_len(IPC_MAX_TOP_LOGPROBS), sizeof(struct ipc_logprobs));
 	assert_int_equal(IPC_LOGPROBS, IPC_RELOAD + 1); /* appended, nothing renumbered */
 	assert_int_equal(IPC_XFER_DESC, IPC_LOGPROBS + 1);
+	assert_int_equal(IPC_LEASE_FREE, IPC_XFER_DESC + 3);
+	assert_int_equal(IPC_LEASED_MAX_BLOCKS, (65536 - 16) / 4);
 	assert_int_equal(sizeof(struct ipc_xfer_desc), IPC_DESC_FIXED + IPC_DESC_MAX);
 	{
 		static struct ipc_submit sb;
@@ -552,6 +575,35 @@ static void test_payload_violations(void **state)
 	frame_of(IPC_ERROR);
 	((struct ipc_error *)fr.p)->msg[100] = '!';
 	expect_dead(SUP, -EBADMSG, "NUL");
+
+	/* Reservations and descriptors. */
+	frame_of(IPC_LEASE);
+	((struct ipc_lease *)fr.p)->n_prompt = 0;
+	expect_dead(WRK, -EBADMSG, "n_prompt");
+	frame_of(IPC_LEASE);
+	((struct ipc_lease *)fr.p)->ttl_ms = 0;
+	expect_dead(WRK, -EBADMSG, "ttl_ms");
+	frame_of(IPC_LEASED);
+	((struct ipc_leased *)fr.p)->n_blocks = 4; /* three in the frame */
+	expect_dead(SUP, -EBADMSG, "n_blocks");
+	frame_of(IPC_LEASED);
+	((struct ipc_leased *)fr.p)->blocks[2] = -1;
+	expect_dead(SUP, -EBADMSG, "negative block");
+	frame_of(IPC_LEASED);
+	((struct ipc_leased *)fr.p)->lease_id = -1;
+	expect_dead(SUP, -EBADMSG, "lease id");
+	frame_of(IPC_LEASE_FREE);
+	((struct ipc_lease_free *)fr.p)->reserved = 1;
+	expect_dead(WRK, -EBADMSG, "reserved");
+	frame_of(IPC_XFER_DESC);
+	((struct ipc_xfer_desc *)fr.p)->partition = IPC_MAX_PARTITION;
+	expect_dead(SUP, -EBADMSG, "partition");
+	frame_of(IPC_XFER_DESC);
+	((struct ipc_xfer_desc *)fr.p)->len = 6; /* five bytes follow */
+	expect_dead(SUP, -EBADMSG, "len");
+	frame_of(IPC_XFER_DESC);
+	((struct ipc_xfer_desc *)fr.p)->n_fds = IPC_MAX_FDS + 1;
+	expect_dead(WRK, -EBADMSG, "IPC_MAX_FDS");
 
 	/* Enums and masks. */
 	frame_of(IPC_HELLO);
@@ -1264,7 +1316,8 @@ static uint64_t rnd(void)
 
 static void test_fuzz(void **state)
 {
-	static const uint32_t fixed_len[] = { 144, 24, 80, 16, 8, 32, 56, 264, 96, 8, 8, 8, 8, 16, 17 };
+	static const uint32_t fixed_len[] = { 144, 24, 80, 16, 8,  32, 56, 264, 96,
+					      8,   8,  8,  8,  16, 17, 16, 20, 16 };
 	unsigned long accepted = 0, rejected = 0;
 	int raw = -1;
 	struct ipc_chan *c = NULL;

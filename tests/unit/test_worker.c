@@ -613,6 +613,65 @@ static void test_cancel_frees_kv(void **state)
 	free(st);
 }
 
+/* Wait (STATS by STATS) until the worker reports `leased` blocks held by reservations. */
+static void wait_leased(struct sup *s, uint32_t leased)
+{
+	unsigned n0 = s->n_stats;
+
+	do
+		assert_true(sup_recv_any(s, 2000));
+	while (s->n_stats == n0 || s->stats.kv_leased != leased);
+}
+
+/*
+ * Decode-side reservations: LEASE answers LEASED with ceil(n / 16) distinct
+ * blocks, held until LEASE_FREE or the deadline (expired while the worker
+ * is idle, too); a reservation that cannot fit is an ERROR for its request.
+ */
+static void test_leases(void **state)
+{
+	struct sup *s = sup_start(cfg_text);
+	struct ipc_lease l = { .n_prompt = 40, .ttl_ms = 60000, .owner = 1 };
+	struct ipc_lease_free f;
+	struct ipc_msg *m;
+
+	(void)state;
+	sup_handshake(s);
+	sup_send(s, IPC_LEASE, 7, &l, sizeof(l));
+	m = sup_recv(s);
+	assert_int_equal(m->hdr.type, IPC_LEASED);
+	assert_int_equal(m->hdr.req_id, 7);
+	assert_int_equal(m->u.leased.n_blocks, 3);
+	for (int i = 0; i < 3; i++) {
+		assert_true(m->u.leased.blocks[i] >= 0);
+		for (int k = 0; k < i; k++)
+			assert_int_not_equal(m->u.leased.blocks[i], m->u.leased.blocks[k]);
+	}
+	f = (struct ipc_lease_free){ .lease_id = m->u.leased.lease_id,
+				     .epoch = m->u.leased.epoch };
+	wait_leased(s, 3);
+	sup_send(s, IPC_LEASE_FREE, 7, &f, sizeof(f));
+	wait_leased(s, 0);
+	sup_send(s, IPC_LEASE_FREE, 7, &f, sizeof(f)); /* stale now: ignored */
+
+	/* 1 ms to live: gone by a later STATS, with no step running. */
+	l.ttl_ms = 1;
+	sup_send(s, IPC_LEASE, 8, &l, sizeof(l));
+	m = sup_recv(s);
+	assert_int_equal(m->hdr.type, IPC_LEASED);
+	wait_leased(s, 0);
+
+	/* Too long for the context: an ERROR for that request, the worker lives on. */
+	l = (struct ipc_lease){ .n_prompt = N_CTX, .ttl_ms = 1000, .owner = 1 };
+	sup_send(s, IPC_LEASE, 9, &l, sizeof(l));
+	m = sup_recv(s);
+	assert_int_equal(m->hdr.type, IPC_ERROR);
+	assert_int_equal(m->hdr.req_id, 9);
+	assert_int_equal(m->u.error.code, -E2BIG);
+	shutdown_now(s);
+	sup_free(s);
+}
+
 static void test_eight_concurrent(void **state)
 {
 	worker_set_step_delay_us(0);
@@ -868,6 +927,7 @@ int main(void)
 		cmocka_unit_test(test_chunked_prompt),
 		cmocka_unit_test(test_cancel_frees_kv),
 		cmocka_unit_test(test_eight_concurrent),
+		cmocka_unit_test(test_leases),
 		cmocka_unit_test(test_bad_token_fails_one_request),
 		cmocka_unit_test(test_bias_and_logprobs),
 		cmocka_unit_test(test_drain),
