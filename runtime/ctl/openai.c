@@ -1303,7 +1303,7 @@ static void wr_logprob(struct wr *w, float lp)
 /* The token's text as a JSON string, then (chat) its bytes. */
 static void wr_token(struct wr *w, const struct oai_choice *c, int32_t token, bool chat)
 {
-	char buf[256] = "";
+	char buf[1024] = "";
 	size_t n = c->piece ? c->piece(c->piece_ctx, token, buf, sizeof(buf)) : 0;
 
 	if (n > sizeof(buf))
@@ -1326,7 +1326,7 @@ static void wr_logprobs(struct wr *w, const struct oai_meta *m, const struct oai
 {
 	const struct oai_logprob *lp = c->lp;
 	size_t off = c->text_offset;
-	char buf[256];
+	char buf[1024];
 
 	wr_puts(w, "\"logprobs\":");
 	if (!lp) {
