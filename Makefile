@@ -114,7 +114,7 @@ TEST_BINS   := $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 FUZZ_TARGETS := gguf config openai $(NET_FUZZ)
 REPLAY_BINS := $(FUZZ_TARGETS:%=$(BUILD)/tests/replay_%)
 BENCH_BINS  := $(BUILD)/tests/bench_gguf $(BUILD)/tests/bench_membw $(BUILD)/tests/bench_kernels \
-	       $(BUILD)/tests/bench_sched $(BUILD)/tests/bench_api
+	       $(BUILD)/tests/bench_sched $(BUILD)/tests/bench_api $(BUILD)/tests/bench_disagg
 
 # Keep the objects of pattern-rule chains (tests, replays, benches) between runs.
 # (Listed explicitly: a bare .SECONDARY: would also let a missing library
@@ -190,6 +190,7 @@ bench: deps
 	@$(BUILD)/tests/bench_kernels
 	@tests/bench/bench_generate.sh $(BUILD) $(SHARED)
 	@$(BUILD)/tests/bench_sched $(BUILD)/bench/synth-110m-f16.gguf
+	@$(BUILD)/tests/bench_disagg $(BUILD)/bench/synth-110m-f16.gguf 512 1
 	@tests/bench/bench_api.sh $(BUILD)
 
 run: deps
