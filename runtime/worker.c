@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "drivers/backend.h"
+#include "drivers/net/xfer.h"
 #include "runtime/core/err.h"
 #include "runtime/core/log.h"
 #include "runtime/core/mem.h"
@@ -80,6 +81,11 @@ struct worker {
 	uint64_t next_stats; /* ns */
 	uint64_t prompt_tokens, gen_tokens;
 	uint64_t step_ns_total, step_ns_max;
+
+	/* KV transfer, when the configuration splits prefill from decode. */
+	struct xfer_dev *xdev;
+	struct xfer_mr *xmr; /* the KV pool: a write source (prefill) or target (decode) */
+	struct xfer_ep *xep[CFG_MAX_PARTITIONS];
 };
 
 static uint64_t mono_ns(void)
@@ -502,6 +508,9 @@ static void on_chunk(struct worker *w, uint64_t rid, const struct ipc_prompt_chu
 		req_start(w, r, r->prompt);
 }
 
+static void on_xfer_connect(struct worker *w, uint32_t partition);
+static void on_xfer_desc(struct worker *w, struct ipc_msg *m);
+
 /* Decode side: reserve the blocks a prefill partition will write; LEASED or ERROR. */
 static void on_lease(struct worker *w, uint64_t rid, const struct ipc_lease *l)
 {
@@ -590,6 +599,12 @@ static int take_frames(struct worker *w)
 		case IPC_LEASE:
 			on_lease(w, rid, &m->u.lease);
 			break;
+		case IPC_XFER_CONNECT:
+			on_xfer_connect(w, m->u.xconnect.partition);
+			break;
+		case IPC_XFER_DESC:
+			on_xfer_desc(w, m);
+			break;
 		case IPC_LEASE_FREE: {
 			struct kv_lease_ref ref = { .id = m->u.lease_free.lease_id,
 						    .epoch = m->u.lease_free.epoch };
@@ -629,7 +644,7 @@ static int take_frames(struct worker *w)
 			log_warn(SUB, "unexpected %s frame ignored", ipc_type_name(m->hdr.type));
 			break;
 		}
-		/* No frame handled here keeps descriptors yet (XFER_DESC comes with the split). */
+		/* Received fds are ours: xfer_connect dup'ed what it keeps. */
 		for (unsigned i = 0; i < m->n_fds; i++)
 			close(m->fds[i]);
 		m->n_fds = 0;
@@ -783,6 +798,135 @@ static void pin_process(struct worker *w)
 	}
 }
 
+/* --- KV transfer endpoints ---------------------------------------------------------- */
+
+/* Prefill and decode are split: some partition is not mixed. */
+static bool disaggregated(const struct duet_config *cfg)
+{
+	for (unsigned i = 0; i < cfg->n_partitions; i++)
+		if (cfg->partitions[i].role != CFG_ROLE_MIXED)
+			return true;
+	return false;
+}
+
+/* The transfer driver transport.driver names; NULL for one not built here. */
+static const char *xfer_driver_of(const struct duet_config *cfg)
+{
+	switch (cfg->transport.driver) {
+	case CFG_XPORT_AUTO: /* every partition of one duetd is on this host */
+	case CFG_XPORT_SHM:
+		return "shm";
+	case CFG_XPORT_TCP:
+		return "tcp";
+	default:
+		return NULL;
+	}
+}
+
+/* Open the driver and register the KV pool: the target of writes (decode) or their source. */
+static int xfer_setup(struct worker *w)
+{
+	const struct duet_config *cfg = w->cfg;
+	const char *driver = xfer_driver_of(cfg);
+	struct xfer_opts xo = { .psk_file = cfg->transport.psk_file[0] ? cfg->transport.psk_file
+								       : NULL,
+				.encrypt = cfg->transport.encrypt,
+				.hugepages = cfg->kv.hugepages };
+	struct be_region pool;
+	int ret;
+
+	if (!driver) {
+		log_error(SUB, "transport.driver: this build has no such transfer driver");
+		return -EOPNOTSUPP;
+	}
+	ret = xfer_open(driver, &xo, &w->xdev);
+	if (ret)
+		return ret;
+	ret = llm_kv_pool(w->llm, &pool);
+	if (ret)
+		return ret;
+	if (w->part->role == CFG_ROLE_PREFILL)
+		ret = xfer_mr_reg(w->xdev, pool.base, pool.bytes, &w->xmr);
+	else
+		ret = xfer_mr_reg_fd(w->xdev, pool.base, pool.bytes, pool.fd, &w->xmr);
+	if (ret == 0)
+		log_info(SUB, "partition %s: KV transfer over %s (%zu MiB pool %s)", w->part->name,
+			 driver, pool.bytes >> 20,
+			 w->part->role == CFG_ROLE_PREFILL ? "as a write source" : "writable by peers");
+	return ret;
+}
+
+static void send_xready(struct worker *w, uint32_t partition, int status)
+{
+	struct ipc_xfer_ready r = { .partition = partition, .status = status };
+
+	send_frame(w, IPC_XFER_READY, 0, &r, sizeof(r));
+}
+
+/* XFER_CONNECT: an endpoint for peer partition `partition`, its descriptor to the supervisor. */
+static void on_xfer_connect(struct worker *w, uint32_t partition)
+{
+	static struct ipc_xfer_desc out;
+	struct xfer_desc d;
+	int ret = -EINVAL;
+
+	if (!w->xdev || partition >= w->cfg->n_partitions || (int)partition == w->index ||
+	    w->xep[partition]) {
+		log_warn(SUB, "XFER_CONNECT to partition %u refused (%s)", partition,
+			 !w->xdev ? "no transfer driver: partitions are all mixed"
+				  : "not another partition, or already connected");
+		send_xready(w, partition, ret);
+		return;
+	}
+	ret = xfer_ep_create(w->xdev, &w->xep[partition]);
+	if (!ret)
+		ret = xfer_local_desc(w->xep[partition], &d);
+	if (!ret && (d.len > IPC_DESC_MAX || d.nfds > IPC_MAX_FDS))
+		ret = -E2BIG;
+	if (!ret) {
+		out = (struct ipc_xfer_desc){ .partition = partition, .n_fds = d.nfds, .len = d.len };
+		memcpy(out.desc, d.bytes, d.len);
+		/* Not queued: what is queued must go first, so wait for room a little. */
+		for (int tries = 0; tries < 1000; tries++) {
+			ret = ipc_send_fds(w->ch, IPC_XFER_DESC, 0, &out, IPC_DESC_FIXED + d.len,
+					   d.fds, d.nfds);
+			if (ret != -EAGAIN)
+				break;
+			poll(&(struct pollfd){ .fd = ipc_chan_fd(w->ch), .events = POLLOUT }, 1, 10);
+		}
+	}
+	if (ret) {
+		log_warn(SUB, "partition %s: endpoint for partition %u: %s", w->part->name, partition,
+			 duet_strerror(ret));
+		xfer_ep_destroy(w->xep[partition]);
+		w->xep[partition] = NULL;
+		send_xready(w, partition, ret);
+	}
+}
+
+/* XFER_DESC from the supervisor: the peer's descriptor; connect and say so. */
+static void on_xfer_desc(struct worker *w, struct ipc_msg *m)
+{
+	const struct ipc_xfer_desc *in = &m->u.desc;
+	uint32_t partition = in->partition;
+	struct xfer_desc d = { .len = in->len, .nfds = m->n_fds };
+	int ret = -EINVAL;
+
+	if (partition < CFG_MAX_PARTITIONS && w->xep[partition] && in->len <= XFER_DESC_MAX &&
+	    m->n_fds <= XFER_DESC_MAX_FDS) {
+		memcpy(d.bytes, in->desc, in->len);
+		memcpy(d.fds, m->fds, sizeof(int) * m->n_fds);
+		ret = xfer_connect(w->xep[partition], &d); /* dups what it keeps */
+	}
+	if (ret)
+		log_warn(SUB, "partition %s: connecting to partition %u: %s", w->part->name,
+			 partition, duet_strerror(ret));
+	else
+		log_info(SUB, "partition %s: KV link to partition %s up", w->part->name,
+			 w->cfg->partitions[partition].name);
+	send_xready(w, partition, ret);
+}
+
 /* Model, backend, KV pool and scheduler.  On failure err says why (for the ERROR frame). */
 static int engine_open(struct worker *w, char *err, size_t errlen)
 {
@@ -825,6 +969,8 @@ static int engine_open(struct worker *w, char *err, size_t errlen)
 		.max_tokens = p->max_batch_tokens,
 		.max_seqs = p->max_seqs,
 		.max_out = p->max_seqs,
+		/* A decode pool others write into lives in a memfd the driver can hand out. */
+		.shared_kv = disaggregated(cfg) && p->role != CFG_ROLE_PREFILL,
 	};
 	lim = (struct be_step_limits){
 		.max_tokens = p->max_batch_tokens,
@@ -865,6 +1011,14 @@ static int engine_open(struct worker *w, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
+	if (disaggregated(cfg)) {
+		ret = xfer_setup(w);
+		if (ret) {
+			snprintf(err, errlen, "KV transfer (%s): %s",
+				 xfer_driver_of(cfg) ? xfer_driver_of(cfg) : "?", duet_strerror(ret));
+			return ret;
+		}
+	}
 	model_desc_summary(w->m, msg, sizeof(msg));
 	backend_describe(w->be, desc, sizeof(desc));
 	log_info(SUB, "partition %s: %s; %s; context %d, %d KV blocks of %d tokens", p->name, msg,
@@ -874,6 +1028,11 @@ static int engine_open(struct worker *w, char *err, size_t errlen)
 
 static void engine_close(struct worker *w)
 {
+	/* Endpoints and the region before the pool they name. */
+	for (int i = 0; i < CFG_MAX_PARTITIONS; i++)
+		xfer_ep_destroy(w->xep[i]);
+	xfer_mr_dereg(w->xmr);
+	xfer_close(w->xdev);
 	for (int i = 0; w->reqs && i < w->n_reqs; i++) {
 		duet_free(w->reqs[i].prompt);
 		duet_free(w->reqs[i].bias);

@@ -375,6 +375,26 @@ static const char *chk_lease_free(const void *p, uint32_t len)
 	return NULL;
 }
 
+static const char *chk_xconnect(const void *p, uint32_t len)
+{
+	const struct ipc_xfer_connect *m = p;
+
+	(void)len;
+	if (m->partition >= IPC_MAX_PARTITION || m->reserved)
+		return "XFER_CONNECT: partition out of range or reserved field not 0";
+	return NULL;
+}
+
+static const char *chk_xready(const void *p, uint32_t len)
+{
+	const struct ipc_xfer_ready *m = p;
+
+	(void)len;
+	if (m->partition >= IPC_MAX_PARTITION || m->status > 0)
+		return "XFER_READY: partition out of range or positive status";
+	return NULL;
+}
+
 #define FIXED(t, n, d, r, s, f)       \
 	[t] = { .name = n,            \
 		.dir = d,             \
@@ -434,6 +454,9 @@ static const struct ipc_type_info ipc_types[IPC_TYPE__END] = {
 			 .check = chk_leased },
 	FIXED(IPC_LEASE_FREE, "LEASE_FREE", DIR_S2W, RID_SET, struct ipc_lease_free,
 	      chk_lease_free),
+	FIXED(IPC_XFER_CONNECT, "XFER_CONNECT", DIR_S2W, RID_ZERO, struct ipc_xfer_connect,
+	      chk_xconnect),
+	FIXED(IPC_XFER_READY, "XFER_READY", DIR_W2S, RID_ZERO, struct ipc_xfer_ready, chk_xready),
 };
 
 const char *ipc_type_name(unsigned type)

@@ -80,6 +80,8 @@ enum ipc_type {
 	IPC_LEASE,	  /* S->W  decode side: reserve the blocks of an incoming prompt */
 	IPC_LEASED,	  /* W->S  the reservation: lease id, epoch, block ids */
 	IPC_LEASE_FREE,	  /* S->W  give a reservation back */
+	IPC_XFER_CONNECT, /* S->W  make a KV transfer endpoint for a peer partition */
+	IPC_XFER_READY,	  /* W->S  that endpoint is connected (or why not) */
 	IPC_TYPE__END
 };
 
@@ -394,6 +396,24 @@ struct ipc_lease_free {
 };
 static_assert(sizeof(struct ipc_lease_free) == 16, "ipc_lease_free wire size");
 
+/*
+ * XFER_CONNECT: 8 bytes, req_id 0.  The worker makes an endpoint for peer
+ * partition `partition` and answers with its XFER_DESC; when the peer's
+ * XFER_DESC arrives it connects and answers XFER_READY.
+ */
+struct ipc_xfer_connect {
+	uint32_t partition; /* < IPC_MAX_PARTITION */
+	uint32_t reserved;  /* 0 */
+};
+static_assert(sizeof(struct ipc_xfer_connect) == 8, "ipc_xfer_connect wire size");
+
+/* XFER_READY: 8 bytes, req_id 0.  status 0: connected; < 0: why not (-errno or -DUET_E*). */
+struct ipc_xfer_ready {
+	uint32_t partition;
+	int32_t status;
+};
+static_assert(sizeof(struct ipc_xfer_ready) == 8, "ipc_xfer_ready wire size");
+
 /* A received frame: the header and its validated payload (hdr.len bytes of u). */
 struct ipc_msg {
 	struct ipc_hdr hdr;
@@ -415,6 +435,8 @@ struct ipc_msg {
 		struct ipc_lease lease;
 		struct ipc_leased leased;
 		struct ipc_lease_free lease_free;
+		struct ipc_xfer_connect xconnect;
+		struct ipc_xfer_ready xready;
 		uint8_t raw[IPC_MAX_PAYLOAD];
 	} u;
 	/* XFER_DESC only: the fds that came with it, owned by the receiver from now on. */

@@ -87,6 +87,8 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 		struct ipc_lease lease;
 		struct ipc_leased leased;
 		struct ipc_lease_free lease_free;
+		struct ipc_xfer_connect xconnect;
+		struct ipc_xfer_ready xready;
 	} u;
 
 	memset(&u, 0, sizeof(u));
@@ -234,6 +236,14 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 		*len = sizeof(u.lease_free);
 		*rid = 77;
 		break;
+	case IPC_XFER_CONNECT:
+		u.xconnect = (struct ipc_xfer_connect){ .partition = 1 };
+		*len = sizeof(u.xconnect);
+		break;
+	case IPC_XFER_READY:
+		u.xready = (struct ipc_xfer_ready){ .partition = 1, .status = -EACCES };
+		*len = sizeof(u.xready);
+		break;
 	default:
 		fail();
 	}
@@ -262,7 +272,7 @@ static bool sent_by_worker(enum ipc_type t)
 {
 	return t == IPC_HELLO || t == IPC_READY || t == IPC_TOKEN || t == IPC_DONE ||
 	       t == IPC_STATS || t == IPC_ERROR || t == IPC_PING || t == IPC_PONG ||
-	       t == IPC_LOGPROBS || t == IPC_XFER_DESC || t == IPC_LEASED;
+	       t == IPC_LOGPROBS || t == IPC_XFER_DESC || t == IPC_LEASED || t == IPC_XFER_READY;
 }
 
 static bool sent_by_supervisor(enum ipc_type t)
@@ -292,6 +302,7 @@ static void test_sizes(void **state)
 	assert_int_equal(IPC_LOGPROBS, IPC_RELOAD + 1); /* appended, nothing renumbered */
 	assert_int_equal(IPC_XFER_DESC, IPC_LOGPROBS + 1);
 	assert_int_equal(IPC_LEASE_FREE, IPC_XFER_DESC + 3);
+	assert_int_equal(IPC_XFER_READY, IPC_LEASE_FREE + 2);
 	assert_int_equal(IPC_LEASED_MAX_BLOCKS, (65536 - 16) / 4);
 	assert_int_equal(sizeof(struct ipc_xfer_desc), IPC_DESC_FIXED + IPC_DESC_MAX);
 	{
@@ -604,6 +615,12 @@ static void test_payload_violations(void **state)
 	frame_of(IPC_XFER_DESC);
 	((struct ipc_xfer_desc *)fr.p)->n_fds = IPC_MAX_FDS + 1;
 	expect_dead(WRK, -EBADMSG, "IPC_MAX_FDS");
+	frame_of(IPC_XFER_CONNECT);
+	((struct ipc_xfer_connect *)fr.p)->reserved = 1;
+	expect_dead(WRK, -EBADMSG, "reserved");
+	frame_of(IPC_XFER_READY);
+	((struct ipc_xfer_ready *)fr.p)->status = 1;
+	expect_dead(SUP, -EBADMSG, "positive status");
 
 	/* Enums and masks. */
 	frame_of(IPC_HELLO);
@@ -1317,7 +1334,7 @@ static uint64_t rnd(void)
 static void test_fuzz(void **state)
 {
 	static const uint32_t fixed_len[] = { 144, 24, 80, 16, 8,  32, 56, 264, 96,
-					      8,   8,  8,  8,  16, 17, 16, 20, 16 };
+					      8,   8,  8,  8,  16, 17, 16, 20, 16, 8, 8 };
 	unsigned long accepted = 0, rejected = 0;
 	int raw = -1;
 	struct ipc_chan *c = NULL;

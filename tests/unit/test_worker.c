@@ -58,6 +58,7 @@ struct sup {
 	struct ipc_ready ready;
 	struct ipc_stats stats; /* last STATS */
 	unsigned n_stats;
+	int partition; /* the worker's index in cfg */
 };
 
 /* Per-request stream as received. */
@@ -93,17 +94,18 @@ static void *worker_main(void *arg)
 {
 	struct sup *s = arg;
 
-	s->ret = worker_run(s->wfd, &s->cfg, 0);
+	s->ret = worker_run(s->wfd, &s->cfg, s->partition);
 	return NULL;
 }
 
-static struct sup *sup_start(const char *text)
+static struct sup *sup_start_part(const char *text, int partition)
 {
 	struct cfg_errors errs;
 	struct sup *s = calloc(1, sizeof(*s));
 	int sv[2];
 
 	assert_non_null(s);
+	s->partition = partition;
 	if (cfg_load_string(text, "test.cfg", NULL, &s->cfg, &errs)) {
 		cfg_errors_print(stderr, &errs);
 		fail_msg("config does not load");
@@ -114,6 +116,11 @@ static struct sup *sup_start(const char *text)
 	assert_int_equal(pthread_create(&s->th, NULL, worker_main, s), 0);
 	s->running = true;
 	return s;
+}
+
+static struct sup *sup_start(const char *text)
+{
+	return sup_start_part(text, 0);
 }
 
 /* The worker's exit status; fails when it does not return within timeout_ms. */
@@ -672,6 +679,101 @@ static void test_leases(void **state)
 	sup_free(s);
 }
 
+/* The next frame of type t (STATS skipped); fails on anything else. */
+static struct ipc_msg *expect_type(struct sup *s, enum ipc_type t)
+{
+	struct ipc_msg *m = sup_recv(s);
+
+	if (m->hdr.type != t)
+		fail_msg("expected %s, got %s", ipc_type_name(t), ipc_type_name(m->hdr.type));
+	return m;
+}
+
+/* Relay an XFER_DESC from one worker to the other, as the supervisor does. */
+static void relay_desc(struct sup *from, int from_part, struct sup *to)
+{
+	struct ipc_msg *m = expect_type(from, IPC_XFER_DESC);
+	struct ipc_xfer_desc d = m->u.desc;
+	int fds[IPC_MAX_FDS];
+	unsigned n = m->n_fds;
+
+	assert_int_equal(d.n_fds, n);
+	memcpy(fds, m->fds, sizeof(int) * n);
+	d.partition = (uint32_t)from_part;
+	assert_int_equal(ipc_send_fds(to->ch, IPC_XFER_DESC, 0, &d, IPC_DESC_FIXED + d.len, fds, n),
+			 0);
+	for (unsigned i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+/*
+ * A prefill worker and a decode worker connect their KV transfer endpoints
+ * through a relaying supervisor (descriptors and fds in XFER_DESC frames):
+ * both report XFER_READY 0.  Connecting to itself, twice, or with no split
+ * configured is refused with a status.
+ */
+static void test_xfer_connect(void **state)
+{
+	char text[1400];
+	struct sup *a, *b, *mixed;
+	struct ipc_xfer_connect c = { 0 };
+	struct ipc_msg *m;
+
+	(void)state;
+	snprintf(text, sizeof(text),
+		 "model = { path = \"%s\"; context = %d; };\n"
+		 "kv = { blocks = %d; block_tokens = 16; };\n"
+		 "transport = { driver = \"shm\"; };\n"
+		 "partitions = ( { name = \"p0\"; role = \"prefill\"; threads = 1; max_seqs = 8;\n"
+		 "                 max_batch_tokens = 128; },\n"
+		 "               { name = \"p1\"; role = \"decode\"; threads = 1; max_seqs = 8;\n"
+		 "                 max_batch_tokens = 128; } );\n",
+		 model_path, N_CTX, N_BLOCKS);
+	a = sup_start_part(text, 0);
+	b = sup_start_part(text, 1);
+	m = expect_type(a, IPC_HELLO);
+	assert_int_equal(m->u.hello.role, IPC_ROLE_PREFILL);
+	expect_type(a, IPC_READY);
+	m = expect_type(b, IPC_HELLO);
+	assert_int_equal(m->u.hello.role, IPC_ROLE_DECODE);
+	expect_type(b, IPC_READY);
+
+	c.partition = 1;
+	sup_send(a, IPC_XFER_CONNECT, 0, &c, sizeof(c));
+	c.partition = 0;
+	sup_send(b, IPC_XFER_CONNECT, 0, &c, sizeof(c));
+	relay_desc(a, 0, b);
+	relay_desc(b, 1, a);
+	m = expect_type(a, IPC_XFER_READY);
+	assert_int_equal(m->u.xready.partition, 1);
+	assert_int_equal(m->u.xready.status, 0);
+	m = expect_type(b, IPC_XFER_READY);
+	assert_int_equal(m->u.xready.partition, 0);
+	assert_int_equal(m->u.xready.status, 0);
+
+	/* Refusals come back as a status, and the workers live on. */
+	c.partition = 0;
+	sup_send(a, IPC_XFER_CONNECT, 0, &c, sizeof(c)); /* itself */
+	m = expect_type(a, IPC_XFER_READY);
+	assert_true(m->u.xready.status < 0);
+	c.partition = 1;
+	sup_send(a, IPC_XFER_CONNECT, 0, &c, sizeof(c)); /* already connected */
+	m = expect_type(a, IPC_XFER_READY);
+	assert_true(m->u.xready.status < 0);
+	shutdown_now(a);
+	shutdown_now(b);
+	sup_free(a);
+	sup_free(b);
+
+	mixed = sup_start(cfg_text); /* one mixed partition: no transfer driver at all */
+	sup_handshake(mixed);
+	sup_send(mixed, IPC_XFER_CONNECT, 0, &c, sizeof(c));
+	m = expect_type(mixed, IPC_XFER_READY);
+	assert_true(m->u.xready.status < 0);
+	shutdown_now(mixed);
+	sup_free(mixed);
+}
+
 static void test_eight_concurrent(void **state)
 {
 	worker_set_step_delay_us(0);
@@ -928,6 +1030,7 @@ int main(void)
 		cmocka_unit_test(test_cancel_frees_kv),
 		cmocka_unit_test(test_eight_concurrent),
 		cmocka_unit_test(test_leases),
+		cmocka_unit_test(test_xfer_connect),
 		cmocka_unit_test(test_bad_token_fails_one_request),
 		cmocka_unit_test(test_bias_and_logprobs),
 		cmocka_unit_test(test_drain),
