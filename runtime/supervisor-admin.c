@@ -455,6 +455,27 @@ static json_t *requests_json(struct sup *S, size_t max)
 	return a;
 }
 
+/* The prefill -> decode KV links; transfer counters stay 0 until requests are split. */
+static json_t *links_json(struct sup *S)
+{
+	json_t *a = json_array();
+
+	for (unsigned i = 0; a && i < S->n_links; i++) {
+		const struct sup_link *l = &S->links[i];
+		json_t *o = json_pack("{ss ss ss ss sI sI sI sI}", "prefill",
+				      S->cfg->partitions[l->pre].name, "decode",
+				      S->cfg->partitions[l->dec].name, "transport",
+				      sup_link_transport(S), "state", l->up ? "up" : "down", "bytes",
+				      (json_int_t)0, "transfers", (json_int_t)0, "failures",
+				      (json_int_t)0, "lease_expiries", (json_int_t)0);
+
+		if (o)
+			json_object_set_new(o, "why", l->up ? json_null() : json_string(l->why));
+		json_array_append_new(a, o);
+	}
+	return a;
+}
+
 /* --- authorization and audit ---------------------------------------------------- */
 
 static bool authorized(const struct sup *S, const struct http_req *req)
@@ -560,7 +581,7 @@ static void handle_status(struct sup *S, const struct http_req *req, struct http
 	}
 	json_object_set_new(o, "window", window_json(S));
 	json_object_set_new(o, "partitions", parts);
-	json_object_set_new(o, "links", json_array());
+	json_object_set_new(o, "links", links_json(S));
 	json_object_set_new(o, "requests", requests_json(S, SUP_RECENT));
 	send_json(S, resp, 200, o);
 }

@@ -63,6 +63,14 @@ struct sup_worker {
 	char canary_why[160];	      /* why the last canary failed; "" when it did not */
 };
 
+/* A prefill -> decode KV link between two partitions' workers. */
+struct sup_link {
+	int pre, dec;		/* partition indexes */
+	bool pre_ok, dec_ok;	/* each end reported XFER_READY 0 */
+	bool up;
+	char why[160];		/* why it is not up */
+};
+
 /* One choice: one request on one worker. */
 struct sup_req {
 	struct sup_req *next;
@@ -189,6 +197,8 @@ struct sup {
 	struct sup_event *ev; /* SUP_EVENT_RING entries */
 	uint64_t ev_seq;      /* seq of the next event; events [max(0, ev_seq - RING), ev_seq) kept */
 	struct sup_sub *subs[SUP_MAX_SUBS];
+	struct sup_link *links; /* every prefill partition with every decode partition */
+	unsigned n_links;
 	bool reloading; /* capturing the first error of a reload */
 	char reload_err[SUP_EVENT_MSG];
 };
@@ -217,6 +227,7 @@ int sup_reload(struct sup *S, struct oai_buf *applied, struct oai_buf *rejected)
 const char *sup_worker_state(const struct sup *S, const struct sup_worker *w);
 struct sup_worker *sup_pick_worker(struct sup *S);
 int sup_submit_canary(struct sup *S, struct sup_worker *w);
+const char *sup_link_transport(const struct sup *S); /* "shm" or "tcp" */
 
 /* supervisor-admin.c */
 int sup_admin_init(struct sup *S);

@@ -17,6 +17,7 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -471,6 +472,9 @@ static void req_finish(struct sup *S, struct sup_req *r, int status, const char 
 	resp_maybe_free(S, p);
 }
 
+static void link_down(struct sup *S, struct sup_link *l, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* Worker w is gone (process or channel): fail its requests, schedule the restart. */
 static void worker_lost(struct sup *S, struct sup_worker *w, const char *why)
 {
@@ -492,6 +496,12 @@ static void worker_lost(struct sup *S, struct sup_worker *w, const char *why)
 	w->running = 0;
 	w->canary_sent_ms = 0;
 	w->canary_ok_ms = 0;
+	for (unsigned i = 0; i < S->n_links; i++) {
+		struct sup_link *l = &S->links[i];
+
+		if (l->pre == w->idx || l->dec == w->idx)
+			link_down(S, l, "partition %s: %s", name, why);
+	}
 }
 
 /* Worker channel failed: kill the process; SIGCHLD does the rest. */
@@ -720,6 +730,112 @@ static void on_stats(struct sup *S, struct sup_worker *w, const struct ipc_stats
 		st->kv_total ? (double)st->kv_used / st->kv_total : 0.0);
 }
 
+/* --- KV links ------------------------------------------------------------------------ */
+
+static const char *part_name(const struct sup *S, int i)
+{
+	return S->cfg->partitions[i].name;
+}
+
+static void link_down(struct sup *S, struct sup_link *l, const char *fmt, ...)
+{
+	va_list ap;
+	bool was = l->up;
+
+	l->up = l->pre_ok = l->dec_ok = false;
+	va_start(ap, fmt);
+	vsnprintf(l->why, sizeof(l->why), fmt, ap);
+	va_end(ap);
+	if (was)
+		sup_event(S, "link_down", l->pre, DUET_LOG_WARN, "KV link %s -> %s down: %s",
+			  part_name(S, l->pre), part_name(S, l->dec), l->why);
+}
+
+/* Both ends ready: ask each for an endpoint toward the other (XFER_CONNECT). */
+static void link_start(struct sup *S, struct sup_link *l)
+{
+	struct sup_worker *a = &S->w[l->pre], *b = &S->w[l->dec];
+	struct ipc_xfer_connect c = { 0 };
+
+	if (!a->ready || !b->ready || !a->ch || !b->ch)
+		return;
+	l->up = l->pre_ok = l->dec_ok = false;
+	snprintf(l->why, sizeof(l->why), "connecting");
+	c.partition = (uint32_t)l->dec;
+	ipc_send(a->ch, IPC_XFER_CONNECT, 0, &c, sizeof(c));
+	c.partition = (uint32_t)l->pre;
+	ipc_send(b->ch, IPC_XFER_CONNECT, 0, &c, sizeof(c));
+	sup_worker_set_events(S, a);
+	sup_worker_set_events(S, b);
+}
+
+static struct sup_link *link_of(struct sup *S, int x, int y)
+{
+	for (unsigned i = 0; i < S->n_links; i++) {
+		struct sup_link *l = &S->links[i];
+
+		if ((l->pre == x && l->dec == y) || (l->pre == y && l->dec == x))
+			return l;
+	}
+	return NULL;
+}
+
+/* Worker w's descriptor for peer m->u.desc.partition: hand it over, fds and all. */
+static void on_xfer_desc(struct sup *S, struct sup_worker *w, struct ipc_msg *m)
+{
+	struct ipc_xfer_desc *d = &m->u.desc;
+	int peer = (int)d->partition;
+	struct sup_link *l = link_of(S, w->idx, peer);
+	int ret = -ENOTCONN;
+
+	if (l && S->w[peer].ch) {
+		d->partition = (uint32_t)w->idx;
+		for (int tries = 0; tries < 100; tries++) {
+			ret = ipc_send_fds(S->w[peer].ch, IPC_XFER_DESC, 0, d,
+					   IPC_DESC_FIXED + d->len, m->fds, m->n_fds);
+			if (ret != -EAGAIN)
+				break;
+			ipc_flush(S->w[peer].ch);
+		}
+	}
+	if (ret && l)
+		link_down(S, l, "passing %s's descriptor to %s: %s", part_name(S, w->idx),
+			  peer >= 0 && (unsigned)peer < S->n_w ? part_name(S, peer) : "?",
+			  duet_strerror(ret));
+}
+
+static void on_xfer_ready(struct sup *S, struct sup_worker *w, const struct ipc_xfer_ready *r)
+{
+	struct sup_link *l = link_of(S, w->idx, (int)r->partition);
+
+	if (!l)
+		return;
+	if (r->status) {
+		link_down(S, l, "partition %s: %s", part_name(S, w->idx),
+			  duet_strerror(r->status));
+		log_warn("supervisor", "KV link %s -> %s: %s", part_name(S, l->pre),
+			 part_name(S, l->dec), l->why);
+		return;
+	}
+	if (w->idx == l->pre)
+		l->pre_ok = true;
+	else
+		l->dec_ok = true;
+	if (l->pre_ok && l->dec_ok && !l->up) {
+		l->up = true;
+		l->why[0] = '\0';
+		log_info("supervisor", "KV link %s -> %s up (%s)", part_name(S, l->pre),
+			 part_name(S, l->dec), sup_link_transport(S));
+		sup_event(S, "link_up", l->pre, DUET_LOG_INFO, "KV link %s -> %s up",
+			  part_name(S, l->pre), part_name(S, l->dec));
+	}
+}
+
+const char *sup_link_transport(const struct sup *S)
+{
+	return S->cfg->transport.driver == CFG_XPORT_TCP ? "tcp" : "shm";
+}
+
 static void worker_readable(struct sup *S, struct sup_worker *w)
 {
 	const char *name = S->cfg->partitions[w->idx].name;
@@ -744,6 +860,9 @@ static void worker_readable(struct sup *S, struct sup_worker *w)
 			sup_event(S, "worker_ready", w->idx, DUET_LOG_INFO,
 				  "partition %s: worker %d ready", name, (int)w->pid);
 			sup_submit_canary(S, w);
+			for (unsigned i = 0; i < S->n_links; i++)
+				if (S->links[i].pre == w->idx || S->links[i].dec == w->idx)
+					link_start(S, &S->links[i]);
 			break;
 		case IPC_TOKEN:
 			on_token(S, w, m->hdr.req_id, &m->u.token);
@@ -773,10 +892,16 @@ static void worker_readable(struct sup *S, struct sup_worker *w)
 		case IPC_LOGPROBS:
 			on_logprobs(S, w, m->hdr.req_id, &m->u.logprobs);
 			break;
+		case IPC_XFER_DESC:
+			on_xfer_desc(S, w, m);
+			break;
+		case IPC_XFER_READY:
+			on_xfer_ready(S, w, &m->u.xready);
+			break;
 		default:
 			break;
 		}
-		/* No frame handled here keeps descriptors yet (XFER_DESC comes with the split). */
+		/* Received fds were passed on (the channel dup'ed them) or are not wanted. */
 		for (unsigned i = 0; i < m->n_fds; i++)
 			close(m->fds[i]);
 		m->n_fds = 0;
@@ -1454,6 +1579,20 @@ static int setup(struct sup *S, const struct gguf_file *file, const struct model
 		S->w[i].series = met_series_add(S->met, cfg->partitions[i].name,
 						cfg_role_name(cfg->partitions[i].role));
 	}
+	/* Every prefill partition gets a KV link to every decode partition. */
+	S->links = duet_calloc((size_t)S->n_w * S->n_w, sizeof(*S->links));
+	if (!S->links)
+		return -ENOMEM;
+	for (unsigned i = 0; i < S->n_w; i++) {
+		for (unsigned j = 0; j < S->n_w; j++) {
+			if (cfg->partitions[i].role != CFG_ROLE_PREFILL ||
+			    cfg->partitions[j].role != CFG_ROLE_DECODE)
+				continue;
+			S->links[S->n_links++] = (struct sup_link){ .pre = (int)i, .dec = (int)j };
+			snprintf(S->links[S->n_links - 1].why, sizeof(S->links[0].why),
+				 "waiting for the workers");
+		}
+	}
 	S->met_cap = met_render_max(S->met) + 1;
 	S->met_buf = duet_malloc(S->met_cap);
 	if (!S->met_buf)
@@ -1522,6 +1661,7 @@ static void teardown(struct sup *S)
 	oai_buf_free(&S->out);
 	duet_free(S->met_buf);
 	duet_free(S->piece);
+	duet_free(S->links);
 	duet_free(S->w);
 	duet_free(S->submit);
 	duet_free(S->msg);

@@ -870,13 +870,17 @@ static void on_xfer_connect(struct worker *w, uint32_t partition)
 	struct xfer_desc d;
 	int ret = -EINVAL;
 
-	if (!w->xdev || partition >= w->cfg->n_partitions || (int)partition == w->index ||
-	    w->xep[partition]) {
+	if (!w->xdev || partition >= w->cfg->n_partitions || (int)partition == w->index) {
 		log_warn(SUB, "XFER_CONNECT to partition %u refused (%s)", partition,
 			 !w->xdev ? "no transfer driver: partitions are all mixed"
-				  : "not another partition, or already connected");
+				  : "not another partition");
 		send_xready(w, partition, ret);
 		return;
+	}
+	/* A peer that restarted: its old endpoint is dead, start over. */
+	if (w->xep[partition]) {
+		xfer_ep_destroy(w->xep[partition]);
+		w->xep[partition] = NULL;
 	}
 	ret = xfer_ep_create(w->xdev, &w->xep[partition]);
 	if (!ret)

@@ -37,3 +37,21 @@ tap_done() {
 	echo "1..$n"
 	[ "$bad" -eq 0 ]
 }
+
+# jq_true [--arg NAME VALUE] EXPR [FILE]: true when the input is a JSON value
+# for which EXPR is true.  Unlike jq -e, empty input (a daemon that did not
+# answer) is false.  Needs $JQ.
+jq_true() {
+	if [ "$1" = --arg ]; then
+		_k=$2
+		_v=$3
+		shift 3
+		_e=$1
+		shift
+		"$JQ" -n -e --arg "$_k" "$_v" "input | ($_e)" "$@"
+	else
+		_e=$1
+		shift
+		"$JQ" -n -e "input | ($_e)" "$@"
+	fi
+}

@@ -48,7 +48,7 @@ status() { req "$api" GET /v1/status; }
 # Poll until the jq expression is true on /v1/status (up to 20 s).
 wait_status() {
 	for _ in $(seq 1 200); do
-		status | "$JQ" -e "$1" >/dev/null 2>&1 && return 0
+		status | jq_true "$1" >/dev/null 2>&1 && return 0
 		sleep 0.1
 	done
 	return 1
@@ -76,13 +76,13 @@ done
 wait_status '.health.ok == true'
 status >"$tmp/status.json"
 req "$adm" GET /v1/status >"$tmp/status-admin.json"
-"$JQ" -e '.state == "up" and .admin == false and .name == "duet" and .model == "duet-tiny"
+jq_true '.state == "up" and .admin == false and .name == "duet" and .model == "duet-tiny"
 	and (.partitions | length) == 1 and .partitions[0].name == "cpu0"
 	and .partitions[0].role == "mixed" and .partitions[0].state == "up"
 	and (.partitions[0].kv.total > 0) and (.partitions[0].pid > 0)
 	and (.links | length) == 0 and .slo.ttft_ms == 1000 and (.window.window_s == 60)
 	and (.totals | has("requests"))' "$tmp/status.json" >/dev/null &&
-	"$JQ" -e '.admin == true' "$tmp/status-admin.json" >/dev/null
+	jq_true '.admin == true' "$tmp/status-admin.json" >/dev/null
 result $? "/v1/status has the documented shape; admin only on admin.sock" "$tmp/status.json"
 
 # 1b. The worker process, every thread of it, runs on the partition's CPU set ("0").
@@ -96,12 +96,12 @@ result $? "every thread of worker $wpid is pinned to the partition's cpus \"0\" 
 
 # 2. Health is 200 only after the canary went through; the canary does not count as a request.
 req "$api" GET /health >/dev/null
-[ "$(code)" = 200 ] && "$JQ" -e '.totals.requests == 0' "$tmp/status.json" >/dev/null
+[ "$(code)" = 200 ] && jq_true '.totals.requests == 0' "$tmp/status.json" >/dev/null
 result $? "/health 200 after the first canary; canaries are not counted as requests" "$tmp/body"
 
 # 3. Admin routes are refused on api.sock (403) and audited.
 req "$api" POST /admin/drain '{"partition":"cpu0"}' >"$tmp/denied.json"
-[ "$(code)" = 403 ] && "$JQ" -e '.error.code == "PERMISSION"' "$tmp/denied.json" >/dev/null &&
+[ "$(code)" = 403 ] && jq_true '.error.code == "PERMISSION"' "$tmp/denied.json" >/dev/null &&
 	grep -q 'socket=api POST /admin/drain 403 denied' "$tmp/audit.log"
 result $? "POST /admin/drain on api.sock: 403 PERMISSION, audited" "$tmp/denied.json"
 
@@ -122,7 +122,7 @@ req "$adm" POST /admin/drain '{"partition":"nope"}' >"$tmp/nope.json"
 c1=$(code)
 req "$adm" POST /admin/drain '{"part":"cpu0"}' >"$tmp/nopart.json"
 c2=$(code)
-[ "$c1$c2" = 404400 ] && "$JQ" -e '.error.param == null' "$tmp/nope.json" >/dev/null &&
+[ "$c1$c2" = 404400 ] && jq_true '.error.param == null' "$tmp/nope.json" >/dev/null &&
 	grep -q 'partition' "$tmp/nopart.json"
 result $? "drain of an unknown partition 404, without one 400 ($c1 $c2)" "$tmp/nopart.json"
 
@@ -145,7 +145,7 @@ req "$adm" POST "/admin/requests/$id/cancel" >/dev/null
 c2=$(code)
 req "$adm" GET /admin/requests >"$tmp/requests.json"
 [ -n "$id" ] && [ "$c1$c2" = 200404 ] && grep -q '"code":"CANCELLED"' "$tmp/cancelled.txt" &&
-	"$JQ" -e --arg id "$id" '[.requests[] | select(.id == $id)][0].state == "cancelled"' \
+	jq_true --arg id "$id" '[.requests[] | select(.id == $id)][0].state == "cancelled"' \
 		"$tmp/requests.json" >/dev/null
 result $? "POST /admin/requests/$id/cancel stops the stream; a second cancel is 404 ($c1 $c2)" \
 	"$tmp/cancelled.txt"
@@ -159,7 +159,7 @@ used0=$(status | "$JQ" '.partitions[0].kv.used')
 	http://duet/v1/completions >/dev/null 2>&1
 wait_status '.partitions[0].running == 0 and .partitions[0].kv.used <= '"${used0:-0}"
 freed=$?
-status | "$JQ" -e '[.requests[] | select(.state == "cancelled")] | length >= 2' >/dev/null
+status | jq_true '[.requests[] | select(.state == "cancelled")] | length >= 2' >/dev/null
 [ $freed -eq 0 ] && [ $? -eq 0 ]
 result $? "a client gone mid-stream: cancelled, KV used back to $used0 blocks" "$tmp/run.out"
 
@@ -249,9 +249,9 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 		-H 'Content-Type: application/json' --data-binary "$long" http://duet/v1/completions >"$tmp/t2.json"
 	chmod 0660 "$api"
 	cat "$tmp/t1.json" "$tmp/t2.json" >"$tmp/tenants.json"
-	"$JQ" -e '.usage.prompt_tokens_details.cached_tokens > 0' "$tmp/t1.json" >/dev/null &&
-		"$JQ" -e '.usage.prompt_tokens_details.cached_tokens == 0' "$tmp/t2.json" >/dev/null &&
-		req "$adm" GET /admin/requests | "$JQ" -e '[.requests[] | .tenant] | (index("ops") != null) and (index("uid:65533") != null)' >/dev/null
+	jq_true '.usage.prompt_tokens_details.cached_tokens > 0' "$tmp/t1.json" >/dev/null &&
+		jq_true '.usage.prompt_tokens_details.cached_tokens == 0' "$tmp/t2.json" >/dev/null &&
+		req "$adm" GET /admin/requests | jq_true '[.requests[] | .tenant] | (index("ops") != null) and (index("uid:65533") != null)' >/dev/null
 	result $? "api.tenants: uid 65534 reuses the ops tenant's cached prefix, uid 65533 does not" "$tmp/tenants.json"
 else
 	skip "tenants: needs root and setpriv"
@@ -267,8 +267,8 @@ status >"$tmp/status2.json"
 sed -i 's|^\([[:space:]]*block_tokens[[:space:]]*=[[:space:]]*\)[0-9]*|\1"x"|' "$tmp/duet.cfg"
 req "$adm" POST /admin/reload >"$tmp/reload-bad.json"
 c2=$(code)
-[ "$c1$c2" = 200400 ] && "$JQ" -e '(.applied | index("slo")) and (.rejected | index("partitions"))' \
-	"$tmp/reload.json" >/dev/null && "$JQ" -e '.slo.ttft_ms == 777' "$tmp/status2.json" >/dev/null &&
+[ "$c1$c2" = 200400 ] && jq_true '(.applied | index("slo")) and (.rejected | index("partitions"))' \
+	"$tmp/reload.json" >/dev/null && jq_true '.slo.ttft_ms == 777' "$tmp/status2.json" >/dev/null &&
 	grep -q 'duet.cfg:[0-9]*: .*block_tokens' "$tmp/reload-bad.json"
 result $? "reload applies slo, names partitions as needing a restart; a broken file is 400 ($c1 $c2)" \
 	"$tmp/reload-bad.json"
@@ -285,9 +285,9 @@ result $? "/metrics counts prefix-cache queries and observes TTFT, queue, prefil
 # 14. Finished requests carry their phases (the worker's clock) and the wall-clock "now" is exact.
 req "$adm" GET /admin/requests >"$tmp/phases.json"
 status >"$tmp/status3.json"
-"$JQ" -e '[.requests[] | select(.state == "done")][0] | (.queue_ms >= 0) and (.prefill_ms >= 0)
+jq_true '[.requests[] | select(.state == "done")][0] | (.queue_ms >= 0) and (.prefill_ms >= 0)
 	and (.decode_ms >= 0) and (.e2e_ms >= .prefill_ms)' "$tmp/phases.json" >/dev/null &&
-	"$JQ" -e --arg now "$(date +%s)" '(.now - ($now | tonumber)) | fabs < 5' "$tmp/status3.json" >/dev/null
+	jq_true --arg now "$(date +%s)" '(.now - ($now | tonumber)) | fabs < 5' "$tmp/status3.json" >/dev/null
 result $? "finished requests have queue, prefill and decode times; /v1/status now is the wall clock" \
 	"$tmp/phases.json"
 

@@ -60,11 +60,11 @@ check() {
 		not_ok "$what: $want" "$tmp/body"
 		return
 	fi
-	if ! "$JQ" -e '.error.message | type == "string" and length > 0' "$tmp/body" >/dev/null 2>&1; then
+	if ! jq_true '.error.message | type == "string" and length > 0' "$tmp/body" >/dev/null 2>&1; then
 		not_ok "$what: $want with an error object" "$tmp/body"
 		return
 	fi
-	if [ "$param" != - ] && ! "$JQ" -e --arg p "$param" '.error.param == $p' "$tmp/body" >/dev/null; then
+	if [ "$param" != - ] && ! jq_true --arg p "$param" '.error.param == $p' "$tmp/body" >/dev/null; then
 		not_ok "$what: $want naming $param" "$tmp/body"
 		return
 	fi

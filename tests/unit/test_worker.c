@@ -709,8 +709,9 @@ static void relay_desc(struct sup *from, int from_part, struct sup *to)
 /*
  * A prefill worker and a decode worker connect their KV transfer endpoints
  * through a relaying supervisor (descriptors and fds in XFER_DESC frames):
- * both report XFER_READY 0.  Connecting to itself, twice, or with no split
- * configured is refused with a status.
+ * both report XFER_READY 0, and again after a second XFER_CONNECT (a peer
+ * that restarted).  Connecting to itself or with no split configured is
+ * refused with a status.
  */
 static void test_xfer_connect(void **state)
 {
@@ -756,10 +757,15 @@ static void test_xfer_connect(void **state)
 	sup_send(a, IPC_XFER_CONNECT, 0, &c, sizeof(c)); /* itself */
 	m = expect_type(a, IPC_XFER_READY);
 	assert_true(m->u.xready.status < 0);
+	/* Connecting again (the peer restarted) makes a new endpoint and connects it. */
 	c.partition = 1;
-	sup_send(a, IPC_XFER_CONNECT, 0, &c, sizeof(c)); /* already connected */
-	m = expect_type(a, IPC_XFER_READY);
-	assert_true(m->u.xready.status < 0);
+	sup_send(a, IPC_XFER_CONNECT, 0, &c, sizeof(c));
+	c.partition = 0;
+	sup_send(b, IPC_XFER_CONNECT, 0, &c, sizeof(c));
+	relay_desc(a, 0, b);
+	relay_desc(b, 1, a);
+	assert_int_equal(expect_type(a, IPC_XFER_READY)->u.xready.status, 0);
+	assert_int_equal(expect_type(b, IPC_XFER_READY)->u.xready.status, 0);
 	shutdown_now(a);
 	shutdown_now(b);
 	sup_free(a);
