@@ -643,11 +643,31 @@ static void ring_put(struct ipc_chan *c, const void *src, size_t n)
 	c->q_used += n;
 }
 
-/* One sendmsg of a whole frame.  1 sent, 0 socket full, < 0 channel dead. */
-static int send_frame(struct ipc_chan *c, struct iovec *iov, int n_iov)
+/*
+ * One sendmsg of a whole frame, with n_fds descriptors (SCM_RIGHTS) when
+ * n_fds > 0.  1 sent, 0 socket full, < 0 channel dead.
+ */
+static int send_frame(struct ipc_chan *c, struct iovec *iov, int n_iov, const int *fds,
+		      unsigned n_fds)
 {
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * IPC_MAX_FDS)];
+	} cm;
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n_iov };
 
+	if (n_fds) {
+		struct cmsghdr *cmh;
+
+		memset(&cm, 0, sizeof(cm));
+		mh.msg_control = cm.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+		cmh = CMSG_FIRSTHDR(&mh);
+		cmh->cmsg_level = SOL_SOCKET;
+		cmh->cmsg_type = SCM_RIGHTS;
+		cmh->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+		memcpy(CMSG_DATA(cmh), fds, sizeof(int) * n_fds);
+	}
 	for (;;) {
 		if (sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
 			return 1; /* seqpacket: all of it or nothing */
@@ -660,6 +680,17 @@ static int send_frame(struct ipc_chan *c, struct iovec *iov, int n_iov)
 		log_error("ipc", "sendmsg fd %d: %s", c->fd, strerror(errno));
 		return chan_fail(c, -errno, "sendmsg failed", NULL);
 	}
+}
+
+static struct ipc_hdr frame_hdr(enum ipc_type type, uint64_t req_id, uint32_t len)
+{
+	return (struct ipc_hdr){
+		.magic = IPC_MAGIC,
+		.version = IPC_VERSION,
+		.type = (uint16_t)type,
+		.len = len,
+		.req_id = req_id,
+	};
 }
 
 int ipc_flush(struct ipc_chan *c)
@@ -676,7 +707,7 @@ int ipc_flush(struct ipc_chan *c)
 			memcpy((uint8_t *)&h + hv[0].iov_len, hv[1].iov_base, hv[1].iov_len);
 		flen = sizeof(h) + h.len;
 		n = ring_iov(c, 0, flen, fv);
-		r = send_frame(c, fv, n);
+		r = send_frame(c, fv, n, NULL, 0);
 		if (r <= 0)
 			return r < 0 ? r : (int)c->q_frames;
 		c->q_head = (c->q_head + flen) % c->q_cap;
@@ -691,13 +722,7 @@ int ipc_flush(struct ipc_chan *c)
 int ipc_send(struct ipc_chan *c, enum ipc_type type, uint64_t req_id, const void *payload,
 	     uint32_t len)
 {
-	struct ipc_hdr h = {
-		.magic = IPC_MAGIC,
-		.version = IPC_VERSION,
-		.type = (uint16_t)type,
-		.len = len,
-		.req_id = req_id,
-	};
+	struct ipc_hdr h = frame_hdr(type, req_id, len);
 	struct iovec iov[2] = {
 		{ .iov_base = &h, .iov_len = sizeof(h) },
 		{ .iov_base = (void *)payload, .iov_len = len },
@@ -719,7 +744,7 @@ int ipc_send(struct ipc_chan *c, enum ipc_type type, uint64_t req_id, const void
 			return r;
 	}
 	if (!c->q_frames) {
-		r = send_frame(c, iov, len ? 2 : 1);
+		r = send_frame(c, iov, len ? 2 : 1, NULL, 0);
 		if (r != 0)
 			return r < 0 ? r : 0;
 	}
@@ -734,24 +759,13 @@ int ipc_send(struct ipc_chan *c, enum ipc_type type, uint64_t req_id, const void
 int ipc_send_fds(struct ipc_chan *c, enum ipc_type type, uint64_t req_id, const void *payload,
 		 uint32_t len, const int *fds, unsigned n_fds)
 {
-	struct ipc_hdr h = {
-		.magic = IPC_MAGIC,
-		.version = IPC_VERSION,
-		.type = (uint16_t)type,
-		.len = len,
-		.req_id = req_id,
-	};
+	struct ipc_hdr h = frame_hdr(type, req_id, len);
 	struct iovec iov[2] = {
 		{ .iov_base = &h, .iov_len = sizeof(h) },
 		{ .iov_base = (void *)payload, .iov_len = len },
 	};
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int) * IPC_MAX_FDS)];
-	} cm;
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
 	const char *why = NULL;
-	struct cmsghdr *cmh;
+	int r;
 
 	if (c->err)
 		return c->err;
@@ -765,35 +779,14 @@ int ipc_send_fds(struct ipc_chan *c, enum ipc_type type, uint64_t req_id, const 
 	}
 	/* Order: what is queued goes first; this frame is never queued (fds are not bytes). */
 	if (c->q_frames) {
-		int r = ipc_flush(c);
-
+		r = ipc_flush(c);
 		if (r < 0)
 			return r;
 		if (r > 0)
 			return -EAGAIN;
 	}
-	if (n_fds) {
-		memset(&cm, 0, sizeof(cm));
-		mh.msg_control = cm.buf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-		cmh = CMSG_FIRSTHDR(&mh);
-		cmh->cmsg_level = SOL_SOCKET;
-		cmh->cmsg_type = SCM_RIGHTS;
-		cmh->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-		memcpy(CMSG_DATA(cmh), fds, sizeof(int) * n_fds);
-	}
-	for (;;) {
-		if (sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
-			return 0;
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
-			return -EAGAIN;
-		if (errno == EPIPE || errno == ECONNRESET)
-			return chan_fail(c, -errno, "peer closed", NULL);
-		log_error("ipc", "sendmsg with fds, fd %d: %s", c->fd, strerror(errno));
-		return chan_fail(c, -errno, "sendmsg failed", NULL);
-	}
+	r = send_frame(c, iov, 2, fds, n_fds);
+	return r < 0 ? r : r ? 0 : -EAGAIN;
 }
 
 /* Closes the fds a refused frame brought along. */
