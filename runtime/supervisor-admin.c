@@ -547,6 +547,7 @@ static void handle_status(struct sup *S, const struct http_req *req, struct http
 	char buf[384];
 	const char *why = sup_health_why(S, buf, sizeof(buf));
 	json_t *o, *parts;
+	json_int_t restarts = 0;
 
 	parts = json_array();
 	for (unsigned i = 0; parts && i < S->n_w; i++)
@@ -563,22 +564,15 @@ static void handle_status(struct sup *S, const struct http_req *req, struct http
 		http_resp_error(resp, 500, "NOMEM", "out of memory");
 		return;
 	}
+	for (unsigned i = 0; i < S->n_w; i++)
+		restarts += S->w[i].restarts;
 	json_object_set_new(o, "totals",
 			    json_pack("{sI sI sI sI sI sI sI}", "requests", (json_int_t)S->n_requests,
 				      "requests_ok", (json_int_t)S->n_ok, "requests_failed",
 				      (json_int_t)S->n_failed, "requests_cancelled",
 				      (json_int_t)S->n_cancelled, "prompt_tokens",
 				      (json_int_t)S->prompt_tokens, "generation_tokens",
-				      (json_int_t)S->gen_tokens, "worker_restarts",
-				      (json_int_t)0));
-	{
-		json_int_t restarts = 0;
-
-		for (unsigned i = 0; i < S->n_w; i++)
-			restarts += S->w[i].restarts;
-		json_object_set_new(json_object_get(o, "totals"), "worker_restarts",
-				    json_integer(restarts));
-	}
+				      (json_int_t)S->gen_tokens, "worker_restarts", restarts));
 	json_object_set_new(o, "window", window_json(S));
 	json_object_set_new(o, "partitions", parts);
 	json_object_set_new(o, "links", links_json(S));
