@@ -71,7 +71,7 @@ static void log_tap(void *ctx, enum duet_log_level level, const char *subsys, co
 
 static const char *level_name(int level)
 {
-	return level <= DUET_LOG_ALERT	? "alert"
+	return level <= DUET_LOG_ALERT	 ? "alert"
 	       : level <= DUET_LOG_ERROR ? "error"
 	       : level <= DUET_LOG_WARN	 ? "warn"
 	       : level <= DUET_LOG_INFO	 ? "info"
@@ -95,7 +95,8 @@ static int event_frame(struct sup *S, const struct sup_event *e)
 	if (!txt)
 		return -ENOMEM;
 	oai_buf_reset(&S->out);
-	if (!sup_buf_append(&S->out, "event: ", 7) && !sup_buf_append(&S->out, e->type, strlen(e->type)) &&
+	if (!sup_buf_append(&S->out, "event: ", 7) &&
+	    !sup_buf_append(&S->out, e->type, strlen(e->type)) &&
 	    !sup_buf_append(&S->out, "\ndata: ", 7) && !sup_buf_append(&S->out, txt, strlen(txt)) &&
 	    !sup_buf_append(&S->out, "\n\n", 2))
 		ret = 0;
@@ -148,13 +149,14 @@ void sup_admin_tick(struct sup *S)
 	for (unsigned i = 0; i < S->n_w; i++) {
 		struct sup_worker *w = &S->w[i];
 
-		if (w->ready && !S->draining && S->cfg->api.canary_interval_ms && !w->canary_sent_ms &&
-		    now >= w->canary_due_ms)
+		if (w->ready && !S->draining && S->cfg->api.canary_interval_ms &&
+		    !w->canary_sent_ms && now >= w->canary_due_ms)
 			sup_submit_canary(S, w);
 		if (w->drain && !w->running && !w->drained_said) {
 			w->drained_said = true;
 			sup_event(S, "drained", (int)i, DUET_LOG_INFO,
-				  "partition %s: drained (no requests left)", S->cfg->partitions[i].name);
+				  "partition %s: drained (no requests left)",
+				  S->cfg->partitions[i].name);
 		}
 	}
 	subs_feed(S, now);
@@ -307,7 +309,8 @@ static json_t *percentiles(struct sup *S, uint64_t since_ms, int field)
 
 static json_t *window_json(struct sup *S)
 {
-	uint64_t now = sup_now_ms(), since = now > SUP_WINDOW_S * 1000u ? now - SUP_WINDOW_S * 1000u : 0;
+	uint64_t now = sup_now_ms(),
+		 since = now > SUP_WINDOW_S * 1000u ? now - SUP_WINDOW_S * 1000u : 0;
 	double ttft_slo = S->cfg->slo.ttft_ms, tpot_slo = S->cfg->slo.tpot_ms;
 	json_int_t n = 0, ttft_ok = 0, tpot_ok = 0, slo_ok = 0;
 
@@ -340,28 +343,32 @@ static json_t *partition_json(struct sup *S, unsigned i)
 	json_t *o;
 
 	if (st->t_ns && pv->t_ns && st->steps > pv->steps) {
-		step_ms = (double)(st->step_ns_total - pv->step_ns_total) / (double)(st->steps - pv->steps) / 1e6;
+		step_ms = (double)(st->step_ns_total - pv->step_ns_total) /
+			  (double)(st->steps - pv->steps) / 1e6;
 		if (st->t_ns > pv->t_ns)
-			util = (double)(st->step_ns_total - pv->step_ns_total) / (double)(st->t_ns - pv->t_ns);
+			util = (double)(st->step_ns_total - pv->step_ns_total) /
+			       (double)(st->t_ns - pv->t_ns);
 		if (util > 1)
 			util = 1;
 	}
 	if (st->kv_total >= st->kv_used + st->kv_cached + st->kv_leased)
 		free_blocks = st->kv_total - st->kv_used - st->kv_cached - st->kv_leased;
 	o = json_pack("{ss ss s[s] ss ss sI sI sI sI sI}", "name", cp->name, "role",
-		      cfg_role_name(cp->role), "devices", cp->device, "cpus", cp->cpus[0] ? cp->cpus : "all",
-		      "state", sup_worker_state(S, w), "pid", (json_int_t)w->pid, "restarts",
-		      (json_int_t)w->restarts, "running", (json_int_t)w->running, "waiting",
-		      (json_int_t)st->waiting, "batch", (json_int_t)st->running);
+		      cfg_role_name(cp->role), "devices", cp->device, "cpus",
+		      cp->cpus[0] ? cp->cpus : "all", "state", sup_worker_state(S, w), "pid",
+		      (json_int_t)w->pid, "restarts", (json_int_t)w->restarts, "running",
+		      (json_int_t)w->running, "waiting", (json_int_t)st->waiting, "batch",
+		      (json_int_t)st->running);
 	if (!o)
 		return NULL;
 	json_object_set_new(o, "why",
-			    w->why[0] ? json_string(w->why)
+			    w->why[0]	       ? json_string(w->why)
 			    : w->canary_why[0] ? json_string(w->canary_why)
 					       : json_null());
 	json_object_set_new(o, "kv",
-			    json_pack("{sI sI sI sI sI sI}", "block_tokens", (json_int_t)w->block_tokens,
-				      "total", (json_int_t)st->kv_total, "used", (json_int_t)st->kv_used,
+			    json_pack("{sI sI sI sI sI sI}", "block_tokens",
+				      (json_int_t)w->block_tokens, "total",
+				      (json_int_t)st->kv_total, "used", (json_int_t)st->kv_used,
 				      "cached", (json_int_t)st->kv_cached, "leased",
 				      (json_int_t)st->kv_leased, "free", (json_int_t)free_blocks));
 	json_object_set_new(o, "prefix_cache",
@@ -387,17 +394,18 @@ static json_t *live_request_json(struct sup *S, const struct sup_resp *p)
 	}
 	o = json_pack("{ss ss ss ss sI sI sI sf}", "id", p->idstr, "tenant", p->tenant, "state",
 		      any ? "decoding" : "prefilling", "partition",
-		      S->cfg->partitions[c0->worker].name, "prompt_tokens", (json_int_t)c0->n_prompt,
-		      "output_tokens", (json_int_t)out, "max_tokens", (json_int_t)c0->max_tokens,
-		      "age_ms", ms_between(p->t_submit_ns, now));
+		      S->cfg->partitions[c0->worker].name, "prompt_tokens",
+		      (json_int_t)c0->n_prompt, "output_tokens", (json_int_t)out, "max_tokens",
+		      (json_int_t)c0->max_tokens, "age_ms", ms_between(p->t_submit_ns, now));
 	if (!o)
 		return NULL;
-	json_object_set_new(o, "ttft_ms",
-			    num_or_null(c0->t_first_ns ? ms_between(c0->t_submit_ns, c0->t_first_ns) : -1));
+	json_object_set_new(
+		o, "ttft_ms",
+		num_or_null(c0->t_first_ns ? ms_between(c0->t_submit_ns, c0->t_first_ns) : -1));
 	json_object_set_new(o, "tpot_ms",
 			    num_or_null(c0->n_gen > 1 ? ms_between(c0->t_first_ns, c0->t_last_ns) /
-							       (c0->n_gen - 1)
-						     : -1));
+								(c0->n_gen - 1)
+						      : -1));
 	json_object_set_new(o, "e2e_ms", json_null());
 	json_object_set_new(o, "queue_ms", json_null());
 	json_object_set_new(o, "prefill_ms", json_null());
@@ -413,10 +421,11 @@ static json_t *recent_request_json(struct sup *S, const struct sup_rec *r)
 {
 	json_t *o;
 
-	o = json_pack("{ss ss ss ss sI sI sI sf}", "id", r->id, "tenant", r->tenant, "state", r->state,
-		      "partition", S->cfg->partitions[r->worker].name, "prompt_tokens",
+	o = json_pack("{ss ss ss ss sI sI sI sf}", "id", r->id, "tenant", r->tenant, "state",
+		      r->state, "partition", S->cfg->partitions[r->worker].name, "prompt_tokens",
 		      (json_int_t)r->n_prompt, "output_tokens", (json_int_t)r->n_gen, "max_tokens",
-		      (json_int_t)r->max_tokens, "age_ms", (wall_now() - r->t_done) * 1000.0 + r->e2e_ms);
+		      (json_int_t)r->max_tokens, "age_ms",
+		      (wall_now() - r->t_done) * 1000.0 + r->e2e_ms);
 	if (!o)
 		return NULL;
 	json_object_set_new(o, "ttft_ms", num_or_null(r->ttft_ms));
@@ -462,12 +471,12 @@ static json_t *links_json(struct sup *S)
 
 	for (unsigned i = 0; a && i < S->n_links; i++) {
 		const struct sup_link *l = &S->links[i];
-		json_t *o = json_pack("{ss ss ss ss sI sI sI sI}", "prefill",
-				      S->cfg->partitions[l->pre].name, "decode",
-				      S->cfg->partitions[l->dec].name, "transport",
-				      sup_link_transport(S), "state", l->up ? "up" : "down", "bytes",
-				      (json_int_t)0, "transfers", (json_int_t)0, "failures",
-				      (json_int_t)0, "lease_expiries", (json_int_t)0);
+		json_t *o = json_pack(
+			"{ss ss ss ss sI sI sI sI}", "prefill", S->cfg->partitions[l->pre].name,
+			"decode", S->cfg->partitions[l->dec].name, "transport",
+			cfg_xfer_driver(S->cfg) ? cfg_xfer_driver(S->cfg) : "?", "state",
+			l->up ? "up" : "down", "bytes", (json_int_t)0, "transfers", (json_int_t)0,
+			"failures", (json_int_t)0, "lease_expiries", (json_int_t)0);
 
 		if (o)
 			json_object_set_new(o, "why", l->up ? json_null() : json_string(l->why));
@@ -552,13 +561,16 @@ static void handle_status(struct sup *S, const struct http_req *req, struct http
 	parts = json_array();
 	for (unsigned i = 0; parts && i < S->n_w; i++)
 		json_array_append_new(parts, partition_json(S, i));
-	o = json_pack("{ss ss ss ss s{sb so} sf sf sb s{si si sf}}", "name", S->cfg->name, "version",
-		      SUP_VERSION, "model", S->model_name, "state",
-		      S->draining ? "draining" : S->up ? "up" : "starting", "health", "ok", !why,
-		      "reason", why ? json_string(why) : json_null(), "uptime_s",
-		      (double)(sup_now_ms() - S->start_ms) / 1000.0, "now", wall_now(), "admin",
-		      req->is_admin && authorized(S, req), "slo", "ttft_ms", S->cfg->slo.ttft_ms,
-		      "tpot_ms", S->cfg->slo.tpot_ms, "attainment", S->cfg->slo.attainment);
+	o = json_pack("{ss ss ss ss s{sb so} sf sf sb s{si si sf}}", "name", S->cfg->name,
+		      "version", SUP_VERSION, "model", S->model_name, "state",
+		      S->draining ? "draining"
+		      : S->up	  ? "up"
+				  : "starting",
+		      "health", "ok", !why, "reason", why ? json_string(why) : json_null(),
+		      "uptime_s", (double)(sup_now_ms() - S->start_ms) / 1000.0, "now", wall_now(),
+		      "admin", req->is_admin && authorized(S, req), "slo", "ttft_ms",
+		      S->cfg->slo.ttft_ms, "tpot_ms", S->cfg->slo.tpot_ms, "attainment",
+		      S->cfg->slo.attainment);
 	if (!o) {
 		json_decref(parts);
 		http_resp_error(resp, 500, "NOMEM", "out of memory");
@@ -566,13 +578,13 @@ static void handle_status(struct sup *S, const struct http_req *req, struct http
 	}
 	for (unsigned i = 0; i < S->n_w; i++)
 		restarts += S->w[i].restarts;
-	json_object_set_new(o, "totals",
-			    json_pack("{sI sI sI sI sI sI sI}", "requests", (json_int_t)S->n_requests,
-				      "requests_ok", (json_int_t)S->n_ok, "requests_failed",
-				      (json_int_t)S->n_failed, "requests_cancelled",
-				      (json_int_t)S->n_cancelled, "prompt_tokens",
-				      (json_int_t)S->prompt_tokens, "generation_tokens",
-				      (json_int_t)S->gen_tokens, "worker_restarts", restarts));
+	json_object_set_new(
+		o, "totals",
+		json_pack("{sI sI sI sI sI sI sI}", "requests", (json_int_t)S->n_requests,
+			  "requests_ok", (json_int_t)S->n_ok, "requests_failed",
+			  (json_int_t)S->n_failed, "requests_cancelled", (json_int_t)S->n_cancelled,
+			  "prompt_tokens", (json_int_t)S->prompt_tokens, "generation_tokens",
+			  (json_int_t)S->gen_tokens, "worker_restarts", restarts));
 	json_object_set_new(o, "window", window_json(S));
 	json_object_set_new(o, "partitions", parts);
 	json_object_set_new(o, "links", links_json(S));
@@ -596,7 +608,8 @@ static int body_partition(struct sup *S, const struct http_req *req, struct http
 	}
 	if (!name) {
 		*status = 400;
-		http_resp_error(resp, 400, "BADPARAM", "partition: a string naming a partition is required");
+		http_resp_error(resp, 400, "BADPARAM",
+				"partition: a string naming a partition is required");
 		json_decref(o);
 		return -1;
 	}
@@ -605,14 +618,15 @@ static int body_partition(struct sup *S, const struct http_req *req, struct http
 			idx = (int)i;
 	if (idx < 0) {
 		*status = 404;
-		http_resp_error(resp, 404, "NOTFOUND", "partition: no partition named '%.64s'", name);
+		http_resp_error(resp, 404, "NOTFOUND", "partition: no partition named '%.64s'",
+				name);
 	}
 	json_decref(o);
 	return idx;
 }
 
-static int admin_drain(struct sup *S, const struct http_req *req, struct http_resp *resp, bool drain,
-		       char *outcome, size_t cap)
+static int admin_drain(struct sup *S, const struct http_req *req, struct http_resp *resp,
+		       bool drain, char *outcome, size_t cap)
 {
 	int status = 200, idx = body_partition(S, req, resp, &status);
 	struct sup_worker *w;
@@ -629,8 +643,9 @@ static int admin_drain(struct sup *S, const struct http_req *req, struct http_re
 		w->drained_said = false;
 		log_info(SUB, "partition %s: %s by uid %u", name, drain ? "draining" : "undrained",
 			 (unsigned)req->uid);
-		sup_event(S, drain ? "drain" : "undrain", idx, DUET_LOG_INFO, "partition %s: %s (uid %u)",
-			  name, drain ? "draining" : "taking requests again", (unsigned)req->uid);
+		sup_event(S, drain ? "drain" : "undrain", idx, DUET_LOG_INFO,
+			  "partition %s: %s (uid %u)", name,
+			  drain ? "draining" : "taking requests again", (unsigned)req->uid);
 	}
 	snprintf(outcome, cap, "ok partition=%s", name);
 	send_json(S, resp, 200,
@@ -744,7 +759,8 @@ static int admin_dispatch(struct sup *S, const struct http_req *req, struct http
 	} else if (!strcmp(path, "requests")) {
 		if (get) {
 			snprintf(outcome, cap, "ok");
-			send_json(S, resp, 200, json_pack("{so}", "requests", requests_json(S, 4096)));
+			send_json(S, resp, 200,
+				  json_pack("{so}", "requests", requests_json(S, 4096)));
 			return 200;
 		}
 		allow = "GET";
@@ -825,7 +841,8 @@ bool sup_admin_route(struct sup *S, const struct http_req *req, struct http_resp
 				"uid %u is not allowed to use the admin API (needs root, uid %u "
 				"or group %s)",
 				(unsigned)req->uid, (unsigned)geteuid(),
-				S->cfg->api.admin_group[0] ? S->cfg->api.admin_group : "(the daemon's)");
+				S->cfg->api.admin_group[0] ? S->cfg->api.admin_group
+							   : "(the daemon's)");
 		audit(S, req, 403, "denied: not authorized");
 		return true;
 	}

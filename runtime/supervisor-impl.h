@@ -227,7 +227,6 @@ int sup_reload(struct sup *S, struct oai_buf *applied, struct oai_buf *rejected)
 const char *sup_worker_state(const struct sup *S, const struct sup_worker *w);
 struct sup_worker *sup_pick_worker(struct sup *S);
 int sup_submit_canary(struct sup *S, struct sup_worker *w);
-const char *sup_link_transport(const struct sup *S); /* "shm" or "tcp" */
 
 /* supervisor-admin.c */
 int sup_admin_init(struct sup *S);

@@ -434,20 +434,20 @@ static void req_finish(struct sup *S, struct sup_req *r, int status, const char 
 		} else if (w->ready) {
 			snprintf(w->canary_why, sizeof(w->canary_why), "canary failed: %s",
 				 msg ? msg : "no token");
-			log_warn("supervisor", "partition %s: %s", S->cfg->partitions[r->worker].name,
-				 w->canary_why);
+			log_warn("supervisor", "partition %s: %s",
+				 S->cfg->partitions[r->worker].name, w->canary_why);
 		}
 		w->canary_sent_ms = 0;
 		req_destroy(r);
 		return;
 	}
 	sup_record(S, r,
-		   status == 200		  ? "done"
+		   status == 200		    ? "done"
 		   : strcmp(code, "CANCELLED") == 0 ? "cancelled"
-						  : "failed",
+						    : "failed",
 		   status == 200 ? (r->finish == OAI_FINISH_LENGTH ? "length" : "stop")
 		   : strcmp(code, "CANCELLED") == 0 ? "cancelled"
-						  : "error");
+						    : "error");
 	p->n_done++;
 	if (status != 200 && !p->err_status) {
 		p->err_status = status;
@@ -562,7 +562,6 @@ static void reap_children(struct sup *S)
 		}
 	}
 }
-
 
 /* --- frames from workers ------------------------------------------------------- */
 
@@ -811,8 +810,7 @@ static void on_xfer_ready(struct sup *S, struct sup_worker *w, const struct ipc_
 	if (!l)
 		return;
 	if (r->status) {
-		link_down(S, l, "partition %s: %s", part_name(S, w->idx),
-			  duet_strerror(r->status));
+		link_down(S, l, "partition %s: %s", part_name(S, w->idx), duet_strerror(r->status));
 		log_warn("supervisor", "KV link %s -> %s: %s", part_name(S, l->pre),
 			 part_name(S, l->dec), l->why);
 		return;
@@ -825,15 +823,10 @@ static void on_xfer_ready(struct sup *S, struct sup_worker *w, const struct ipc_
 		l->up = true;
 		l->why[0] = '\0';
 		log_info("supervisor", "KV link %s -> %s up (%s)", part_name(S, l->pre),
-			 part_name(S, l->dec), sup_link_transport(S));
+			 part_name(S, l->dec), cfg_xfer_driver(S->cfg));
 		sup_event(S, "link_up", l->pre, DUET_LOG_INFO, "KV link %s -> %s up",
 			  part_name(S, l->pre), part_name(S, l->dec));
 	}
-}
-
-const char *sup_link_transport(const struct sup *S)
-{
-	return S->cfg->transport.driver == CFG_XPORT_TCP ? "tcp" : "shm";
 }
 
 static void worker_readable(struct sup *S, struct sup_worker *w)
@@ -1136,7 +1129,8 @@ static void start_generation(struct sup *S, const struct http_req *req, struct h
 	for (size_t i = 0; i < p->sampling.n_logit_bias; i++) {
 		if ((uint32_t)p->sampling.logit_bias[i].token >= S->n_vocab) {
 			oai_error_set(&e, 400, "BADPARAM", "logit_bias",
-				      "logit_bias: token %" PRId32 " is outside the vocabulary (%u)",
+				      "logit_bias: token %" PRId32
+				      " is outside the vocabulary (%u)",
 				      p->sampling.logit_bias[i].token, S->n_vocab);
 			goto error;
 		}

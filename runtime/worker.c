@@ -610,7 +610,8 @@ static int take_frames(struct worker *w)
 						    .epoch = m->u.lease_free.epoch };
 
 			if (sched_lease_release(w->s, ref))
-				log_debug(SUB, "LEASE_FREE of request %llu: no such lease (expired?)",
+				log_debug(SUB,
+					  "LEASE_FREE of request %llu: no such lease (expired?)",
 					  (unsigned long long)rid);
 			break;
 		}
@@ -809,27 +810,13 @@ static bool disaggregated(const struct duet_config *cfg)
 	return false;
 }
 
-/* The transfer driver transport.driver names; NULL for one not built here. */
-static const char *xfer_driver_of(const struct duet_config *cfg)
-{
-	switch (cfg->transport.driver) {
-	case CFG_XPORT_AUTO: /* every partition of one duetd is on this host */
-	case CFG_XPORT_SHM:
-		return "shm";
-	case CFG_XPORT_TCP:
-		return "tcp";
-	default:
-		return NULL;
-	}
-}
-
 /* Open the driver and register the KV pool: the target of writes (decode) or their source. */
 static int xfer_setup(struct worker *w)
 {
 	const struct duet_config *cfg = w->cfg;
-	const char *driver = xfer_driver_of(cfg);
-	struct xfer_opts xo = { .psk_file = cfg->transport.psk_file[0] ? cfg->transport.psk_file
-								       : NULL,
+	const char *driver = cfg_xfer_driver(cfg);
+	struct xfer_opts xo = { .psk_file =
+					cfg->transport.psk_file[0] ? cfg->transport.psk_file : NULL,
 				.encrypt = cfg->transport.encrypt,
 				.hugepages = cfg->kv.hugepages };
 	struct be_region pool;
@@ -852,7 +839,8 @@ static int xfer_setup(struct worker *w)
 	if (ret == 0)
 		log_info(SUB, "partition %s: KV transfer over %s (%zu MiB pool %s)", w->part->name,
 			 driver, pool.bytes >> 20,
-			 w->part->role == CFG_ROLE_PREFILL ? "as a write source" : "writable by peers");
+			 w->part->role == CFG_ROLE_PREFILL ? "as a write source"
+							   : "writable by peers");
 	return ret;
 }
 
@@ -888,7 +876,9 @@ static void on_xfer_connect(struct worker *w, uint32_t partition)
 	if (!ret && (d.len > IPC_DESC_MAX || d.nfds > IPC_MAX_FDS))
 		ret = -E2BIG;
 	if (!ret) {
-		out = (struct ipc_xfer_desc){ .partition = partition, .n_fds = d.nfds, .len = d.len };
+		out = (struct ipc_xfer_desc){ .partition = partition,
+					      .n_fds = d.nfds,
+					      .len = d.len };
 		memcpy(out.desc, d.bytes, d.len);
 		/* Not queued: what is queued must go first, so wait for room a little. */
 		for (int tries = 0; tries < 1000; tries++) {
@@ -896,12 +886,13 @@ static void on_xfer_connect(struct worker *w, uint32_t partition)
 					   d.fds, d.nfds);
 			if (ret != -EAGAIN)
 				break;
-			poll(&(struct pollfd){ .fd = ipc_chan_fd(w->ch), .events = POLLOUT }, 1, 10);
+			poll(&(struct pollfd){ .fd = ipc_chan_fd(w->ch), .events = POLLOUT }, 1,
+			     10);
 		}
 	}
 	if (ret) {
-		log_warn(SUB, "partition %s: endpoint for partition %u: %s", w->part->name, partition,
-			 duet_strerror(ret));
+		log_warn(SUB, "partition %s: endpoint for partition %u: %s", w->part->name,
+			 partition, duet_strerror(ret));
 		xfer_ep_destroy(w->xep[partition]);
 		w->xep[partition] = NULL;
 		send_xready(w, partition, ret);
@@ -1019,7 +1010,8 @@ static int engine_open(struct worker *w, char *err, size_t errlen)
 		ret = xfer_setup(w);
 		if (ret) {
 			snprintf(err, errlen, "KV transfer (%s): %s",
-				 xfer_driver_of(cfg) ? xfer_driver_of(cfg) : "?", duet_strerror(ret));
+				 cfg_xfer_driver(cfg) ? cfg_xfer_driver(cfg) : "?",
+				 duet_strerror(ret));
 			return ret;
 		}
 	}

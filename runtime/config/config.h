@@ -214,5 +214,11 @@ int cfg_device_parse(const char *s, enum cfg_device_kind *kind, int *index);
 
 /* "mixed", "prefill", "decode"; "?" for other values. */
 const char *cfg_role_name(enum cfg_role role);
+/*
+ * The KV transfer driver (drivers/net) transport.driver selects: "shm" for
+ * "auto" (the partitions of one duetd share a host) and "shm", "tcp" for
+ * "tcp"; NULL for one this build does not have.
+ */
+const char *cfg_xfer_driver(const struct duet_config *cfg);
 
 #endif /* DUET_CONFIG_H */

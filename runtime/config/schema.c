@@ -558,6 +558,19 @@ const char *cfg_schema_path(size_t i)
 	return i < SCHEMA_LEN ? schema[i].path : NULL;
 }
 
+const char *cfg_xfer_driver(const struct duet_config *cfg)
+{
+	switch (cfg->transport.driver) {
+	case CFG_XPORT_AUTO:
+	case CFG_XPORT_SHM:
+		return "shm";
+	case CFG_XPORT_TCP:
+		return "tcp";
+	default:
+		return NULL;
+	}
+}
+
 const char *cfg_role_name(enum cfg_role role)
 {
 	for (const struct cfg_enum_val *e = role_vals; e->name; e++)
@@ -1372,8 +1385,8 @@ static void print_level(FILE *fp, const char *kprefix, const void *obj, int dept
 		} else if (k->type == CFG_T_LIST && doc && k->min == 0) {
 			print_list_example(fp, k, depth);
 		} else if (k->type == CFG_T_LIST) {
-			print_list(fp, k, obj, obj ? *(const unsigned *)((const char *)obj + k->count_off)
-						   : 1,
+			print_list(fp, k, obj,
+				   obj ? *(const unsigned *)((const char *)obj + k->count_off) : 1,
 				   depth);
 		} else {
 			fprintf(fp, "%s = ", key_leaf(k));

@@ -770,8 +770,7 @@ int ipc_send_fds(struct ipc_chan *c, enum ipc_type type, uint64_t req_id, const 
 	if (c->err)
 		return c->err;
 	if ((unsigned)type >= IPC_TYPE__END || !ipc_types[type].fds || !payload ||
-	    n_fds > IPC_MAX_FDS || (n_fds && !fds) ||
-	    ipc_validate(c->end, &h, payload, &why) < 0 ||
+	    n_fds > IPC_MAX_FDS || (n_fds && !fds) || ipc_validate(c->end, &h, payload, &why) < 0 ||
 	    (type == IPC_XFER_DESC && ((const struct ipc_xfer_desc *)payload)->n_fds != n_fds)) {
 		log_error("ipc", "refusing to send invalid %s frame with %u fds: %s",
 			  ipc_type_name(type), n_fds, why ? why : "bad arguments");
@@ -862,7 +861,7 @@ int ipc_recv(struct ipc_chan *c, struct ipc_msg *m)
 		err = chan_fail(c, -EMSGSIZE, "header length does not match frame size", &m->hdr);
 	else if ((err = ipc_validate(c->end == IPC_END_SUPERVISOR ? IPC_END_WORKER
 								  : IPC_END_SUPERVISOR,
-				      &m->hdr, &m->u, &why)))
+				     &m->hdr, &m->u, &why)))
 		err = chan_fail(c, err, why, &m->hdr);
 	else if (m->n_fds && !ipc_types[m->hdr.type].fds)
 		err = chan_fail(c, -EPROTO, "file descriptors with a frame that takes none",
