@@ -68,6 +68,7 @@ struct worker {
 	struct sched *s;
 	int cpus[CFG_MAX_CPUS]; /* the partition's CPU list, for the backend */
 	int n_vocab, n_ctx;
+	uint64_t block_bytes; /* one block of one layer, the unit of KV transfer */
 
 	struct wreq *reqs; /* [n_reqs] */
 	int n_reqs;
@@ -537,6 +538,9 @@ static void on_lease(struct worker *w, uint64_t rid, const struct ipc_lease *l)
 	out.lease_id = ref.id;
 	out.n_blocks = (uint32_t)n;
 	out.epoch = ref.epoch;
+	out.region = w->xmr ? xfer_mr_id(w->xmr) : 0;
+	out.blocks_total = (uint32_t)llm_n_blocks(w->llm);
+	out.block_bytes = w->block_bytes;
 	send_frame(w, IPC_LEASED, rid, &out, IPC_LEASED_FIXED + 4u * (uint32_t)n);
 }
 
@@ -987,6 +991,12 @@ static int engine_open(struct worker *w, char *err, size_t errlen)
 	}
 	w->n_vocab = (int)w->m->n_vocab;
 	w->n_ctx = llm_n_ctx(w->llm);
+	{
+		size_t off, len;
+
+		if (llm_kv_range(w->llm, 0, 0, 1, &off, &len) == 0)
+			w->block_bytes = len;
+	}
 	w->n_reqs = 8 * p->max_seqs > MIN_REQUESTS ? 8 * p->max_seqs : MIN_REQUESTS;
 	sc = (struct sched_config){
 		.max_batch_tokens = p->max_batch_tokens,

@@ -356,11 +356,13 @@ static const char *chk_leased(const void *p, uint32_t len)
 
 	if (m->lease_id < 0)
 		return "LEASED: negative lease id";
+	if (!m->block_bytes || !m->blocks_total)
+		return "LEASED: zero block_bytes or blocks_total";
 	if (!m->n_blocks || (uint64_t)IPC_LEASED_FIXED + 4ull * m->n_blocks != len)
 		return "LEASED: length does not match n_blocks";
 	for (uint32_t i = 0; i < m->n_blocks; i++) {
-		if (m->blocks[i] < 0)
-			return "LEASED: negative block id";
+		if (m->blocks[i] < 0 || (uint32_t)m->blocks[i] >= m->blocks_total)
+			return "LEASED: block id outside the pool";
 	}
 	return NULL;
 }
@@ -392,6 +394,54 @@ static const char *chk_xready(const void *p, uint32_t len)
 	(void)len;
 	if (m->partition >= IPC_MAX_PARTITION || m->status > 0)
 		return "XFER_READY: partition out of range or positive status";
+	return NULL;
+}
+
+static const char *chk_ship(const void *p, uint32_t len)
+{
+	const struct ipc_ship *m = p;
+
+	if (m->partition >= IPC_MAX_PARTITION)
+		return "SHIP: partition out of range";
+	if (m->lease_id < 0)
+		return "SHIP: negative lease id";
+	if (!m->block_bytes || !m->blocks_total)
+		return "SHIP: zero block_bytes or blocks_total";
+	if (m->flags & ~IPC_SHIP__MASK)
+		return "SHIP: unknown flags";
+	if (!m->n_blocks || (uint64_t)IPC_SHIP_FIXED + 4ull * m->n_blocks != len)
+		return "SHIP: length does not match n_blocks";
+	for (uint32_t i = 0; i < m->n_blocks; i++) {
+		if (m->blocks[i] < 0 || (uint32_t)m->blocks[i] >= m->blocks_total)
+			return "SHIP: block id outside the decode pool";
+	}
+	return NULL;
+}
+
+static const char *chk_kv_record(const void *p, uint32_t len)
+{
+	const struct ipc_kv_record *m = p;
+
+	if (m->lease_id < 0 || m->first_token < 0)
+		return "KV record: negative lease id or token";
+	if (!m->n_tokens || m->n_tokens > IPC_MAX_PROMPT || !m->n_layers)
+		return "KV record: n_tokens or n_layers out of range";
+	if (m->flags & ~IPC_KV__MASK)
+		return "KV record: unknown flags";
+	if (m->n_top > IPC_MAX_TOP_LOGPROBS || len != ipc_kv_record_len(m->n_top))
+		return "KV record: length does not match n_top";
+	if (!(m->flags & IPC_KV_LOGPROBS) && (m->n_top || m->first_logprob != 0.0f))
+		return "KV record: logprobs without IPC_KV_LOGPROBS";
+	if (!(m->flags & IPC_KV_CHECKSUM) && m->checksum)
+		return "KV record: checksum without IPC_KV_CHECKSUM";
+	if ((m->flags & IPC_KV_LOGPROBS) && !logprob_ok(m->first_logprob))
+		return "KV record: first_logprob not <= 0 or -inf";
+	for (uint32_t i = 0; i < m->n_top; i++) {
+		if (m->top[i].token < 0 || !logprob_ok(m->top[i].logprob))
+			return "KV record: bad top logprob entry";
+		if (i > 0 && m->top[i].logprob > m->top[i - 1].logprob)
+			return "KV record: top logprobs not in descending order";
+	}
 	return NULL;
 }
 
@@ -457,7 +507,61 @@ static const struct ipc_type_info ipc_types[IPC_TYPE__END] = {
 	FIXED(IPC_XFER_CONNECT, "XFER_CONNECT", DIR_S2W, RID_ZERO, struct ipc_xfer_connect,
 	      chk_xconnect),
 	FIXED(IPC_XFER_READY, "XFER_READY", DIR_W2S, RID_ZERO, struct ipc_xfer_ready, chk_xready),
+	[IPC_SHIP] = { .name = "SHIP",
+		       .dir = DIR_S2W,
+		       .rid = RID_SET,
+		       .min_len = IPC_SHIP_FIXED + 4,
+		       .max_len = sizeof(struct ipc_ship),
+		       .elem = 4,
+		       .check = chk_ship },
+	[IPC_PREFILLED] = { .name = "PREFILLED",
+			    .dir = DIR_W2S,
+			    .rid = RID_SET,
+			    .min_len = IPC_KV_RECORD_FIXED,
+			    .max_len = sizeof(struct ipc_kv_record),
+			    .elem = sizeof(struct ipc_top_logprob),
+			    .check = chk_kv_record },
+	[IPC_ADOPT] = { .name = "ADOPT",
+			.dir = DIR_S2W,
+			.rid = RID_SET,
+			.min_len = IPC_KV_RECORD_FIXED,
+			.max_len = sizeof(struct ipc_kv_record),
+			.elem = sizeof(struct ipc_top_logprob),
+			.check = chk_kv_record },
 };
+
+/* Four independent lanes (a multiply chain each), folded at the end of every call. */
+uint64_t ipc_kv_checksum(uint64_t h, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	const uint64_t k = 0x9e3779b97f4a7c15ull;
+	uint64_t l[4] = { h ^ 1, h ^ 2, h ^ 3, h ^ 4 };
+	size_t i = 0;
+
+	for (; i + 32 <= n; i += 32) {
+		for (int j = 0; j < 4; j++) {
+			uint64_t w;
+
+			memcpy(&w, b + i + 8 * (size_t)j, 8);
+			l[j] = (l[j] ^ w) * k;
+			l[j] ^= l[j] >> 31;
+		}
+	}
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+
+		memcpy(&w, b + i, 8);
+		l[0] = ((l[0] ^ w) * k) ^ (l[0] >> 29);
+	}
+	for (; i < n; i++)
+		l[1] = (l[1] ^ b[i]) * k;
+	h = (uint64_t)n;
+	for (int j = 0; j < 4; j++) {
+		h = (h ^ l[j]) * k;
+		h ^= h >> 32;
+	}
+	return h;
+}
 
 const char *ipc_type_name(unsigned type)
 {

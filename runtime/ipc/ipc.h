@@ -52,7 +52,7 @@
 #include <stdint.h>
 
 #define IPC_MAGIC 0x43504944u /* "DIPC" in memory on little-endian */
-#define IPC_VERSION 3	      /* 2: SUBMIT logprobs and logit bias, LOGPROBS; 3: XFER_DESC, LEASE* */
+#define IPC_VERSION 4 /* 2: logprobs, bias; 3: XFER_DESC, LEASE*; 4: SHIP, PREFILLED, ADOPT */
 #define IPC_MAX_PAYLOAD (64u * 1024u)
 #define IPC_NAME_MAX 128	  /* model name field, NUL included */
 #define IPC_ERRMSG_MAX 256	  /* ERROR message field, NUL included */
@@ -82,6 +82,9 @@ enum ipc_type {
 	IPC_LEASE_FREE,	  /* S->W  give a reservation back */
 	IPC_XFER_CONNECT, /* S->W  make a KV transfer endpoint for a peer partition */
 	IPC_XFER_READY,	  /* W->S  that endpoint is connected (or why not) */
+	IPC_SHIP,	  /* S->W  prefill side: where the next SUBMIT's KV goes (sent before it) */
+	IPC_PREFILLED,	  /* W->S  prefill side: that KV is written: the completion record */
+	IPC_ADOPT,	  /* S->W  decode side: the next SUBMIT continues a completed transfer */
 	IPC_TYPE__END
 };
 
@@ -277,7 +280,7 @@ struct ipc_error {
 };
 static_assert(sizeof(struct ipc_error) == 264, "ipc_error wire size");
 
-/* STATS: 96 bytes.  req_id 0.  Counters are cumulative since the worker started. */
+/* STATS: 112 bytes.  req_id 0.  Counters are cumulative since the worker started. */
 struct ipc_stats {
 	uint32_t running, waiting;		/* requests now */
 	uint32_t kv_total;			/* blocks */
@@ -287,9 +290,11 @@ struct ipc_stats {
 	uint64_t preemptions;
 	uint64_t steps;
 	uint64_t step_ns_total, step_ns_max;
-	uint64_t t_ns; /* CLOCK_MONOTONIC when sampled */
+	uint64_t t_ns;		 /* CLOCK_MONOTONIC when sampled */
+	uint64_t leases_expired; /* KV reservations that passed their deadline */
+	uint64_t xfer_rejected;	 /* transfer operations refused here (bad range, stale record) */
 };
-static_assert(sizeof(struct ipc_stats) == 96, "ipc_stats wire size");
+static_assert(sizeof(struct ipc_stats) == 112, "ipc_stats wire size");
 
 /* PING / PONG: 8 bytes.  req_id: any nonce; PONG echoes req_id and t_ns. */
 struct ipc_ping {
@@ -377,13 +382,21 @@ struct ipc_lease {
 };
 static_assert(sizeof(struct ipc_lease) == 16, "ipc_lease wire size");
 
-/* LEASED: 16-byte fixed part + n_blocks * 4.  req_id as the LEASE's. */
-#define IPC_LEASED_FIXED 16u
+/*
+ * LEASED: 32-byte fixed part + n_blocks * 4.  req_id as the LEASE's.  With
+ * the reservation comes what the prefill side needs to address the pool
+ * (block b of layer l starts at (l * blocks_total + b) * block_bytes of
+ * region `region`), and the ranges the writes land in are checked there.
+ */
+#define IPC_LEASED_FIXED 32u
 #define IPC_LEASED_MAX_BLOCKS ((IPC_MAX_PAYLOAD - IPC_LEASED_FIXED) / 4u)
 struct ipc_leased {
-	int32_t lease_id; /* >= 0 */
-	uint32_t n_blocks; /* > 0 */
+	int32_t lease_id;      /* >= 0 */
+	uint32_t n_blocks;     /* > 0 */
 	uint64_t epoch;
+	uint32_t region;       /* the pool's region id in the decode endpoint's descriptor */
+	uint32_t blocks_total; /* blocks in the decode pool: the layer stride; > every block id */
+	uint64_t block_bytes;  /* bytes of one block of one layer, > 0 */
 	int32_t blocks[IPC_LEASED_MAX_BLOCKS]; /* >= 0 each, distinct; table order */
 };
 static_assert(offsetof(struct ipc_leased, blocks) == IPC_LEASED_FIXED, "ipc_leased layout");
@@ -414,6 +427,80 @@ struct ipc_xfer_ready {
 };
 static_assert(sizeof(struct ipc_xfer_ready) == 8, "ipc_xfer_ready wire size");
 
+/*
+ * SHIP: 40-byte fixed part + n_blocks * 4.  req_id: the SUBMIT that follows
+ * it on the same channel (a prefill worker).  That request runs with
+ * max_tokens 1 and its KV goes, layer by layer as it is computed, through
+ * the endpoint for decode partition `partition` into the leased blocks
+ * (the LEASED fields); when every write has completed the worker sends
+ * PREFILLED, then DONE.  IPC_SHIP_CHECKSUM: the record carries a checksum
+ * of the bytes written (ipc_kv_checksum order: layer by layer, blocks in
+ * table order).
+ */
+#define IPC_SHIP_CHECKSUM 1u
+#define IPC_SHIP__MASK 1u
+#define IPC_SHIP_FIXED 40u
+#define IPC_SHIP_MAX_BLOCKS ((IPC_MAX_PAYLOAD - IPC_SHIP_FIXED) / 4u)
+struct ipc_ship {
+	uint32_t partition; /* the decode partition, < IPC_MAX_PARTITION */
+	int32_t lease_id;   /* >= 0 */
+	uint64_t epoch;
+	uint32_t region;
+	uint32_t blocks_total; /* > every block id */
+	uint64_t block_bytes;  /* > 0 */
+	uint32_t n_blocks;     /* > 0: ceil(n_prompt / block_tokens) */
+	uint32_t flags;	       /* IPC_SHIP_* */
+	int32_t blocks[IPC_SHIP_MAX_BLOCKS];
+};
+static_assert(offsetof(struct ipc_ship, blocks) == IPC_SHIP_FIXED, "ipc_ship layout");
+
+/*
+ * The completion record of one transfer: PREFILLED (prefill worker ->
+ * supervisor, req_id the shipped request, after every write completed) and
+ * ADOPT (supervisor -> decode worker, sent right before the SUBMIT it
+ * applies to, which carries the same prompt).  72-byte fixed part + n_top *
+ * 8 bytes.  The decode worker admits the request only when the lease
+ * (lease_id, epoch) is live, n_tokens is the whole prompt, n_layers every
+ * layer and, with IPC_KV_CHECKSUM, the leased blocks hash to checksum;
+ * anything else fails the request (the blocks go back).  first_token is
+ * generated token 0; with IPC_KV_LOGPROBS its logprob records follow.
+ */
+#define IPC_KV_CHECKSUM 1u
+#define IPC_KV_LOGPROBS 2u
+#define IPC_KV__MASK 3u
+#define IPC_KV_RECORD_FIXED 72u
+struct ipc_kv_record {
+	int32_t lease_id; /* >= 0 */
+	uint32_t n_tokens; /* prompt tokens whose K/V were written, > 0 */
+	uint64_t epoch;
+	uint32_t n_layers;    /* layers written, > 0 */
+	int32_t first_token;  /* >= 0 */
+	uint32_t flags;	      /* IPC_KV_* */
+	uint32_t n_top;	      /* [0, IPC_MAX_TOP_LOGPROBS]; 0 without IPC_KV_LOGPROBS */
+	uint64_t checksum;    /* with IPC_KV_CHECKSUM; else 0 */
+	uint64_t bytes;	      /* bytes written */
+	uint64_t t_first_ns;  /* first_token sampled (CLOCK_MONOTONIC) */
+	uint64_t xfer_ns;     /* first write posted -> last write completed */
+	float first_logprob;  /* with IPC_KV_LOGPROBS: <= 0 or -inf; else 0 */
+	uint32_t writes;      /* write operations posted */
+	struct ipc_top_logprob top[IPC_MAX_TOP_LOGPROBS];
+};
+static_assert(offsetof(struct ipc_kv_record, top) == IPC_KV_RECORD_FIXED, "kv record layout");
+
+static inline uint32_t ipc_kv_record_len(uint32_t n_top)
+{
+	return IPC_KV_RECORD_FIXED + 8u * n_top;
+}
+
+/*
+ * The checksum of a transfer: a 64-bit hash chained over the byte ranges
+ * in the order above (each call folds one range into h).  Start from
+ * IPC_KV_CHECKSUM_SEED.  Not cryptographic: it catches a torn, partial or
+ * misdirected transfer, not a forger (the tcp driver authenticates peers).
+ */
+#define IPC_KV_CHECKSUM_SEED 0x6475657463736d31ull
+uint64_t ipc_kv_checksum(uint64_t h, const void *p, size_t n);
+
 /* A received frame: the header and its validated payload (hdr.len bytes of u). */
 struct ipc_msg {
 	struct ipc_hdr hdr;
@@ -437,6 +524,8 @@ struct ipc_msg {
 		struct ipc_lease_free lease_free;
 		struct ipc_xfer_connect xconnect;
 		struct ipc_xfer_ready xready;
+		struct ipc_ship ship;
+		struct ipc_kv_record kv; /* PREFILLED, ADOPT */
 		uint8_t raw[IPC_MAX_PAYLOAD];
 	} u;
 	/* XFER_DESC only: the fds that came with it, owned by the receiver from now on. */

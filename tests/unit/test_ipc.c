@@ -89,6 +89,8 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 		struct ipc_lease_free lease_free;
 		struct ipc_xfer_connect xconnect;
 		struct ipc_xfer_ready xready;
+		struct ipc_ship ship;
+		struct ipc_kv_record kv;
 	} u;
 
 	memset(&u, 0, sizeof(u));
@@ -224,7 +226,12 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 		*rid = 77;
 		break;
 	case IPC_LEASED:
-		u.leased = (struct ipc_leased){ .lease_id = 3, .n_blocks = 3, .epoch = 9 };
+		u.leased = (struct ipc_leased){ .lease_id = 3,
+						.n_blocks = 3,
+						.epoch = 9,
+						.region = 0,
+						.blocks_total = 12,
+						.block_bytes = 4096 };
 		u.leased.blocks[0] = 10;
 		u.leased.blocks[1] = 11;
 		u.leased.blocks[2] = 4;
@@ -243,6 +250,40 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 	case IPC_XFER_READY:
 		u.xready = (struct ipc_xfer_ready){ .partition = 1, .status = -EACCES };
 		*len = sizeof(u.xready);
+		break;
+	case IPC_SHIP:
+		u.ship = (struct ipc_ship){ .partition = 1,
+					    .lease_id = 3,
+					    .epoch = 9,
+					    .region = 0,
+					    .blocks_total = 12,
+					    .block_bytes = 4096,
+					    .n_blocks = 2,
+					    .flags = IPC_SHIP_CHECKSUM };
+		u.ship.blocks[0] = 11;
+		u.ship.blocks[1] = 4;
+		*len = IPC_SHIP_FIXED + 8;
+		*rid = 77;
+		break;
+	case IPC_PREFILLED:
+	case IPC_ADOPT:
+		u.kv = (struct ipc_kv_record){ .lease_id = 3,
+					       .n_tokens = 20,
+					       .epoch = 9,
+					       .n_layers = 4,
+					       .first_token = 17,
+					       .flags = IPC_KV_CHECKSUM | IPC_KV_LOGPROBS,
+					       .n_top = 2,
+					       .checksum = 0x1234,
+					       .bytes = 8 * 4096,
+					       .t_first_ns = 1000,
+					       .xfer_ns = 50,
+					       .first_logprob = -0.5f,
+					       .writes = 8 };
+		u.kv.top[0] = (struct ipc_top_logprob){ 17, -0.5f };
+		u.kv.top[1] = (struct ipc_top_logprob){ 3, -2.0f };
+		*len = ipc_kv_record_len(2);
+		*rid = 77;
 		break;
 	default:
 		fail();
@@ -272,7 +313,8 @@ static bool sent_by_worker(enum ipc_type t)
 {
 	return t == IPC_HELLO || t == IPC_READY || t == IPC_TOKEN || t == IPC_DONE ||
 	       t == IPC_STATS || t == IPC_ERROR || t == IPC_PING || t == IPC_PONG ||
-	       t == IPC_LOGPROBS || t == IPC_XFER_DESC || t == IPC_LEASED || t == IPC_XFER_READY;
+	       t == IPC_LOGPROBS || t == IPC_XFER_DESC || t == IPC_LEASED || t == IPC_XFER_READY ||
+	       t == IPC_PREFILLED;
 }
 
 static bool sent_by_supervisor(enum ipc_type t)
@@ -286,7 +328,7 @@ static void test_sizes(void **state)
 	(void)state;
 	assert_int_equal(sizeof(struct ipc_hdr), 24);
 	assert_int_equal(IPC_FRAME_MAX, 24 + 65536);
-	assert_int_equal(IPC_VERSION, 3);
+	assert_int_equal(IPC_VERSION, 4);
 	assert_int_equal(IPC_SUBMIT_FIXED, 80);
 	assert_int_equal(IPC_SUBMIT_MAX_TOKENS, 16364);
 	assert_int_equal(IPC_CHUNK_MAX_TOKENS, 16380);
@@ -303,7 +345,7 @@ static void test_sizes(void **state)
 	assert_int_equal(IPC_XFER_DESC, IPC_LOGPROBS + 1);
 	assert_int_equal(IPC_LEASE_FREE, IPC_XFER_DESC + 3);
 	assert_int_equal(IPC_XFER_READY, IPC_LEASE_FREE + 2);
-	assert_int_equal(IPC_LEASED_MAX_BLOCKS, (65536 - 16) / 4);
+	assert_int_equal(IPC_LEASED_MAX_BLOCKS, (65536 - 32) / 4);
 	assert_int_equal(sizeof(struct ipc_xfer_desc), IPC_DESC_FIXED + IPC_DESC_MAX);
 	{
 		static struct ipc_submit sb;
@@ -599,7 +641,45 @@ static void test_payload_violations(void **state)
 	expect_dead(SUP, -EBADMSG, "n_blocks");
 	frame_of(IPC_LEASED);
 	((struct ipc_leased *)fr.p)->blocks[2] = -1;
-	expect_dead(SUP, -EBADMSG, "negative block");
+	expect_dead(SUP, -EBADMSG, "outside the pool");
+	frame_of(IPC_LEASED);
+	((struct ipc_leased *)fr.p)->blocks[2] = 12; /* blocks_total */
+	expect_dead(SUP, -EBADMSG, "outside the pool");
+	frame_of(IPC_LEASED);
+	((struct ipc_leased *)fr.p)->block_bytes = 0;
+	expect_dead(SUP, -EBADMSG, "block_bytes");
+
+	/* Shipping and completion records. */
+	frame_of(IPC_SHIP);
+	((struct ipc_ship *)fr.p)->blocks[1] = 12;
+	expect_dead(WRK, -EBADMSG, "outside the decode pool");
+	frame_of(IPC_SHIP);
+	((struct ipc_ship *)fr.p)->n_blocks = 3; /* two in the frame */
+	expect_dead(WRK, -EBADMSG, "n_blocks");
+	frame_of(IPC_SHIP);
+	((struct ipc_ship *)fr.p)->flags = 2;
+	expect_dead(WRK, -EBADMSG, "flags");
+	frame_of(IPC_SHIP);
+	((struct ipc_ship *)fr.p)->partition = IPC_MAX_PARTITION;
+	expect_dead(WRK, -EBADMSG, "partition");
+	frame_of(IPC_PREFILLED);
+	((struct ipc_kv_record *)fr.p)->n_top = 3; /* two in the frame */
+	expect_dead(SUP, -EBADMSG, "n_top");
+	frame_of(IPC_PREFILLED);
+	((struct ipc_kv_record *)fr.p)->flags = IPC_KV_CHECKSUM; /* logprobs without the flag */
+	expect_dead(SUP, -EBADMSG, "IPC_KV_LOGPROBS");
+	frame_of(IPC_ADOPT);
+	((struct ipc_kv_record *)fr.p)->flags = IPC_KV_LOGPROBS; /* a checksum without the flag */
+	expect_dead(WRK, -EBADMSG, "checksum");
+	frame_of(IPC_ADOPT);
+	((struct ipc_kv_record *)fr.p)->top[1].logprob = 0.0f; /* above top[0] */
+	expect_dead(WRK, -EBADMSG, "descending");
+	frame_of(IPC_ADOPT);
+	((struct ipc_kv_record *)fr.p)->n_layers = 0;
+	expect_dead(WRK, -EBADMSG, "n_layers");
+	frame_of(IPC_ADOPT);
+	((struct ipc_kv_record *)fr.p)->first_token = -1;
+	expect_dead(WRK, -EBADMSG, "negative");
 	frame_of(IPC_LEASED);
 	((struct ipc_leased *)fr.p)->lease_id = -1;
 	expect_dead(SUP, -EBADMSG, "lease id");
@@ -1333,8 +1413,9 @@ static uint64_t rnd(void)
 
 static void test_fuzz(void **state)
 {
-	static const uint32_t fixed_len[] = { 144, 24, 80, 16, 8,  32, 56, 264, 96,
-					      8,   8,  8,  8,  16, 17, 16, 20, 16, 8, 8 };
+	_Static_assert(IPC_TYPE__END == 24, "one fixed_len entry per type");
+	static const uint32_t fixed_len[] = { 144, 24, 80, 16, 8,  32, 56, 264, 112, 8, 8, 8,
+					      8,   16, 17, 16, 36, 16, 8,	8,   44, 72, 72 };
 	unsigned long accepted = 0, rejected = 0;
 	int raw = -1;
 	struct ipc_chan *c = NULL;
@@ -1370,7 +1451,7 @@ static void test_fuzz(void **state)
 				len = t >= 1 && t < IPC_TYPE__END ? fixed_len[t - 1] : 8;
 				if (t == IPC_SUBMIT || t == IPC_PROMPT_CHUNK)
 					len += 4 * (uint32_t)(rnd() % 64);
-				if (t == IPC_LOGPROBS)
+				if (t == IPC_LOGPROBS || t == IPC_PREFILLED || t == IPC_ADOPT)
 					len += 8 * (uint32_t)(rnd() % (IPC_MAX_TOP_LOGPROBS + 2));
 			}
 			fr.h = (struct ipc_hdr){ .magic = IPC_MAGIC,
@@ -1431,6 +1512,49 @@ static void test_fuzz(void **state)
 	assert_true(accepted > 100);
 }
 
+/* The transfer checksum: chained over ranges, sensitive to every byte and to the order. */
+static void test_kv_checksum(void **state)
+{
+	static uint8_t a[4096 + 13];
+	uint64_t h, h2;
+
+	(void)state;
+	uint64_t x = 88172645463325252ull;
+
+	for (size_t i = 0; i < sizeof(a); i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		a[i] = (uint8_t)x;
+	}
+	h = ipc_kv_checksum(IPC_KV_CHECKSUM_SEED, a, sizeof(a));
+	assert_int_equal(h, ipc_kv_checksum(IPC_KV_CHECKSUM_SEED, a, sizeof(a)));
+	/* Any one flipped bit, in any lane or in the tail, changes it. */
+	for (size_t i = 0; i < sizeof(a); i += 97) {
+		a[i] ^= 0x10;
+		assert_true(ipc_kv_checksum(IPC_KV_CHECKSUM_SEED, a, sizeof(a)) != h);
+		a[i] ^= 0x10;
+	}
+	a[sizeof(a) - 1] ^= 1;
+	assert_true(ipc_kv_checksum(IPC_KV_CHECKSUM_SEED, a, sizeof(a)) != h);
+	a[sizeof(a) - 1] ^= 1;
+	/* Two ranges in the other order differ; the seed matters. */
+	h = ipc_kv_checksum(ipc_kv_checksum(IPC_KV_CHECKSUM_SEED, a, 2048), a + 2048, 2048);
+	h2 = ipc_kv_checksum(ipc_kv_checksum(IPC_KV_CHECKSUM_SEED, a + 2048, 2048), a, 2048);
+	assert_true(h != h2);
+	assert_true(ipc_kv_checksum(1, a, 64) != ipc_kv_checksum(2, a, 64));
+	/* Swapping two 8-byte words of one lane changes it. */
+	h = ipc_kv_checksum(0, a, 64);
+	{
+		uint8_t b[64];
+
+		memcpy(b, a, 64);
+		memcpy(b, a + 32, 8);
+		memcpy(b + 32, a, 8);
+		assert_true(ipc_kv_checksum(0, b, 64) != h);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1450,6 +1574,7 @@ int main(void)
 		cmocka_unit_test(test_queue),
 		cmocka_unit_test(test_pingpong),
 		cmocka_unit_test(test_fuzz),
+		cmocka_unit_test(test_kv_checksum),
 	};
 
 	duet_log_set_sink(log_sink, NULL);
