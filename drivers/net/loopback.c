@@ -5,6 +5,9 @@
  * delivered when the peer polls (bounds checked there like any receiver,
  * with a failed completion back to the sender).  Faults armed with
  * xfer_loopback_inject() hit the nth operation posted after the call.
+ * Every operation completes at most once at its sender, as on a real
+ * wire (xfer.c counts operations in flight by their completions): the
+ * copy a DUPLICATE delivers completes nowhere.
  * Allocates per operation: it is a test fake, not a hot path.
  */
 #include <errno.h>
@@ -31,6 +34,7 @@ struct lb_op {
 	uint64_t len;
 	bool with_imm;
 	uint32_t imm;
+	bool dup; /* XFER_FAULT_DUPLICATE's second copy: no completion at the sender */
 	uint8_t data[];
 };
 
@@ -158,7 +162,8 @@ static void deliver(struct xfer_ep *ep, struct lb_op *op)
 		struct xfer_wc wc = { .wr_id = op->wr_id,
 				      .status = XFER_WC_FLUSHED,
 				      .op = op->kind == LB_WRITE ? XFER_WC_WRITE : XFER_WC_MSG };
-		xfer_cq_push(ep, &wc, NULL, false);
+		if (!op->dup)
+			xfer_cq_push(ep, &wc, NULL, false);
 		duet_free(op);
 	}
 }
@@ -197,8 +202,10 @@ static int submit(struct xfer_ep *ep, struct lb_op *op)
 		case XFER_FAULT_DUPLICATE: {
 			size_t sz = sizeof(*op) + op->len;
 			struct lb_op *dup = duet_malloc(sz);
-			if (dup)
+			if (dup) {
 				memcpy(dup, op, sz);
+				dup->dup = true;
+			}
 			deliver(ep, op);
 			if (dup)
 				deliver(ep, dup);
@@ -270,6 +277,8 @@ static void complete_at_sender(const struct lb_op *op, enum xfer_wc_status st)
 			      .status = st,
 			      .op = op->kind == LB_WRITE ? XFER_WC_WRITE : XFER_WC_MSG };
 
+	if (op->dup)
+		return;
 	pthread_mutex_lock(&lb_lock);
 	src = lb_find(op->src_token);
 	if (src)
@@ -300,15 +309,15 @@ static int lb_progress(struct xfer_ep *ep)
 		if (!op)
 			break;
 		if (op->kind == LB_MSG) {
-			ep->stats.rx_msgs++;
+			XFER_STAT_ADD(ep, rx_msgs, 1);
 			wc.op = XFER_WC_RECV_MSG;
 			wc.len = op->len;
 			xfer_cq_push(ep, &wc, op->data, false);
 			complete_at_sender(op, XFER_WC_OK);
 		} else if (xfer_check_rx(ep, op->region, op->offset, op->len, &mr) == 0) {
 			memcpy((uint8_t *)mr->base + op->offset, op->data, op->len);
-			ep->stats.rx_writes++;
-			ep->stats.rx_bytes += op->len;
+			XFER_STAT_ADD(ep, rx_writes, 1);
+			XFER_STAT_ADD(ep, rx_bytes, op->len);
 			if (op->with_imm) {
 				wc.op = XFER_WC_RECV_IMM;
 				wc.imm = op->imm;

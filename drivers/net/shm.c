@@ -539,8 +539,8 @@ static int shm_progress(struct xfer_ep *ep)
 				nack(ep, &r, XFER_WC_REMOTE_ACCESS);
 				break;
 			}
-			ep->stats.rx_writes++;
-			ep->stats.rx_bytes += r.len;
+			XFER_STAT_ADD(ep, rx_writes, 1);
+			XFER_STAT_ADD(ep, rx_bytes, r.len);
 			wc.op = XFER_WC_RECV_IMM;
 			wc.imm = r.imm;
 			wc.region = r.region;
@@ -550,14 +550,14 @@ static int shm_progress(struct xfer_ep *ep)
 			break;
 		case SHM_REC_MSG:
 			if (r.msg_len == 0 || r.msg_len > XFER_MSG_MAX) {
-				ep->stats.rx_rejected++;
+				XFER_STAT_ADD(ep, rx_rejected, 1);
 				log_warn(XFER_SUBSYS,
 					 "shm: rejected message record of %" PRIu32 " bytes",
 					 r.msg_len);
 				nack(ep, &r, XFER_WC_REMOTE_OP);
 				break;
 			}
-			ep->stats.rx_msgs++;
+			XFER_STAT_ADD(ep, rx_msgs, 1);
 			wc.op = XFER_WC_RECV_MSG;
 			wc.len = r.msg_len;
 			xfer_cq_push(ep, &wc, shared->data, false);
@@ -570,7 +570,7 @@ static int shm_progress(struct xfer_ep *ep)
 			xfer_cq_push(ep, &wc, NULL, false);
 			break;
 		default:
-			ep->stats.rx_rejected++;
+			XFER_STAT_ADD(ep, rx_rejected, 1);
 			log_warn(XFER_SUBSYS, "shm: rejected ring record of unknown type %" PRIu32,
 				 r.type);
 			break;

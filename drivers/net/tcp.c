@@ -1103,8 +1103,8 @@ static int on_write(struct xfer_ep *ep, const struct xfer_tcp_hdr *h)
 	}
 	if (t->rw.failed)
 		return queue_ack(ep, h->wr_id, false, XFER_WC_REMOTE_ACCESS);
-	ep->stats.rx_writes++;
-	ep->stats.rx_bytes += t->rw.total;
+	XFER_STAT_ADD(ep, rx_writes, 1);
+	XFER_STAT_ADD(ep, rx_bytes, t->rw.total);
 	if (h->flags & XFER_TCP_F_IMM) {
 		struct xfer_wc wc = { .op = XFER_WC_RECV_IMM,
 				      .imm = h->imm,
@@ -1138,7 +1138,7 @@ static int rx_loop(struct xfer_ep *ep)
 				return -ECONNRESET;
 			}
 			if (ret == -ECONNRESET) {
-				ep->stats.bad_frames++;
+				XFER_STAT_ADD(ep, bad_frames, 1);
 				log_error(
 					XFER_SUBSYS,
 					"tcp: connection closed mid-frame after %zu of %zu header bytes",
@@ -1149,14 +1149,14 @@ static int rx_loop(struct xfer_ep *ep)
 		}
 		ret = xfer_tcp_hdr_decode(wire, &h, why, sizeof(why));
 		if (ret) {
-			ep->stats.bad_frames++;
+			XFER_STAT_ADD(ep, bad_frames, 1);
 			log_error(XFER_SUBSYS, "tcp: bad frame from the peer: %s; closing", why);
 			return ret;
 		}
 		ret = read_full(t, t->stage, h.len + XFER_TCP_TAG, 0, &got);
 		if (ret) {
 			if (ret == -ECONNRESET) {
-				ep->stats.bad_frames++;
+				XFER_STAT_ADD(ep, bad_frames, 1);
 				log_error(
 					XFER_SUBSYS,
 					"tcp: connection closed mid-frame after %zu of %u payload+tag bytes",
@@ -1169,7 +1169,7 @@ static int rx_loop(struct xfer_ep *ep)
 		hmac_sha256_update(&m, t->stage, h.len);
 		hmac_sha256_final(&m, tag);
 		if (sha256_memcmp_ct(tag, t->stage + h.len, SHA256_LEN)) {
-			ep->stats.bad_frames++;
+			XFER_STAT_ADD(ep, bad_frames, 1);
 			log_error(XFER_SUBSYS,
 				  "tcp: frame %" PRIu64
 				  " failed authentication (bad HMAC); closing, nothing written",
@@ -1177,7 +1177,7 @@ static int rx_loop(struct xfer_ep *ep)
 			return -EBADMSG;
 		}
 		if (h.seq != t->rx_seq) {
-			ep->stats.bad_frames++;
+			XFER_STAT_ADD(ep, bad_frames, 1);
 			log_error(XFER_SUBSYS,
 				  "tcp: replayed or reordered frame (seq %" PRIu64
 				  ", expected %" PRIu64 "); closing",
@@ -1191,7 +1191,7 @@ static int rx_loop(struct xfer_ep *ep)
 			break;
 		case XFER_TCP_MSG: {
 			struct xfer_wc wc = { .op = XFER_WC_RECV_MSG, .len = h.len };
-			ep->stats.rx_msgs++;
+			XFER_STAT_ADD(ep, rx_msgs, 1);
 			ret = xfer_cq_push(ep, &wc, t->stage, true);
 			if (ret == 0)
 				ret = queue_ack(ep, h.wr_id, true, XFER_WC_OK);

@@ -164,6 +164,14 @@ struct xfer_ep {
 	bool test_forge; /* tests: skip the shm sender-side range check */
 };
 
+/*
+ * Counters in ep->stats: the tcp driver's receive thread updates some while
+ * the owner reads them (xfer_ep_stats), so every update and read is atomic
+ * (relaxed: they are statistics, not synchronization).
+ */
+#define XFER_STAT_ADD(ep, field, v) __atomic_fetch_add(&(ep)->stats.field, (v), __ATOMIC_RELAXED)
+
+
 /* Pushes a completion (msg copied for RECV_MSG); wait: block while full (else -ENOSPC). */
 int xfer_cq_push(struct xfer_ep *ep, const struct xfer_wc *wc, const void *msg, bool wait);
 /* Free entries (not counting reserved ones). */

@@ -337,7 +337,7 @@ int xfer_cq_push(struct xfer_ep *ep, const struct xfer_wc *wc, const void *msg, 
 		cq->wc[slot].msg = cq->msg + (size_t)slot * XFER_MSG_MAX;
 	}
 	if (wc->status != XFER_WC_OK && (wc->op == XFER_WC_WRITE || wc->op == XFER_WC_MSG))
-		ep->stats.tx_failed++;
+		XFER_STAT_ADD(ep, tx_failed, 1);
 	signal = cq->armed;
 	cq->armed = false;
 	cq->count++;
@@ -581,8 +581,8 @@ int xfer_post_write(struct xfer_ep *ep, const struct xfer_write *wr)
 	ret = ep->ops->post_write(ep, wr, total);
 	if (ret == 0) {
 		ep->inflight++;
-		ep->stats.writes++;
-		ep->stats.write_bytes += total;
+		XFER_STAT_ADD(ep, writes, 1);
+		XFER_STAT_ADD(ep, write_bytes, total);
 	}
 	return ret;
 }
@@ -604,7 +604,7 @@ int xfer_post_msg(struct xfer_ep *ep, uint64_t wr_id, const void *buf, size_t le
 	ret = ep->ops->post_msg(ep, wr_id, buf, len);
 	if (ret == 0) {
 		ep->inflight++;
-		ep->stats.msgs++;
+		XFER_STAT_ADD(ep, msgs, 1);
 	}
 	return ret;
 }
@@ -642,7 +642,17 @@ int xfer_event_fd(struct xfer_ep *ep)
 
 void xfer_ep_stats(const struct xfer_ep *ep, struct xfer_stats *st)
 {
-	*st = ep->stats;
+	const struct xfer_stats *s = &ep->stats;
+
+	st->writes = __atomic_load_n(&s->writes, __ATOMIC_RELAXED);
+	st->write_bytes = __atomic_load_n(&s->write_bytes, __ATOMIC_RELAXED);
+	st->msgs = __atomic_load_n(&s->msgs, __ATOMIC_RELAXED);
+	st->rx_writes = __atomic_load_n(&s->rx_writes, __ATOMIC_RELAXED);
+	st->rx_bytes = __atomic_load_n(&s->rx_bytes, __ATOMIC_RELAXED);
+	st->rx_msgs = __atomic_load_n(&s->rx_msgs, __ATOMIC_RELAXED);
+	st->rx_rejected = __atomic_load_n(&s->rx_rejected, __ATOMIC_RELAXED);
+	st->bad_frames = __atomic_load_n(&s->bad_frames, __ATOMIC_RELAXED);
+	st->tx_failed = __atomic_load_n(&s->tx_failed, __ATOMIC_RELAXED);
 }
 
 int xfer_loopback_inject(struct xfer_ep *ep, enum xfer_fault fault, unsigned nth)
@@ -677,7 +687,7 @@ int xfer_check_rx(struct xfer_ep *ep, uint32_t region, uint64_t off, uint64_t le
 	else if (off > mr->len || len > mr->len - off)
 		why = "range past the end of the region";
 	if (why) {
-		ep->stats.rx_rejected++;
+		XFER_STAT_ADD(ep, rx_rejected, 1);
 		log_warn(XFER_SUBSYS,
 			 "%s: rejected remote write: %s (region %" PRIu32 " offset %" PRIu64
 			 " len %" PRIu64 ")",
