@@ -87,7 +87,7 @@ KERNEL_SRCS := kernels/cpu/quant.c kernels/cpu/ref.c kernels/cpu/avx2.c kernels/
 	       kernels/cpu/dispatch.c
 KV_SRCS     := runtime/kv/kv.c runtime/sched/sched.c
 CTL_SRCS    := runtime/ctl/openai.c runtime/ctl/metrics.c runtime/ctl/http.c runtime/ipc/ipc.c \
-	       runtime/worker.c runtime/supervisor.c runtime/supervisor-admin.c
+	       runtime/worker.c runtime/supervisor.c runtime/supervisor-admin.c runtime/supervisor-route.c
 DRIVER_SRCS := drivers/backend.c drivers/cpu/cpu_backend.c drivers/cpu/threadpool.c
 # KV transfer drivers (drivers/net): NET_SRCS, NET_BINS, NET_UNIT_TESTS, NET_FUZZ and their rules.
 include drivers/net/net.mk
@@ -111,10 +111,11 @@ UNIT_TESTS  := core config gguf synth quant tokenizer sampler kernels kv llama s
 TEST_HELPER := tests/unit/testutil.c tests/unit/ggufgen.c
 TEST_HELPER_OBJS := $(TEST_HELPER:%.c=$(BUILD)/obj/%.o)
 TEST_BINS   := $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
-FUZZ_TARGETS := gguf config openai $(NET_FUZZ)
+FUZZ_TARGETS := gguf config openai ipc $(NET_FUZZ)
 REPLAY_BINS := $(FUZZ_TARGETS:%=$(BUILD)/tests/replay_%)
 BENCH_BINS  := $(BUILD)/tests/bench_gguf $(BUILD)/tests/bench_membw $(BUILD)/tests/bench_kernels \
 	       $(BUILD)/tests/bench_sched $(BUILD)/tests/bench_api $(BUILD)/tests/bench_disagg
+BENCH_BINS  += $(BUILD)/tests/bench_serve
 
 # Keep the objects of pattern-rule chains (tests, replays, benches) between runs.
 # (Listed explicitly: a bare .SECONDARY: would also let a missing library

@@ -186,6 +186,13 @@ const char *sup_health_why(struct sup *S, char *buf, size_t cap)
 
 		if (!w->ready)
 			return w->why[0] ? w->why : "worker not ready";
+		if (w->breaker_until_ms) {
+			snprintf(buf, cap,
+				 "partition %s: circuit breaker open after %u failures; probing "
+				 "with canaries",
+				 name, w->fails);
+			return buf;
+		}
 		if (!iv)
 			continue;
 		if (w->canary_why[0]) {
@@ -199,6 +206,16 @@ const char *sup_health_why(struct sup *S, char *buf, size_t cap)
 		if (now - w->canary_ok_ms > 3 * iv) {
 			snprintf(buf, cap, "partition %s: no canary went through for %.1f s", name,
 				 (double)(now - w->canary_ok_ms) / 1000.0);
+			return buf;
+		}
+	}
+	for (unsigned i = 0; i < S->n_links; i++) {
+		const struct sup_link *l = &S->links[i];
+
+		if (!l->up) {
+			snprintf(buf, cap, "KV link %s -> %s down: %s",
+				 S->cfg->partitions[l->pre].name, S->cfg->partitions[l->dec].name,
+				 l->why);
 			return buf;
 		}
 	}
@@ -251,6 +268,8 @@ void sup_record(struct sup *S, const struct sup_req *r, const char *state, const
 				 .queue_ms = r->queue_ms,
 				 .prefill_ms = r->prefill_ms,
 				 .decode_ms = r->decode_ms,
+				 .xfer_ms = r->xfer_ms,
+				 .pre = r->job ? r->pre : -1,
 				 .t_done = wall_now() };
 	snprintf(rec->tenant, sizeof(rec->tenant), "%s", p->tenant);
 	if (p->n > 1)
@@ -374,6 +393,9 @@ static json_t *partition_json(struct sup *S, unsigned i)
 	json_object_set_new(o, "prefix_cache",
 			    json_pack("{sI sI}", "queries", (json_int_t)st->prefix_queries, "hits",
 				      (json_int_t)st->prefix_hits));
+	json_object_set_new(o, "breaker",
+			    json_pack("{sb sI}", "open", w->breaker_until_ms != 0, "failures",
+				      (json_int_t)w->fails));
 	json_object_set_new(o, "steps", json_integer((json_int_t)st->steps));
 	json_object_set_new(o, "step_ms", json_real(step_ms));
 	json_object_set_new(o, "utilization", json_real(util));
@@ -393,7 +415,12 @@ static json_t *live_request_json(struct sup *S, const struct sup_resp *p)
 		any |= p->choice[i]->n_gen > 0;
 	}
 	o = json_pack("{ss ss ss ss sI sI sI sf}", "id", p->idstr, "tenant", p->tenant, "state",
-		      any ? "decoding" : "prefilling", "partition",
+		      c0->phase == SUP_QUEUED	 ? "queued"
+		      : c0->phase == SUP_LEASING || c0->phase == SUP_PREFILL ? "prefilling"
+		      : c0->phase == SUP_DECODE && !any			       ? "transferring"
+		      : any							       ? "decoding"
+										       : "prefilling",
+		      "partition",
 		      S->cfg->partitions[c0->worker].name, "prompt_tokens",
 		      (json_int_t)c0->n_prompt, "output_tokens", (json_int_t)out, "max_tokens",
 		      (json_int_t)c0->max_tokens, "age_ms", ms_between(p->t_submit_ns, now));
@@ -433,8 +460,11 @@ static json_t *recent_request_json(struct sup *S, const struct sup_rec *r)
 	json_object_set_new(o, "e2e_ms", num_or_null(r->e2e_ms));
 	json_object_set_new(o, "queue_ms", num_or_null(r->queue_ms));
 	json_object_set_new(o, "prefill_ms", num_or_null(r->prefill_ms));
-	json_object_set_new(o, "transfer_ms", json_null());
+	json_object_set_new(o, "transfer_ms", num_or_null(r->xfer_ms));
 	json_object_set_new(o, "decode_ms", num_or_null(r->decode_ms));
+	if (r->pre >= 0)
+		json_object_set_new(o, "prefill_partition",
+				    json_string(S->cfg->partitions[r->pre].name));
 	json_object_set_new(o, "finish_reason", json_string(r->finish));
 	return o;
 }
@@ -464,7 +494,7 @@ static json_t *requests_json(struct sup *S, size_t max)
 	return a;
 }
 
-/* The prefill -> decode KV links; transfer counters stay 0 until requests are split. */
+/* The prefill -> decode KV links and what went over them. */
 static json_t *links_json(struct sup *S)
 {
 	json_t *a = json_array();
@@ -475,11 +505,21 @@ static json_t *links_json(struct sup *S)
 			"{ss ss ss ss sI sI sI sI}", "prefill", S->cfg->partitions[l->pre].name,
 			"decode", S->cfg->partitions[l->dec].name, "transport",
 			cfg_xfer_driver(S->cfg) ? cfg_xfer_driver(S->cfg) : "?", "state",
-			l->up ? "up" : "down", "bytes", (json_int_t)0, "transfers", (json_int_t)0,
-			"failures", (json_int_t)0, "lease_expiries", (json_int_t)0);
+			l->up ? "up" : "down", "bytes", (json_int_t)l->bytes, "transfers",
+			(json_int_t)l->transfers, "failures", (json_int_t)l->failures,
+			"lease_expiries", (json_int_t)S->w[l->dec].leases_expired);
 
-		if (o)
+		if (o) {
 			json_object_set_new(o, "why", l->up ? json_null() : json_string(l->why));
+			/* Bytes over the time spent writing them (transfers overlap compute). */
+			json_object_set_new(o, "gbps",
+					    json_real(l->xfer_ns ? (double)l->bytes / (double)l->xfer_ns
+								 : 0.0));
+			json_object_set_new(o, "transfer_ms_mean",
+					    json_real(l->transfers ? (double)l->xfer_ns / 1e6 /
+									     (double)l->transfers
+								   : 0.0));
+		}
 		json_array_append_new(a, o);
 	}
 	return a;

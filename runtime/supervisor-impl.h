@@ -33,6 +33,8 @@
 #define SUP_EVENT_MSG 256	 /* bytes of an event's message */
 #define SUP_KEEPALIVE_MS 15000	 /* ": keepalive" on a silent event stream */
 #define SUP_MAX_SUBS 32		 /* /admin/events subscribers */
+#define SUP_PREFIX_SLOTS 4096	 /* prompt-prefix hashes remembered per prefill partition */
+#define SUP_PREFIX_BLOCKS 64	 /* leading blocks of a prompt the router hashes */
 
 /* epoll tags: small integers below this are fixed fds, workers are SUP_TAG_WORKER + index. */
 enum { SUP_TAG_SIGNAL = 1, SUP_TAG_API, SUP_TAG_ADMIN, SUP_TAG_WORKER = 16 };
@@ -61,6 +63,15 @@ struct sup_worker {
 	uint64_t canary_due_ms;	      /* next canary */
 	bool drained_said;	      /* the "drained" event went out */
 	char canary_why[160];	      /* why the last canary failed; "" when it did not */
+	/* Router (split configurations). */
+	uint64_t lease_rid;	   /* the LEASE in flight on this decode worker; 0: none */
+	bool full;		   /* refused a LEASE for lack of blocks: wait for it to free some */
+	uint64_t pending_tokens;   /* prompt tokens shipped to this prefill worker, not yet done */
+	unsigned fails;		   /* consecutive failures (deaths, failed transfers) */
+	uint64_t breaker_until_ms; /* != 0: circuit breaker open; probe with a canary after */
+	uint64_t leases_expired;   /* from STATS, for the metric's deltas */
+	/* Prefill partitions: hashes of prompt prefixes (whole blocks) sent to it lately. */
+	uint64_t prefix_seen[SUP_PREFIX_SLOTS];
 };
 
 /* A prefill -> decode KV link between two partitions' workers. */
@@ -69,6 +80,32 @@ struct sup_link {
 	bool pre_ok, dec_ok;	/* each end reported XFER_READY 0 */
 	bool up;
 	char why[160];		/* why it is not up */
+	uint64_t bytes, transfers, failures; /* KV shipped over it */
+	uint64_t xfer_ns;		     /* sum of the transfers' write times */
+};
+
+/*
+ * Where a choice is.  A direct one runs on one worker; in a split
+ * configuration it goes QUEUED -> LEASING (decode worker reserves the
+ * prompt's blocks) -> PREFILL (prefill worker computes the prompt and writes
+ * its KV into them) -> DECODE (the decode worker adopts it and streams), and
+ * back to QUEUED (with a new worker request id) when a worker or transfer
+ * fails, up to api.max_attempts times.
+ */
+enum sup_phase { SUP_DIRECT, SUP_QUEUED, SUP_LEASING, SUP_PREFILL, SUP_DECODE };
+
+/* What every hop and retry of a split choice needs: its SUBMIT, kept. */
+struct sup_job {
+	uint8_t head[IPC_SUBMIT_FIXED]; /* the SUBMIT's fixed part */
+	struct ipc_bias *bias;
+	uint32_t n_bias;
+	int32_t *ids;	   /* prompt, then the tokens generated before a resume */
+	uint32_t n_prompt; /* the client's prompt */
+	uint32_t n_ids, cap_ids;
+	struct ipc_ship *ship; /* the current lease as a SHIP frame */
+	uint32_t ship_len;
+	struct ipc_kv_record rec; /* PREFILLED, for the ADOPT */
+	uint32_t rec_len;	  /* 0: no record yet */
 };
 
 /* One choice: one request on one worker. */
@@ -96,6 +133,20 @@ struct sup_req {
 	struct oai_logprob *lp; /* logprobs of the generated tokens, when asked */
 	size_t n_lp, cap_lp;
 	size_t lp_sent; /* entries given to the client (streaming) */
+	bool counted;	/* counted in S->w[worker].running */
+	/* Split configurations (phase != SUP_DIRECT). */
+	enum sup_phase phase;
+	int pre;		  /* the prefill partition of this attempt; -1: none */
+	struct sup_req *qnext;	  /* router queue */
+	bool cancel_pending;	  /* cancelled while queued or in flight: the router ends it */
+	unsigned attempts;	  /* starts so far */
+	uint64_t deadline_ms;	  /* queued: fail after this */
+	uint64_t t_queued_ns;	  /* entered the router queue (this attempt) */
+	uint64_t t_lease_ns;	  /* LEASE sent (this attempt) */
+	uint64_t t_first_pre_ns;  /* the prefill side sampled token 0 (its clock) */
+	double xfer_ms;		  /* prefill's first token -> adopted on the decode side; < 0: none */
+	char last_err[IPC_ERRMSG_MAX]; /* why the last attempt failed */
+	struct sup_job *job;
 };
 
 /* One client answer with its n choices. */
@@ -129,7 +180,9 @@ struct sup_rec {
 	uint32_t n_prompt, n_gen, max_tokens;
 	double ttft_ms, tpot_ms, e2e_ms; /* < 0: none */
 	double queue_ms, prefill_ms, decode_ms;
-	double t_done; /* wall clock */
+	double xfer_ms; /* split: KV transfer and hand-over; < 0: none */
+	int pre;	/* split: the prefill partition; -1: none */
+	double t_done;	/* wall clock */
 };
 
 /* A finished request, for the SLO window (compact). */
@@ -199,6 +252,8 @@ struct sup {
 	struct sup_sub *subs[SUP_MAX_SUBS];
 	struct sup_link *links; /* every prefill partition with every decode partition */
 	unsigned n_links;
+	struct sup_req *q_head, *q_tail; /* the router queue (split configurations) */
+	unsigned n_queued;
 	bool reloading; /* capturing the first error of a reload */
 	char reload_err[SUP_EVENT_MSG];
 };
@@ -227,6 +282,49 @@ int sup_reload(struct sup *S, struct oai_buf *applied, struct oai_buf *rejected)
 const char *sup_worker_state(const struct sup *S, const struct sup_worker *w);
 struct sup_worker *sup_pick_worker(struct sup *S);
 int sup_submit_canary(struct sup *S, struct sup_worker *w);
+
+/* Split a request from here on: prefill and decode partitions (some link exists). */
+static inline bool sup_split(const struct sup *S)
+{
+	return S->n_links > 0;
+}
+
+struct sup_req *sup_req_find(struct sup *S, uint64_t id);
+void sup_req_finish(struct sup *S, struct sup_req *r, int status, const char *code,
+		    const char *msg);
+void sup_worker_channel_failed(struct sup *S, struct sup_worker *w);
+/* Fill S->submit's fixed part and bias entries from p (tokens and counts left to the caller). */
+void sup_submit_build(struct sup *S, struct sup_req *r, const struct oai_params *p,
+		      uint64_t salt);
+/* Send SUBMIT + PROMPT_CHUNKs from S->submit's fixed part, bias, and ids[0..n). */
+int sup_submit_frames(struct sup *S, struct sup_worker *w, uint64_t id, const struct ipc_bias *bias,
+		      uint32_t n_bias, const int32_t *ids, size_t n);
+const char *sup_part_name(const struct sup *S, int i);
+struct sup_link *sup_link_of(struct sup *S, int x, int y);
+
+/* supervisor-route.c: the router of split configurations */
+/* Queue choice r (linked, phase SUP_QUEUED) with its SUBMIT from S->submit and ids. */
+int sup_route_add(struct sup *S, struct sup_req *r, const int32_t *ids, size_t n);
+/* Dispatch what can go, end what was cancelled or waited too long. */
+void sup_route_kick(struct sup *S);
+/* Frames for split choices; each returns false when the frame is not the router's. */
+bool sup_route_leased(struct sup *S, struct sup_worker *w, uint64_t id,
+		      const struct ipc_leased *l);
+bool sup_route_error(struct sup *S, struct sup_worker *w, uint64_t id, const struct ipc_error *e);
+bool sup_route_prefilled(struct sup *S, struct sup_worker *w, uint64_t id,
+			 const struct ipc_kv_record *rec, uint32_t len);
+bool sup_route_done(struct sup *S, struct sup_worker *w, struct sup_req *r,
+		    const struct ipc_done *d);
+/* Worker w is gone: its split choices go back to the queue (or fail). */
+void sup_route_worker_lost(struct sup *S, struct sup_worker *w);
+/* r was cancelled (client, stop, operator): true when the router handles it. */
+bool sup_route_cancel(struct sup *S, struct sup_req *r);
+void sup_route_token(struct sup_req *r, int32_t token);
+void sup_route_free(struct sup_req *r);
+/* Circuit breaker: w failed / served; open and usable. */
+void sup_breaker_fail(struct sup *S, struct sup_worker *w, const char *why);
+void sup_breaker_ok(struct sup *S, struct sup_worker *w);
+bool sup_breaker_open(const struct sup *S, const struct sup_worker *w);
 
 /* supervisor-admin.c */
 int sup_admin_init(struct sup *S);

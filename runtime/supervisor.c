@@ -162,6 +162,7 @@ static int worker_spawn(struct sup *S, struct sup_worker *w)
 	w->ready = false;
 	w->started_ms = sup_now_ms();
 	w->restart_at_ms = 0;
+	w->leases_expired = 0; /* a new worker counts from 0 */
 	snprintf(w->why, sizeof(w->why), "partition %s: starting", S->cfg->partitions[w->idx].name);
 	log_info("supervisor", "partition %s: worker started (pid %d)",
 		 S->cfg->partitions[w->idx].name, (int)pid);
@@ -174,6 +175,7 @@ static int worker_spawn(struct sup *S, struct sup_worker *w)
 
 static void req_destroy(struct sup_req *r)
 {
+	sup_route_free(r);
 	oai_buf_free(&r->text);
 	for (unsigned i = 0; i < r->n_stop; i++)
 		duet_free(r->stop[i].ptr);
@@ -194,7 +196,7 @@ static void req_unlink(struct sup *S, struct sup_req *r)
 	}
 }
 
-static struct sup_req *req_find(struct sup *S, uint64_t id)
+struct sup_req *sup_req_find(struct sup *S, uint64_t id)
 {
 	for (struct sup_req *r = S->reqs; r; r = r->next)
 		if (r->id == id)
@@ -230,7 +232,11 @@ int sup_send_cancel(struct sup *S, struct sup_req *r, uint32_t reason)
 	struct ipc_cancel c = { .reason = reason };
 	int ret;
 
-	if (r->done || !w->ch)
+	if (r->done)
+		return -ESRCH;
+	if (r->phase != SUP_DIRECT && sup_route_cancel(S, r))
+		return 0;
+	if (!w->ch)
 		return -ESRCH;
 	ret = ipc_send(w->ch, IPC_CANCEL, r->id, &c, sizeof(c));
 	sup_worker_set_events(S, w);
@@ -415,8 +421,8 @@ static void resp_complete(struct sup *S, struct sup_resp *p)
  * Choice r is over (status 200: it finished; else it failed with code and
  * msg).  A failure fails the whole answer: the other choices are cancelled.
  */
-static void req_finish(struct sup *S, struct sup_req *r, int status, const char *code,
-		       const char *msg)
+void sup_req_finish(struct sup *S, struct sup_req *r, int status, const char *code,
+		    const char *msg)
 {
 	struct sup_resp *p = r->resp;
 	struct sup_worker *w = &S->w[r->worker];
@@ -424,8 +430,9 @@ static void req_finish(struct sup *S, struct sup_req *r, int status, const char 
 	r->done = true;
 	r->failed = status != 200;
 	req_unlink(S, r);
-	if (w->running)
+	if (r->counted && w->running)
 		w->running--;
+	r->counted = false;
 	if (!p) {
 		/* A canary: healthy when it produced its token. */
 		if (status == 200 && r->n_gen) {
@@ -488,12 +495,17 @@ static void worker_lost(struct sup *S, struct sup_worker *w, const char *why)
 	}
 	w->ready = false;
 	snprintf(w->why, sizeof(w->why), "partition %s: %s", name, why);
+	sup_route_worker_lost(S, w);
 	for (r = S->reqs; r; r = next) {
 		next = r->next;
-		if (r->worker == w->idx && !r->done)
-			req_finish(S, r, 503, "WORKER", "the worker serving the request failed");
+		if (r->worker == w->idx && !r->done && r->phase == SUP_DIRECT)
+			sup_req_finish(S, r, 503, "WORKER", "the worker serving the request failed");
 	}
 	w->running = 0;
+	w->lease_rid = 0;
+	memset(w->prefix_seen, 0, sizeof(w->prefix_seen)); /* its cache went with it */
+	w->full = false;
+	w->pending_tokens = 0;
 	w->canary_sent_ms = 0;
 	w->canary_ok_ms = 0;
 	for (unsigned i = 0; i < S->n_links; i++) {
@@ -505,7 +517,7 @@ static void worker_lost(struct sup *S, struct sup_worker *w, const char *why)
 }
 
 /* Worker channel failed: kill the process; SIGCHLD does the rest. */
-static void worker_channel_failed(struct sup *S, struct sup_worker *w)
+void sup_worker_channel_failed(struct sup *S, struct sup_worker *w)
 {
 	if (!S->draining)
 		log_warn("supervisor", "partition %s: channel to worker %d failed: %s",
@@ -542,6 +554,7 @@ static void worker_exited(struct sup *S, struct sup_worker *w, int status)
 								       : w->backoff_ms * 2;
 	w->restart_at_ms = now + w->backoff_ms;
 	w->restarts++;
+	sup_breaker_fail(S, w, why);
 	met_add(S->met, MET_WORKER_RESTARTS, w->series, 1);
 	log_error("supervisor", "partition %s: %s; restarting in %u ms", name, why, w->backoff_ms);
 	sup_event(S, "worker_exit", w->idx, DUET_LOG_ERROR, "partition %s: %s; restarting in %u ms",
@@ -567,7 +580,7 @@ static void reap_children(struct sup *S)
 
 static void on_token(struct sup *S, struct sup_worker *w, uint64_t id, const struct ipc_token *t)
 {
-	struct sup_req *r = req_find(S, id);
+	struct sup_req *r = sup_req_find(S, id);
 	uint64_t now = sup_now_ns();
 	int n;
 
@@ -579,6 +592,8 @@ static void on_token(struct sup *S, struct sup_worker *w, uint64_t id, const str
 		met_observe(S->met, MET_INTER_TOKEN, w->series, (double)(now - r->t_last_ns) / 1e9);
 	r->t_last_ns = now;
 	r->n_gen++;
+	if (r->phase == SUP_DECODE)
+		sup_route_token(r, t->token);
 	if (t->flags & IPC_TOK_LAST)
 		r->finish = finish_of(t->finish);
 	if (!r->resp)
@@ -613,7 +628,7 @@ static void on_token(struct sup *S, struct sup_worker *w, uint64_t id, const str
 static void on_logprobs(struct sup *S, struct sup_worker *w, uint64_t id,
 			const struct ipc_logprobs *l)
 {
-	struct sup_req *r = req_find(S, id);
+	struct sup_req *r = sup_req_find(S, id);
 	struct oai_logprob *e;
 
 	if (!r || r->worker != w->idx || r->done || r->stopped || !r->resp || !r->resp->logprobs)
@@ -639,12 +654,37 @@ static void on_logprobs(struct sup *S, struct sup_worker *w, uint64_t id,
 
 static void on_done(struct sup *S, struct sup_worker *w, uint64_t id, const struct ipc_done *d)
 {
-	struct sup_req *r = req_find(S, id);
+	struct sup_req *r = sup_req_find(S, id);
 	uint64_t now = sup_now_ns();
 	int n;
 
 	if (!r || r->worker != w->idx || r->done)
 		return;
+	if (r->phase != SUP_DIRECT && sup_route_done(S, w, r, d))
+		return;
+	if (d->finish != IPC_FINISH_ERROR)
+		sup_breaker_ok(S, w);
+	if (r->phase == SUP_DECODE) {
+		/* The client's prompt, not the one a resumed attempt re-prefilled. */
+		r->n_prompt = r->job->n_prompt; /* n_cached: the prefill side's, kept */
+		r->decode_ms = d->t_first_ns && d->t_done_ns >= d->t_first_ns
+				       ? (double)(d->t_done_ns - d->t_first_ns) / 1e6
+				       : -1;
+		if (r->resp) {
+			met_finish(S->met, w->series, met_finish_of(r, d->finish));
+			met_add(S->met, MET_PROMPT_TOKENS, w->series, r->n_prompt);
+			met_add(S->met, MET_GENERATION_TOKENS, w->series, r->n_gen);
+			met_add(S->met, MET_PREEMPTIONS, w->series, d->n_preempted);
+			met_observe(S->met, MET_E2E, w->series,
+				    (double)(now - r->t_submit_ns) / 1e9);
+			if (r->t_first_ns)
+				met_observe(S->met, MET_TTFT, w->series,
+					    (double)(r->t_first_ns - r->t_submit_ns) / 1e9);
+			if (r->decode_ms >= 0)
+				met_observe(S->met, MET_DECODE_TIME, w->series, r->decode_ms / 1e3);
+		}
+		goto finish;
+	}
 	r->n_prompt = d->n_prompt;
 	r->n_cached = d->n_cached;
 	r->queue_ms = r->prefill_ms = r->decode_ms = -1;
@@ -678,6 +718,7 @@ static void on_done(struct sup *S, struct sup_worker *w, uint64_t id, const stru
 					    (double)(d->t_done_ns - d->t_first_ns) / 1e9);
 		}
 	}
+finish:
 	if (!r->stopped && r->resp) {
 		n = tok_stream_flush(S->tok, &r->ts, S->piece, S->piece_cap);
 		if (n > 0)
@@ -691,15 +732,15 @@ static void on_done(struct sup *S, struct sup_worker *w, uint64_t id, const stru
 				 ? 400
 				 : 503;
 
-		req_finish(S, r, st, st == 400 ? "BADPARAM" : "WORKER",
+		sup_req_finish(S, r, st, st == 400 ? "BADPARAM" : "WORKER",
 			   r->err_msg[0] ? r->err_msg : "the request failed in the worker");
 		return;
 	}
 	if (d->finish == IPC_FINISH_CANCELLED && !r->stopped) {
-		req_finish(S, r, 503, "CANCELLED", "the request was cancelled");
+		sup_req_finish(S, r, 503, "CANCELLED", "the request was cancelled");
 		return;
 	}
-	req_finish(S, r, 200, NULL, NULL);
+	sup_req_finish(S, r, 200, NULL, NULL);
 }
 
 static void on_stats(struct sup *S, struct sup_worker *w, const struct ipc_stats *st)
@@ -717,6 +758,11 @@ static void on_stats(struct sup *S, struct sup_worker *w, const struct ipc_stats
 		met_add(S->met, MET_PREFIX_CACHE_QUERIES, w->series, dq);
 		met_add(S->met, MET_PREFIX_CACHE_HITS, w->series, dh);
 	}
+	if (st->leases_expired > w->leases_expired)
+		met_add(S->met, MET_KV_LEASE_EXPIRED, w->series,
+			(double)(st->leases_expired - w->leases_expired));
+	w->leases_expired = st->leases_expired;
+	w->full = false; /* fresh numbers: the router may ask it again */
 	w->st_prev = w->st;
 	w->st = *st;
 	met_set(S->met, MET_REQUESTS_RUNNING, w->series, st->running);
@@ -731,7 +777,7 @@ static void on_stats(struct sup *S, struct sup_worker *w, const struct ipc_stats
 
 /* --- KV links ------------------------------------------------------------------------ */
 
-static const char *part_name(const struct sup *S, int i)
+const char *sup_part_name(const struct sup *S, int i)
 {
 	return S->cfg->partitions[i].name;
 }
@@ -747,7 +793,7 @@ static void link_down(struct sup *S, struct sup_link *l, const char *fmt, ...)
 	va_end(ap);
 	if (was)
 		sup_event(S, "link_down", l->pre, DUET_LOG_WARN, "KV link %s -> %s down: %s",
-			  part_name(S, l->pre), part_name(S, l->dec), l->why);
+			  sup_part_name(S, l->pre), sup_part_name(S, l->dec), l->why);
 }
 
 /* Both ends ready: ask each for an endpoint toward the other (XFER_CONNECT). */
@@ -768,7 +814,7 @@ static void link_start(struct sup *S, struct sup_link *l)
 	sup_worker_set_events(S, b);
 }
 
-static struct sup_link *link_of(struct sup *S, int x, int y)
+struct sup_link *sup_link_of(struct sup *S, int x, int y)
 {
 	for (unsigned i = 0; i < S->n_links; i++) {
 		struct sup_link *l = &S->links[i];
@@ -784,7 +830,7 @@ static void on_xfer_desc(struct sup *S, struct sup_worker *w, struct ipc_msg *m)
 {
 	struct ipc_xfer_desc *d = &m->u.desc;
 	int peer = (int)d->partition;
-	struct sup_link *l = link_of(S, w->idx, peer);
+	struct sup_link *l = sup_link_of(S, w->idx, peer);
 	int ret = -ENOTCONN;
 
 	if (l && S->w[peer].ch) {
@@ -798,21 +844,21 @@ static void on_xfer_desc(struct sup *S, struct sup_worker *w, struct ipc_msg *m)
 		}
 	}
 	if (ret && l)
-		link_down(S, l, "passing %s's descriptor to %s: %s", part_name(S, w->idx),
-			  peer >= 0 && (unsigned)peer < S->n_w ? part_name(S, peer) : "?",
+		link_down(S, l, "passing %s's descriptor to %s: %s", sup_part_name(S, w->idx),
+			  peer >= 0 && (unsigned)peer < S->n_w ? sup_part_name(S, peer) : "?",
 			  duet_strerror(ret));
 }
 
 static void on_xfer_ready(struct sup *S, struct sup_worker *w, const struct ipc_xfer_ready *r)
 {
-	struct sup_link *l = link_of(S, w->idx, (int)r->partition);
+	struct sup_link *l = sup_link_of(S, w->idx, (int)r->partition);
 
 	if (!l)
 		return;
 	if (r->status) {
-		link_down(S, l, "partition %s: %s", part_name(S, w->idx), duet_strerror(r->status));
-		log_warn("supervisor", "KV link %s -> %s: %s", part_name(S, l->pre),
-			 part_name(S, l->dec), l->why);
+		link_down(S, l, "partition %s: %s", sup_part_name(S, w->idx), duet_strerror(r->status));
+		log_warn("supervisor", "KV link %s -> %s: %s", sup_part_name(S, l->pre),
+			 sup_part_name(S, l->dec), l->why);
 		return;
 	}
 	if (w->idx == l->pre)
@@ -822,10 +868,10 @@ static void on_xfer_ready(struct sup *S, struct sup_worker *w, const struct ipc_
 	if (l->pre_ok && l->dec_ok && !l->up) {
 		l->up = true;
 		l->why[0] = '\0';
-		log_info("supervisor", "KV link %s -> %s up (%s)", part_name(S, l->pre),
-			 part_name(S, l->dec), cfg_xfer_driver(S->cfg));
+		log_info("supervisor", "KV link %s -> %s up (%s)", sup_part_name(S, l->pre),
+			 sup_part_name(S, l->dec), cfg_xfer_driver(S->cfg));
 		sup_event(S, "link_up", l->pre, DUET_LOG_INFO, "KV link %s -> %s up",
-			  part_name(S, l->pre), part_name(S, l->dec));
+			  sup_part_name(S, l->pre), sup_part_name(S, l->dec));
 	}
 }
 
@@ -870,8 +916,10 @@ static void worker_readable(struct sup *S, struct sup_worker *w)
 				snprintf(w->why, sizeof(w->why), "partition %s: %s", name,
 					 m->u.error.msg);
 			} else {
-				struct sup_req *r = req_find(S, m->hdr.req_id);
+				struct sup_req *r = sup_req_find(S, m->hdr.req_id);
 
+				if (sup_route_error(S, w, m->hdr.req_id, &m->u.error))
+					break;
 				if (r) {
 					r->err_code = m->u.error.code;
 					snprintf(r->err_msg, sizeof(r->err_msg), "%s",
@@ -891,6 +939,12 @@ static void worker_readable(struct sup *S, struct sup_worker *w)
 		case IPC_XFER_READY:
 			on_xfer_ready(S, w, &m->u.xready);
 			break;
+		case IPC_LEASED:
+			sup_route_leased(S, w, m->hdr.req_id, &m->u.leased);
+			break;
+		case IPC_PREFILLED:
+			sup_route_prefilled(S, w, m->hdr.req_id, &m->u.kv, m->hdr.len);
+			break;
 		default:
 			break;
 		}
@@ -900,7 +954,7 @@ static void worker_readable(struct sup *S, struct sup_worker *w)
 		m->n_fds = 0;
 	}
 	if (w->ch && ret < 0)
-		worker_channel_failed(S, w);
+		sup_worker_channel_failed(S, w);
 }
 
 /* --- requests: input ---------------------------------------------------------- */
@@ -912,23 +966,21 @@ struct sup_worker *sup_pick_worker(struct sup *S)
 	for (unsigned i = 0; i < S->n_w; i++) {
 		struct sup_worker *w = &S->w[i];
 
-		if (w->ready && w->ch && !w->drain && (!best || w->running < best->running))
+		/* Split configurations send whole requests to mixed partitions only. */
+		if (sup_split(S) && S->cfg->partitions[i].role != CFG_ROLE_MIXED)
+			continue;
+		if (w->ready && w->ch && !w->drain && !sup_breaker_open(S, w) &&
+		    (!best || w->running < best->running))
 			best = w;
 	}
 	return best;
 }
 
-/* Send SUBMIT (+ PROMPT_CHUNKs) for r on w. */
-static int submit_send(struct sup *S, struct sup_worker *w, struct sup_req *r,
-		       const struct oai_params *p, const int32_t *ids, size_t n, uint64_t salt)
+void sup_submit_build(struct sup *S, struct sup_req *r, const struct oai_params *p,
+		      uint64_t salt)
 {
 	struct ipc_submit *sub = S->submit;
 	const struct oai_sampling *sp = &p->sampling;
-	/* Bias entries share the SUBMIT with the first tokens (8 bytes each). */
-	uint32_t room = IPC_SUBMIT_MAX_TOKENS - 2u * (uint32_t)sp->n_logit_bias;
-	uint32_t first = n < room ? (uint32_t)n : room;
-	struct ipc_bias *bias;
-	int ret;
 
 	memset(sub, 0, IPC_SUBMIT_FIXED);
 	sub->sampling.temperature = sp->temperature;
@@ -943,18 +995,28 @@ static int submit_send(struct sup *S, struct sup_worker *w, struct sup_req *r,
 	sub->sampling.seed = sp->has_seed ? (uint64_t)sp->seed + r->index : r->id;
 	sub->salt = salt;
 	sub->max_tokens = p->max_tokens;
-	sub->n_prompt = (uint32_t)n;
-	sub->n_tokens = first;
 	if (r->resp && r->resp->logprobs) {
 		sub->logprobs_flags = IPC_SUBMIT_LOGPROBS;
 		sub->n_top = r->resp->logprobs - 1;
 	}
+}
+
+int sup_submit_frames(struct sup *S, struct sup_worker *w, uint64_t id, const struct ipc_bias *bias,
+		      uint32_t n_bias, const int32_t *ids, size_t n)
+{
+	struct ipc_submit *sub = S->submit;
+	/* Bias entries share the SUBMIT with the first tokens (8 bytes each). */
+	uint32_t room = IPC_SUBMIT_MAX_TOKENS - 2u * n_bias;
+	uint32_t first = n < room ? (uint32_t)n : room;
+	int ret;
+
+	sub->n_prompt = (uint32_t)n;
+	sub->n_tokens = first;
 	memcpy(sub->tokens, ids, first * sizeof(int32_t));
-	sub->n_bias = (uint32_t)sp->n_logit_bias;
-	bias = ipc_submit_bias_mut(sub);
-	for (size_t i = 0; i < sp->n_logit_bias; i++)
-		bias[i] = (struct ipc_bias){ sp->logit_bias[i].token, sp->logit_bias[i].bias };
-	ret = ipc_send(w->ch, IPC_SUBMIT, r->id, sub, ipc_submit_len2(first, sub->n_bias));
+	sub->n_bias = n_bias;
+	if (n_bias)
+		memcpy(ipc_submit_bias_mut(sub), bias, n_bias * sizeof(*bias));
+	ret = ipc_send(w->ch, IPC_SUBMIT, id, sub, ipc_submit_len2(first, n_bias));
 	for (size_t off = first; !ret && off < n;) {
 		struct ipc_prompt_chunk *c = (struct ipc_prompt_chunk *)S->submit;
 		uint32_t k =
@@ -965,10 +1027,23 @@ static int submit_send(struct sup *S, struct sup_worker *w, struct sup_req *r,
 		c->n_tokens = k;
 		c->reserved = 0;
 		memcpy(c->tokens, ids + off, k * sizeof(int32_t));
-		ret = ipc_send(w->ch, IPC_PROMPT_CHUNK, r->id, c, ipc_chunk_len(k));
+		ret = ipc_send(w->ch, IPC_PROMPT_CHUNK, id, c, ipc_chunk_len(k));
 		off += k;
 	}
 	return ret;
+}
+
+/* Send SUBMIT (+ PROMPT_CHUNKs) for r on w. */
+static int submit_send(struct sup *S, struct sup_worker *w, struct sup_req *r,
+		       const struct oai_params *p, const int32_t *ids, size_t n, uint64_t salt)
+{
+	const struct oai_sampling *sp = &p->sampling;
+	struct ipc_bias bias[OAI_MAX_LOGIT_BIAS];
+
+	for (size_t i = 0; i < sp->n_logit_bias; i++)
+		bias[i] = (struct ipc_bias){ sp->logit_bias[i].token, sp->logit_bias[i].bias };
+	sup_submit_build(S, r, p, salt);
+	return sup_submit_frames(S, w, r->id, bias, (uint32_t)sp->n_logit_bias, ids, n);
 }
 
 /* A new choice for worker w (not linked yet). */
@@ -985,7 +1060,7 @@ static struct sup_req *req_new(struct sup *S, struct sup_worker *w, uint32_t n_p
 	r->max_tokens = max_tokens;
 	r->finish = OAI_FINISH_LENGTH;
 	r->t_submit_ns = sup_now_ns();
-	r->queue_ms = r->prefill_ms = r->decode_ms = -1;
+	r->queue_ms = r->prefill_ms = r->decode_ms = r->xfer_ms = -1;
 	tok_stream_init(&r->ts);
 	return r;
 }
@@ -1005,10 +1080,11 @@ static int req_submit(struct sup *S, struct sup_worker *w, struct sup_req *r,
 			 strerror(-ret));
 		req_unlink(S, r);
 		if (ret != -ENOBUFS)
-			worker_channel_failed(S, w);
+			sup_worker_channel_failed(S, w);
 		return ret;
 	}
 	w->running++;
+	r->counted = true;
 	sup_worker_set_events(S, w);
 	return 0;
 }
@@ -1106,6 +1182,49 @@ fail:
 	return NULL;
 }
 
+/*
+ * Split configurations: the decode partition whose context bounds the
+ * request, preferring one with a link up.  A partition that is restarting
+ * still counts (the request waits in the router for it, up to
+ * api.queue_timeout_ms); NULL when an operator drained every decode or
+ * every prefill partition, or none was ever ready.
+ */
+static struct sup_worker *split_front(struct sup *S)
+{
+	struct sup_worker *best = NULL;
+	bool best_up = false, pre = false;
+
+	for (unsigned i = 0; i < S->n_links; i++) {
+		struct sup_worker *d = &S->w[S->links[i].dec];
+		bool up = S->links[i].up && d->ready && S->w[S->links[i].pre].ready;
+
+		if (S->w[S->links[i].pre].drain || d->drain || !d->n_ctx)
+			continue;
+		pre = true;
+		if (!best || (up && !best_up) || (up == best_up && d->running < best->running)) {
+			best = d;
+			best_up = up;
+		}
+	}
+	return pre ? best : NULL;
+}
+
+/* Queue a split choice: link it and hand it to the router with its SUBMIT (in S->submit). */
+static int split_add(struct sup *S, struct sup_req *r, const struct oai_params *p,
+		     const int32_t *ids, size_t n)
+{
+	const struct oai_sampling *sp = &p->sampling;
+	struct ipc_bias *b;
+
+	/* The bias entries go where sup_submit_frames() expects them for a 0-token SUBMIT. */
+	S->submit->n_tokens = 0;
+	b = ipc_submit_bias_mut(S->submit);
+	for (size_t i = 0; i < sp->n_logit_bias; i++)
+		b[i] = (struct ipc_bias){ sp->logit_bias[i].token, sp->logit_bias[i].bias };
+	S->submit->n_bias = (uint32_t)sp->n_logit_bias;
+	return sup_route_add(S, r, ids, n);
+}
+
 /* Common part of completions and chat: admission, routing, SUBMITs, defer/stream. */
 static void start_generation(struct sup *S, const struct http_req *req, struct http_resp *resp,
 			     enum oai_kind kind, const struct oai_params *p, const int32_t *ids,
@@ -1148,6 +1267,8 @@ static void start_generation(struct sup *S, const struct http_req *req, struct h
 		}
 	}
 	w = sup_pick_worker(S);
+	if (!w && sup_split(S))
+		w = split_front(S);
 	if (!w) {
 		oai_error_set(&e, 503, "UNAVAILABLE", "", "no partition is taking requests");
 		goto error;
@@ -1167,7 +1288,13 @@ static void start_generation(struct sup *S, const struct http_req *req, struct h
 	salt = kv_salt_from_bytes(rs->tenant, strlen(rs->tenant));
 	for (unsigned i = 0; i < rs->n; i++) {
 		rs->choice[i]->done = false;
-		ret = req_submit(S, w, rs->choice[i], p, ids, n, salt);
+		if (S->cfg->partitions[w->idx].role != CFG_ROLE_MIXED) {
+			/* Split: the router takes it from here (prefill, transfer, decode). */
+			sup_submit_build(S, rs->choice[i], p, salt);
+			ret = split_add(S, rs->choice[i], p, ids, n);
+		} else {
+			ret = req_submit(S, w, rs->choice[i], p, ids, n, salt);
+		}
 		if (ret) {
 			/* Choices already sent are cancelled; their DONEs find no client. */
 			rs->choice[i]->done = true;
@@ -1568,6 +1695,8 @@ static int setup(struct sup *S, const struct gguf_file *file, const struct model
 	ret = met_create((int)cfg->n_partitions, SUP_VERSION, &S->met);
 	if (ret)
 		return ret;
+	if (cfg_xfer_driver(cfg))
+		met_set_transport(S->met, cfg_xfer_driver(cfg));
 	for (unsigned i = 0; i < S->n_w; i++) {
 		S->w[i].idx = (int)i;
 		S->w[i].series = met_series_add(S->met, cfg->partitions[i].name,
@@ -1712,8 +1841,13 @@ static void reload_rejects(const struct duet_config *cur, const struct duet_conf
 		list_add(rejected, "model");
 	if (memcmp(&cur->kv, &next->kv, sizeof(cur->kv)))
 		list_add(rejected, "kv");
-	if (memcmp(&cur->transport, &next->transport, sizeof(cur->transport)))
-		list_add(rejected, "transport");
+	{
+		struct cfg_transport t = cur->transport;
+
+		t.checksum = next->transport.checksum; /* applies at once */
+		if (memcmp(&t, &next->transport, sizeof(t)))
+			list_add(rejected, "transport");
+	}
 	if (strcmp(cur->api.socket_dir, next->api.socket_dir) ||
 	    strcmp(cur->api.group, next->api.group) ||
 	    strcmp(cur->api.admin_group, next->api.admin_group) ||
@@ -1756,6 +1890,11 @@ int sup_reload(struct sup *S, struct oai_buf *applied, struct oai_buf *rejected)
 	S->cfg->api.max_n = next->api.max_n;
 	S->cfg->api.max_logprobs = next->api.max_logprobs;
 	S->cfg->api.canary_interval_ms = next->api.canary_interval_ms;
+	S->cfg->api.queue_timeout_ms = next->api.queue_timeout_ms;
+	S->cfg->api.max_attempts = next->api.max_attempts;
+	S->cfg->api.breaker_failures = next->api.breaker_failures;
+	S->cfg->api.breaker_cooldown_ms = next->api.breaker_cooldown_ms;
+	S->cfg->transport.checksum = next->transport.checksum;
 	S->cfg->slo = next->slo;
 	S->lim.default_max_tokens = (uint32_t)next->api.default_max_tokens;
 	S->lim.max_tokens_cap = (uint32_t)next->api.max_tokens;
@@ -1769,6 +1908,11 @@ int sup_reload(struct sup *S, struct oai_buf *applied, struct oai_buf *rejected)
 	list_add(applied, "api.max_n");
 	list_add(applied, "api.max_logprobs");
 	list_add(applied, "api.canary_interval_ms");
+	list_add(applied, "api.queue_timeout_ms");
+	list_add(applied, "api.max_attempts");
+	list_add(applied, "api.breaker_failures");
+	list_add(applied, "api.breaker_cooldown_ms");
+	list_add(applied, "transport.checksum");
 	list_add(applied, "slo");
 	rl.log_level = (uint32_t)duet_log_get_level();
 	for (unsigned i = 0; i < S->n_w; i++) {
@@ -1931,12 +2075,13 @@ int sup_run(const struct sup_options *opt, struct duet_config *cfg, const struct
 				if (!w->ch)
 					continue;
 				if (ev[i].events & EPOLLOUT && ipc_flush(w->ch) < 0) {
-					worker_channel_failed(S, w);
+					sup_worker_channel_failed(S, w);
 					continue;
 				}
 				worker_readable(S, w);
 			}
 		}
+		sup_route_kick(S);
 		sup_admin_tick(S);
 		/* Every round: answers written from worker frames go out now. */
 		http_server_run(S->api);

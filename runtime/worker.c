@@ -5,7 +5,9 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,6 +44,99 @@ void worker_set_step_delay_us(unsigned us)
 	step_delay_us = us;
 }
 
+/*
+ * Test hooks of the KV transfer (worker.h).  Faults armed by
+ * worker_test_inject() wait here until a prefill worker starts a SHIP
+ * request and arms them on that request's endpoint from its own thread
+ * (an endpoint is used by one thread at a time).
+ */
+#define TEST_MAX_FAULTS 8
+static const char *test_driver;
+static _Atomic unsigned test_timeout_ms;
+static atomic_bool test_release;
+static pthread_mutex_t test_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	enum xfer_fault fault;
+	unsigned nth;
+} test_faults[TEST_MAX_FAULTS];
+static unsigned test_n_faults;
+
+void worker_test_xfer_driver(const char *driver)
+{
+	test_driver = driver;
+}
+
+void worker_test_xfer_timeout_ms(unsigned ms)
+{
+	atomic_store(&test_timeout_ms, ms);
+}
+
+void worker_test_inject(enum xfer_fault fault, unsigned nth)
+{
+	pthread_mutex_lock(&test_lock);
+	if (nth == 0) {
+		test_n_faults = 0;
+	} else if (test_n_faults < TEST_MAX_FAULTS) {
+		test_faults[test_n_faults].fault = fault;
+		test_faults[test_n_faults++].nth = nth;
+	}
+	pthread_mutex_unlock(&test_lock);
+}
+
+void worker_test_release(bool on)
+{
+	atomic_store(&test_release, on);
+}
+
+/* How long a KV write may stay unposted or uncompleted (WORKER_XFER_TIMEOUT_MS unless tested). */
+static unsigned xfer_timeout_ms(void)
+{
+	unsigned ms = atomic_load(&test_timeout_ms);
+
+	return ms ? ms : WORKER_XFER_TIMEOUT_MS;
+}
+
+/* The faults tests armed go onto ep, the link of the SHIP request starting now. */
+static void test_arm_faults(struct xfer_ep *ep, uint64_t rid)
+{
+	pthread_mutex_lock(&test_lock);
+	for (unsigned i = 0; i < test_n_faults; i++) {
+		int ret = xfer_loopback_inject(ep, test_faults[i].fault, test_faults[i].nth);
+
+		if (ret)
+			log_warn(SUB, "test hook: fault %d not armed: %s", test_faults[i].fault,
+				 duet_strerror(ret));
+		else
+			log_info(SUB, "test hook: fault %d on write %u of request %llu's link",
+				 test_faults[i].fault, test_faults[i].nth, (unsigned long long)rid);
+	}
+	test_n_faults = 0;
+	pthread_mutex_unlock(&test_lock);
+}
+
+/*
+ * Prefill side: where a SHIP request's KV goes (the decode worker's lease)
+ * and how its writes are doing.  Allocated at SHIP with its two tables.
+ */
+struct wship {
+	uint32_t partition;	  /* the decode partition; its endpoint is w->xep[partition] */
+	const struct xfer_ep *ep; /* that endpoint when the request started; identity only */
+	struct kv_lease_ref lease;
+	uint32_t region, blocks_total;
+	uint64_t block_bytes;
+	uint32_t n_blocks, flags; /* IPC_SHIP_* */
+	uint32_t gen;		  /* low 32 bits of this request's wr_ids (high: its slot) */
+	uint32_t ttl_ms;	  /* the SHIP's: the lease's time left when it was sent */
+	uint64_t deadline;	  /* ns: SHIP arrival + ttl_ms; no write is posted from then on */
+	int32_t *dst;		  /* [n_blocks] leased block of each table entry */
+	int32_t *src;		  /* [n_blocks] this pool's block behind each entry; -1: not yet */
+	uint64_t posted, completed, failed; /* writes */
+	uint64_t bytes;			    /* posted */
+	uint64_t t_first_post, t_last_done; /* ns */
+	int err;			    /* first failure (< 0); 0 while all is well */
+	char why[160];			    /* what failed, for the ERROR frame */
+};
+
 struct wreq {
 	uint64_t rid;		/* supervisor's request id */
 	uint64_t sid;		/* scheduler id; 0 while the prompt is being assembled */
@@ -51,6 +146,15 @@ struct wreq {
 	uint32_t n_sent;	/* TOKEN frames sent */
 	struct smp_bias *bias;	/* [q.sampling.n_logit_bias] from the SUBMIT, until sched_submit */
 	struct sched_request q; /* what goes to sched_submit (q.prompt set then) */
+	bool await_submit;	/* SHIP or ADOPT made the slot; its SUBMIT has not come yet */
+	struct wship *ship;	/* SHIP: the KV goes to a decode partition (prefill side) */
+	struct ipc_kv_record *adopt; /* ADOPT: the KV is already here, leased (decode side) */
+};
+
+/* Send buffers too big for the stack. */
+union wout {
+	struct ipc_leased leased;
+	struct ipc_xfer_desc desc;
 };
 
 struct worker {
@@ -59,6 +163,7 @@ struct worker {
 	int index;
 	struct ipc_chan *ch;
 	struct ipc_msg *msg; /* receive buffer */
+	union wout *out; /* send buffers too big for the stack (per worker: tests run several) */
 
 	struct gguf_file *f;
 	struct model_desc *m;
@@ -87,6 +192,16 @@ struct worker {
 	struct xfer_dev *xdev;
 	struct xfer_mr *xmr; /* the KV pool: a write source (prefill) or target (decode) */
 	struct xfer_ep *xep[CFG_MAX_PARTITIONS];
+	bool xup[CFG_MAX_PARTITIONS];  /* xep[i] connected (XFER_READY 0 sent) */
+	int xdead[CFG_MAX_PARTITIONS]; /* xep[i] failed (xfer_poll's code); 0: alive */
+	struct xfer_caps xcaps;	       /* of the driver: write size and scatter limits */
+	bool kv_host;		       /* the KV pool is host memory (checksums readable) */
+	bool warned_csum;	       /* said once that a device pool goes without checksums */
+	uint32_t ship_gen;	       /* last wship.gen handed out */
+	uint64_t xfer_rejected;	       /* ADOPT records refused, rx_rejected of endpoints gone */
+	/* A SHIP or ADOPT that got no slot: its SUBMIT (the next frame) fails with this. */
+	uint64_t refuse_rid;
+	int refuse_code;
 };
 
 static uint64_t mono_ns(void)
@@ -235,12 +350,34 @@ static struct wreq *req_alloc(struct worker *w, uint64_t rid)
 	return NULL;
 }
 
+static struct wreq *req_find_sid(struct worker *w, uint64_t sid)
+{
+	for (int i = 0, seen = 0; i < w->n_reqs && seen < w->n_active; i++) {
+		if (!w->reqs[i].rid)
+			continue;
+		if (w->reqs[i].sid == sid)
+			return &w->reqs[i];
+		seen++;
+	}
+	return NULL;
+}
+
+static struct kv_lease_ref adopt_ref(const struct ipc_kv_record *k)
+{
+	return (struct kv_lease_ref){ .id = k->lease_id, .epoch = k->epoch };
+}
+
 static void req_free(struct worker *w, struct wreq *r)
 {
 	if (r->sid)
 		sched_release(w->s, r->sid);
+	else if (r->adopt)
+		/* Never adopted: the leased blocks go back (a no-op when the lease is gone). */
+		sched_lease_release(w->s, adopt_ref(r->adopt));
 	duet_free(r->prompt);
 	duet_free(r->bias);
+	duet_free(r->ship);
+	duet_free(r->adopt);
 	memset(r, 0, sizeof(*r));
 	w->n_active--;
 }
@@ -288,6 +425,421 @@ static void send_logprobs(struct worker *w, const struct wreq *r, const struct s
 	send_frame(w, IPC_LOGPROBS, r->rid, &f, ipc_logprobs_len(f.n_top));
 }
 
+/* --- KV transfer: the prefill side (SHIP) ------------------------------------------- */
+
+static void ship_fail(struct wship *sh, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Record the request's first transfer failure; later ones add nothing. */
+static void ship_fail(struct wship *sh, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (sh->err)
+		return;
+	sh->err = code < 0 ? code : -EIO;
+	va_start(ap, fmt);
+	vsnprintf(sh->why, sizeof(sh->why), fmt, ap);
+	va_end(ap);
+}
+
+/* Writes posted and not completed yet. */
+static uint64_t ship_outstanding(const struct wship *sh)
+{
+	return sh->posted - sh->completed - sh->failed;
+}
+
+static const char *part_name(const struct worker *w, uint32_t p)
+{
+	return p < w->cfg->n_partitions ? w->cfg->partitions[p].name : "?";
+}
+
+/*
+ * The link to partition p failed or is being replaced: every request
+ * shipping there fails.  abandon: its endpoint goes away, so the writes
+ * still in flight will never complete (count them failed).
+ */
+static void ship_link_lost(struct worker *w, uint32_t p, bool abandon, int code, const char *why)
+{
+	for (int i = 0, seen = 0; i < w->n_reqs && seen < w->n_active; i++) {
+		struct wreq *r = &w->reqs[i];
+
+		if (!r->rid)
+			continue;
+		seen++;
+		if (!r->ship || r->ship->partition != p)
+			continue;
+		if (abandon)
+			r->ship->failed += ship_outstanding(r->ship);
+		ship_fail(r->ship, code, "%s", why);
+	}
+}
+
+/* One completion, counted for the request its wr_id names; late ones of a gone request drop. */
+static void on_wc(struct worker *w, const struct xfer_wc *wc, uint64_t now)
+{
+	uint64_t slot = wc->wr_id >> 32;
+	struct wship *sh;
+
+	if (wc->op != XFER_WC_WRITE || slot >= (uint64_t)w->n_reqs)
+		return;
+	sh = w->reqs[slot].rid ? w->reqs[slot].ship : NULL;
+	if (!sh || sh->gen != (uint32_t)wc->wr_id || !ship_outstanding(sh))
+		return;
+	sh->t_last_done = now;
+	if (wc->status == XFER_WC_OK) {
+		sh->completed++;
+		return;
+	}
+	sh->failed++;
+	ship_fail(sh, -EIO, "a write completed with %s", xfer_wc_status_str(wc->status));
+}
+
+/* Take the completions of every endpoint; a failed link fails the requests shipping over it. */
+static void xfer_pump(struct worker *w)
+{
+	struct xfer_wc wc[32];
+	uint64_t now = mono_ns();
+
+	for (unsigned p = 0; p < w->cfg->n_partitions && p < CFG_MAX_PARTITIONS; p++) {
+		struct xfer_ep *ep = w->xep[p];
+		int n;
+
+		if (!ep || w->xdead[p])
+			continue;
+		if (atomic_load(&test_release))
+			xfer_loopback_release(ep); /* test hook; -EOPNOTSUPP off loopback */
+		while ((n = xfer_poll(ep, wc, 32)) > 0) {
+			for (int i = 0; i < n; i++)
+				on_wc(w, &wc[i], now);
+		}
+		if (n < 0) {
+			char why[96];
+
+			w->xdead[p] = n;
+			snprintf(why, sizeof(why), "the KV link failed: %s", duet_strerror(n));
+			log_error(SUB, "partition %s: KV link to partition %s failed: %s",
+				  w->part->name, part_name(w, p), duet_strerror(n));
+			ship_link_lost(w, p, false, n, why);
+		}
+	}
+}
+
+/* Wait a little for completions on the endpoint r ships over (or just a little). */
+static void ship_idle(struct worker *w, const struct wship *sh)
+{
+	struct xfer_ep *ep = w->xep[sh->partition];
+	struct pollfd pfd = { .fd = ep && ep == sh->ep ? xfer_event_fd(ep) : -1, .events = POLLIN };
+
+	poll(&pfd, 1, 1);
+}
+
+/*
+ * Wait until every write of r has completed (at most WORKER_XFER_TIMEOUT_MS):
+ * before its blocks can be freed and reused, since a driver may still be
+ * reading them.  Not cut short by the lease deadline: what is in flight
+ * was posted before it, and the blocks are ours to free only afterwards.
+ */
+static void ship_wait(struct worker *w, struct wreq *r)
+{
+	struct wship *sh = r->ship;
+	unsigned timeout_ms = xfer_timeout_ms();
+	uint64_t deadline = mono_ns() + timeout_ms * NS_PER_MS;
+
+	for (;;) {
+		xfer_pump(w);
+		if (!ship_outstanding(sh))
+			return;
+		if (mono_ns() >= deadline) {
+			ship_fail(sh, -ETIMEDOUT, "%llu of %llu writes not completed after %u ms",
+				  (unsigned long long)ship_outstanding(sh),
+				  (unsigned long long)sh->posted, timeout_ms);
+			return;
+		}
+		ship_idle(w, sh);
+	}
+}
+
+/*
+ * One write: sg[0..nsg) (total bytes, this pool) to blocks dst.. of layer
+ * `layer` in the lease.  A full send queue is waited out, up to
+ * WORKER_XFER_TIMEOUT_MS.  Nothing is posted once the lease deadline has
+ * passed: the decode side may have given the blocks to someone else.
+ * Failure fails the request (returns < 0).
+ */
+static int ship_post(struct worker *w, struct wreq *r, int layer, int32_t dst,
+		     const struct xfer_sge *sg, unsigned nsg, uint64_t total)
+{
+	struct wship *sh = r->ship;
+	struct xfer_write wr = {
+		.wr_id = (uint64_t)(r - w->reqs) << 32 | sh->gen,
+		.sg = sg,
+		.nsg = nsg,
+		.remote_region = sh->region,
+		.remote_offset =
+			((uint64_t)layer * sh->blocks_total + (uint64_t)dst) * sh->block_bytes,
+	};
+	uint64_t deadline = 0;
+	int ret;
+
+	for (;;) {
+		struct xfer_ep *ep = w->xep[sh->partition];
+		uint64_t now = mono_ns();
+
+		if (sh->err)
+			return sh->err; /* a completion failed while we waited */
+		if (now >= sh->deadline) {
+			ship_fail(sh, -ETIMEDOUT,
+				  "lease deadline passed (%u ms) before its KV was written",
+				  sh->ttl_ms);
+			return sh->err;
+		}
+		if (!ep || ep != sh->ep || w->xdead[sh->partition]) {
+			ret = -ENOTCONN;
+			break;
+		}
+		ret = xfer_post_write(ep, &wr);
+		if (ret != -EAGAIN)
+			break;
+		if (!deadline) {
+			deadline = now + xfer_timeout_ms() * NS_PER_MS;
+		} else if (now >= deadline) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+		xfer_pump(w);
+		ship_idle(w, sh);
+	}
+	if (ret) {
+		ship_fail(sh, ret, "posting a write of layer %d: %s", layer, duet_strerror(ret));
+		return ret;
+	}
+	sh->posted++;
+	sh->bytes += total;
+	if (!sh->t_first_post)
+		sh->t_first_post = mono_ns();
+	return 0;
+}
+
+/*
+ * One run of r's table entries for one layer: entries whose leased blocks
+ * are adjacent go as one write, and within it adjacent blocks of this pool
+ * as one scatter entry.
+ */
+static void ship_run(struct worker *w, struct wreq *r, int layer, const struct sched_kv_run *run)
+{
+	struct wship *sh = r->ship;
+	struct xfer_sge sg[XFER_MAX_SGE];
+	unsigned nsg = 0, max_sge = w->xcaps.max_sge;
+	uint64_t total = 0;
+	int64_t next = -1; /* the leased block that would extend the current write */
+	int32_t dst0 = -1;
+
+	if (max_sge == 0 || max_sge > XFER_MAX_SGE)
+		max_sge = XFER_MAX_SGE;
+	if (run->first < 0 || run->n < 1 ||
+	    (uint64_t)run->first + (uint64_t)run->n > sh->n_blocks) {
+		ship_fail(sh, -EINVAL, "table entries [%d, %d) written, the lease has %u blocks",
+			  run->first, run->first + run->n, sh->n_blocks);
+		return;
+	}
+	for (int i = 0; i < run->n; i++) {
+		int e = run->first + i;
+		size_t off, len;
+
+		if (llm_kv_range(w->llm, layer, run->blocks[i], 1, &off, &len) ||
+		    len != sh->block_bytes) {
+			ship_fail(sh, -EINVAL, "block %d of layer %d is outside the KV pool",
+				  run->blocks[i], layer);
+			return;
+		}
+		sh->src[e] = run->blocks[i];
+		if (nsg > 0 && sh->dst[e] == next && total + len <= w->xcaps.max_write) {
+			struct xfer_sge *last = &sg[nsg - 1];
+
+			if (last->offset + last->len == off) {
+				last->len += len;
+				total += len;
+				next++;
+				continue;
+			}
+			if (nsg < max_sge) {
+				sg[nsg++] = (struct xfer_sge){ .mr = w->xmr,
+							       .offset = off,
+							       .len = len };
+				total += len;
+				next++;
+				continue;
+			}
+		}
+		if (nsg > 0 && ship_post(w, r, layer, dst0, sg, nsg, total))
+			return;
+		sg[0] = (struct xfer_sge){ .mr = w->xmr, .offset = off, .len = len };
+		nsg = 1;
+		total = len;
+		dst0 = sh->dst[e];
+		next = (int64_t)dst0 + 1;
+	}
+	if (nsg > 0)
+		ship_post(w, r, layer, dst0, sg, nsg, total);
+}
+
+/*
+ * The scheduler's layer hook: after layer `layer` of a step is in the pool,
+ * post the writes of every shipping request's run.  A request whose
+ * transfer failed stops posting; the step goes on for the others (0).
+ */
+static int ship_layer(void *ctx, int layer, const struct sched_kv_run *runs, int n_runs)
+{
+	struct worker *w = ctx;
+
+	for (int k = 0; k < n_runs; k++) {
+		struct wreq *r = req_find_sid(w, runs[k].id);
+
+		if (!r || !r->ship) {
+			log_alert(SUB, "KV of scheduler request %llu has no destination",
+				  (unsigned long long)runs[k].id);
+			continue;
+		}
+		if (!r->ship->err)
+			ship_run(w, r, layer, &runs[k]);
+	}
+	xfer_pump(w);
+	return 0;
+}
+
+/*
+ * The transfer checksum of table entries blocks[0..n) of this pool, every
+ * layer (ipc_kv_checksum order: layer by layer, entries in table order).
+ */
+static int kv_checksum(const struct worker *w, const int32_t *blocks, uint32_t n, uint64_t *out)
+{
+	struct be_region pool;
+	uint64_t h = IPC_KV_CHECKSUM_SEED;
+	int ret = llm_kv_pool(w->llm, &pool);
+
+	for (uint32_t l = 0; ret == 0 && l < w->m->n_layers; l++) {
+		for (uint32_t i = 0; ret == 0 && i < n; i++) {
+			size_t off, len;
+
+			ret = llm_kv_range(w->llm, (int)l, blocks[i], 1, &off, &len);
+			if (ret == 0)
+				h = ipc_kv_checksum(h, (const uint8_t *)pool.base + off, len);
+		}
+	}
+	*out = h;
+	return ret;
+}
+
+/* A running request's table after the step: a block replaced by an identical cached one. */
+static void ship_track(struct worker *w, struct wreq *r)
+{
+	struct wship *sh = r->ship;
+	const int32_t *t;
+	int n = sched_blocks(w->s, r->sid, &t);
+
+	for (int i = 0; i < n && (uint32_t)i < sh->n_blocks; i++) {
+		if (sh->src[i] >= 0)
+			sh->src[i] = t[i];
+	}
+}
+
+/* Every write of a finished request completed: its PREFILLED record.  0, or it fails. */
+static int ship_record(struct worker *w, struct wreq *r, const struct sched_info *in)
+{
+	struct wship *sh = r->ship;
+	struct ipc_kv_record k = {
+		.lease_id = sh->lease.id,
+		.n_tokens = r->n_prompt,
+		.epoch = sh->lease.epoch,
+		.n_layers = w->m->n_layers,
+		.first_token = in->tokens[0],
+		.bytes = sh->bytes,
+		.t_first_ns = in->t_first_token,
+		.xfer_ns =
+			sh->t_last_done > sh->t_first_post ? sh->t_last_done - sh->t_first_post : 0,
+		.writes = (uint32_t)sh->posted,
+	};
+	const struct sched_logprob *lp = sched_token_logprobs(in, 0);
+
+	for (uint32_t i = 0; i < sh->n_blocks; i++) {
+		if (sh->src[i] < 0) {
+			ship_fail(sh, -EIO, "table entry %u of %u was never written", i,
+				  sh->n_blocks);
+			return sh->err;
+		}
+	}
+	if ((sh->flags & IPC_SHIP_CHECKSUM) && !w->kv_host && !w->warned_csum) {
+		log_warn(SUB,
+			 "partition %s: KV pool in device memory: transfers go without checksum",
+			 w->part->name);
+		w->warned_csum = true;
+	}
+	if ((sh->flags & IPC_SHIP_CHECKSUM) && w->kv_host) {
+		int ret = kv_checksum(w, sh->src, sh->n_blocks, &k.checksum);
+
+		if (ret) {
+			ship_fail(sh, ret, "checksum: %s", duet_strerror(ret));
+			return sh->err;
+		}
+		k.flags |= IPC_KV_CHECKSUM;
+	}
+	if (r->q.logprobs && lp && in->n_top <= IPC_MAX_TOP_LOGPROBS) {
+		k.flags |= IPC_KV_LOGPROBS;
+		k.first_logprob = lp[0].logprob;
+		k.n_top = (uint32_t)in->n_top;
+		for (int i = 0; i < in->n_top; i++)
+			k.top[i] = (struct ipc_top_logprob){ .token = lp[1 + i].token,
+							     .logprob = lp[1 + i].logprob };
+	}
+	log_debug(SUB, "request %llu: KV shipped to partition %s: %llu bytes in %u writes, %llu us",
+		  (unsigned long long)r->rid, part_name(w, sh->partition),
+		  (unsigned long long)k.bytes, k.writes, (unsigned long long)(k.xfer_ns / 1000));
+	send_frame(w, IPC_PREFILLED, r->rid, &k, ipc_kv_record_len(k.n_top));
+	return 0;
+}
+
+/*
+ * collect() for a SHIP request, which sends no TOKEN frames.  Running: note
+ * blocks the step replaced; failed: stop it.  Finished: wait for its writes
+ * (the next step may reuse its blocks), then PREFILLED + DONE, or ERROR +
+ * DONE.  The slot is freed unless it is still running.
+ */
+static void ship_collect(struct worker *w, struct wreq *r, const struct sched_info *in)
+{
+	struct wship *sh = r->ship;
+	enum ipc_finish why;
+
+	if (in->state != SCHED_FINISHED) {
+		if (!sh->err) {
+			ship_track(w, r);
+			return;
+		}
+		ship_wait(w, r);
+		sched_cancel(w->s, r->sid, mono_ns());
+	} else {
+		ship_wait(w, r);
+	}
+	why = finish_of(in->finish);
+	if (!sh->err && in->n_gen >= 1 &&
+	    (why == IPC_FINISH_LENGTH || why == IPC_FINISH_EOG || why == IPC_FINISH_CONTEXT) &&
+	    ship_record(w, r, in) == 0) {
+		send_done(w, r->rid, why, r->n_prompt, in, 1);
+	} else if (sh->err) {
+		send_error(w, r->rid, sh->err, "KV transfer to partition %s failed: %s",
+			   part_name(w, sh->partition), sh->why);
+		send_done(w, r->rid, IPC_FINISH_ERROR, r->n_prompt, in, 0);
+	} else if (why == IPC_FINISH_CANCELLED) {
+		send_done(w, r->rid, why, r->n_prompt, in, 0);
+	} else {
+		send_error(w, r->rid, w->step_err ? w->step_err : -EIO,
+			   "request failed in the scheduler: %s",
+			   duet_strerror(w->step_err ? w->step_err : -EIO));
+		send_done(w, r->rid, IPC_FINISH_ERROR, r->n_prompt, in, 0);
+	}
+	req_free(w, r);
+}
+
 /*
  * Send every token not yet sent, and DONE for finished requests (whose
  * slots are freed).  step_ns: the duration of the step that produced them.
@@ -306,6 +858,10 @@ static void collect(struct worker *w, uint64_t step_ns)
 			continue;
 		const struct sched_info *in = sched_get(w->s, r->sid);
 		DUET_ASSERT(in != NULL);
+		if (r->ship) {
+			ship_collect(w, r, in);
+			continue;
+		}
 		bool fin = in->state == SCHED_FINISHED;
 		enum ipc_finish why = fin ? finish_of(in->finish) : IPC_FINISH_NONE;
 		bool on_token = why == IPC_FINISH_LENGTH || why == IPC_FINISH_EOG ||
@@ -339,14 +895,112 @@ static void collect(struct worker *w, uint64_t step_ns)
 	}
 }
 
-/* Hand a complete prompt to the scheduler; on failure the request fails. */
+/* --- KV transfer: the decode side (ADOPT) ------------------------------------------- */
+
+/*
+ * The completion record of r's transfer, checked against its SUBMIT and the
+ * lease, then the request joins the scheduler decoding (sched_adopt).  On
+ * failure the lease is gone too, err says why, and the rejection is counted.
+ */
+static int adopt_start(struct worker *w, struct wreq *r, char *err, size_t errlen)
+{
+	const struct ipc_kv_record *k = r->adopt;
+	struct kv_lease_ref ref = adopt_ref(k);
+	struct sched_logprob lp[1 + IPC_MAX_TOP_LOGPROBS];
+	uint32_t bt = (uint32_t)llm_block_tokens(w->llm);
+	uint32_t need = (r->n_prompt + bt - 1) / bt;
+	uint32_t n_top = r->q.n_top_logprobs < w->n_vocab ? (uint32_t)r->q.n_top_logprobs
+							  : (uint32_t)w->n_vocab;
+	const int32_t *blocks;
+	char why[160];
+	int n, ret = -EINVAL;
+
+	/*
+	 * A lease past its deadline goes now, counted as expired, as the STATS
+	 * timer would have done: the answer does not depend on which came first.
+	 */
+	sched_expire_leases(w->s, mono_ns());
+	n = kv_lease_blocks(sched_pool(w->s), ref, &blocks);
+	if (k->n_tokens != r->n_prompt) {
+		snprintf(why, sizeof(why), "it covers %u prompt tokens, the prompt has %u",
+			 k->n_tokens, r->n_prompt);
+	} else if (k->n_layers != w->m->n_layers) {
+		snprintf(why, sizeof(why), "it covers %u layers, the model has %u", k->n_layers,
+			 w->m->n_layers);
+	} else if (n < 0) {
+		ret = n;
+		snprintf(why, sizeof(why), "stale lease (expired, released, or an older epoch)");
+	} else if ((uint32_t)n < need) {
+		snprintf(why, sizeof(why), "the lease holds %d blocks, the prompt needs %u", n,
+			 need);
+	} else if (r->q.logprobs && !(k->flags & IPC_KV_LOGPROBS)) {
+		snprintf(why, sizeof(why), "no logprobs for a request that asks for them");
+	} else if (r->q.logprobs && k->n_top != n_top) {
+		snprintf(why, sizeof(why), "logprobs with %u alternatives, the request asks for %u",
+			 k->n_top, n_top);
+	} else {
+		uint64_t sum = k->checksum;
+
+		ret = 0;
+		if ((k->flags & IPC_KV_CHECKSUM) && w->kv_host)
+			ret = kv_checksum(w, blocks, need, &sum);
+		else if ((k->flags & IPC_KV_CHECKSUM) && !w->warned_csum) {
+			log_warn(SUB,
+				 "partition %s: KV pool in device memory: checksums not verified",
+				 w->part->name);
+			w->warned_csum = true;
+		}
+		if (ret) {
+			snprintf(why, sizeof(why), "checksum: %s", duet_strerror(ret));
+		} else if (sum != k->checksum) {
+			ret = -EBADMSG;
+			snprintf(why, sizeof(why), "checksum mismatch");
+		} else {
+			lp[0] = (struct sched_logprob){ .token = k->first_token,
+							.logprob = k->first_logprob };
+			for (uint32_t i = 0; i < k->n_top && r->q.logprobs; i++)
+				lp[1 + i] = (struct sched_logprob){ .token = k->top[i].token,
+								    .logprob = k->top[i].logprob };
+			ret = sched_adopt(w->s, &r->q, ref, k->first_token,
+					  r->q.logprobs ? lp : NULL, mono_ns(), &r->sid);
+			if (ret == 0)
+				return 0;
+			r->sid = 0;
+			snprintf(why, sizeof(why), "%s",
+				 ret == -ESTALE	     ? "stale lease (expired or released)"
+				 : ret == -ETIMEDOUT ? "the lease expired"
+				 : ret == -EBUSY     ? "scheduler full"
+						     : duet_strerror(ret));
+		}
+	}
+	sched_lease_release(w->s, ref); /* -ESTALE when it is gone already */
+	if (ret != -EBUSY && ret != -ENOMEM)
+		w->xfer_rejected++;
+	snprintf(err, errlen, "KV transfer record rejected: %s (lease %d epoch %llu)", why,
+		 k->lease_id, (unsigned long long)k->epoch);
+	return ret;
+}
+
+/*
+ * Hand a complete prompt to the scheduler (or, after ADOPT, the transferred
+ * KV); on failure the request fails.
+ */
 static void req_start(struct worker *w, struct wreq *r, const int32_t *prompt)
 {
+	char err[IPC_ERRMSG_MAX] = "";
 	int ret;
 
 	r->q.prompt = prompt;
 	r->q.n_prompt = (int)r->n_prompt;
-	ret = sched_submit(w->s, &r->q, mono_ns(), &r->sid);
+	if (r->adopt) {
+		ret = adopt_start(w, r, err, sizeof(err));
+	} else if (r->ship && r->ship->err) {
+		ret = r->ship->err;
+		snprintf(err, sizeof(err), "KV transfer to partition %s failed: %s",
+			 part_name(w, r->ship->partition), r->ship->why);
+	} else {
+		ret = sched_submit(w->s, &r->q, mono_ns(), &r->sid);
+	}
 	duet_free(r->prompt);
 	r->prompt = NULL;
 	r->q.prompt = NULL;
@@ -356,10 +1010,14 @@ static void req_start(struct worker *w, struct wreq *r, const int32_t *prompt)
 	r->q.sampling.n_logit_bias = 0;
 	if (ret) {
 		r->sid = 0;
-		req_fail(w, r, ret, ret == -EBUSY ? "scheduler full" : "request rejected");
+		req_fail(w, r, ret,
+			 err[0]		 ? err
+			 : ret == -EBUSY ? "scheduler full"
+					 : "request rejected");
 		return;
 	}
-	w->prompt_tokens += r->n_prompt;
+	if (!r->adopt)
+		w->prompt_tokens += r->n_prompt; /* computed here */
 }
 
 /* Index of the first token of ids[0..n) outside the vocabulary, or -1. */
@@ -384,6 +1042,145 @@ static long bad_bias(const struct worker *w, const struct ipc_bias *b, uint32_t 
 
 /* --- frames from the supervisor ----------------------------------------------------- */
 
+/* The SUBMIT of a SHIP request: can its KV go where the SHIP says?  0, or err says why. */
+static int ship_check(struct worker *w, struct wreq *r, char *err, size_t errlen)
+{
+	struct wship *sh = r->ship;
+	uint32_t bt = (uint32_t)llm_block_tokens(w->llm);
+	uint32_t need = (r->n_prompt + bt - 1) / bt;
+	uint32_t p = sh->partition;
+	uint64_t stride;
+
+	if (!w->xdev) {
+		snprintf(err, errlen, "SHIP: no KV transfer driver (the partitions are all mixed)");
+		return -EOPNOTSUPP;
+	}
+	if (p >= w->cfg->n_partitions || (int)p == w->index) {
+		snprintf(err, errlen, "SHIP to partition %u: not another partition of the %u", p,
+			 w->cfg->n_partitions);
+		return -EINVAL;
+	}
+	if (sh->err) {
+		snprintf(err, errlen, "KV transfer to partition %s failed: %s", part_name(w, p),
+			 sh->why);
+		return sh->err;
+	}
+	if (mono_ns() >= sh->deadline) {
+		snprintf(err, errlen,
+			 "KV transfer to partition %s failed: lease deadline passed (%u ms) before "
+			 "its KV was written",
+			 part_name(w, p), sh->ttl_ms);
+		return -ETIMEDOUT;
+	}
+	if (!w->xep[p] || !w->xup[p] || w->xdead[p]) {
+		snprintf(err, errlen,
+			 "KV transfer to partition %s failed: no connected KV link to it "
+			 "(XFER_CONNECT first)",
+			 part_name(w, p));
+		return -ENOTCONN;
+	}
+	if (sh->block_bytes != w->block_bytes) {
+		snprintf(
+			err, errlen,
+			"KV transfer to partition %s failed: its KV blocks are %llu bytes, ours %llu "
+			"(model, KV dtype or block_tokens differ)",
+			part_name(w, p), (unsigned long long)sh->block_bytes,
+			(unsigned long long)w->block_bytes);
+		return -EINVAL;
+	}
+	if (sh->n_blocks != need) {
+		snprintf(err, errlen,
+			 "KV transfer to partition %s failed: SHIP names %u blocks, a prompt of %u "
+			 "tokens fills %u",
+			 part_name(w, p), sh->n_blocks, r->n_prompt, need);
+		return -EINVAL;
+	}
+	if (__builtin_mul_overflow((uint64_t)w->m->n_layers, (uint64_t)sh->blocks_total, &stride) ||
+	    __builtin_mul_overflow(stride, sh->block_bytes, &stride)) {
+		snprintf(err, errlen, "KV transfer to partition %s failed: pool size overflows",
+			 part_name(w, p));
+		return -EOVERFLOW;
+	}
+	sh->ep = w->xep[p];
+	test_arm_faults(w->xep[p], r->rid);
+	return 0;
+}
+
+/*
+ * SHIP: the SUBMIT that follows (same req_id) is prefilled here and its KV
+ * written into a decode partition's lease.  The slot is made now; the
+ * checks wait for the SUBMIT, which fails when they do not pass.
+ */
+static void on_ship(struct worker *w, uint64_t rid, const struct ipc_ship *m)
+{
+	struct wreq *r;
+	struct wship *sh = NULL;
+
+	if (req_find(w, rid)) {
+		send_error(w, rid, -EEXIST, "SHIP for a request id already in use");
+		return;
+	}
+	r = req_alloc(w, rid);
+	if (r)
+		sh = duet_calloc(1, sizeof(*sh) + 2 * sizeof(int32_t) * m->n_blocks);
+	if (!sh) {
+		if (r)
+			req_free(w, r);
+		w->refuse_rid = rid;
+		w->refuse_code = r ? -ENOMEM : -EBUSY;
+		return;
+	}
+	*sh = (struct wship){
+		.partition = m->partition,
+		.lease = { .id = m->lease_id, .epoch = m->epoch },
+		.region = m->region,
+		.blocks_total = m->blocks_total,
+		.block_bytes = m->block_bytes,
+		.n_blocks = m->n_blocks,
+		.flags = m->flags,
+		.gen = ++w->ship_gen,
+		.ttl_ms = m->ttl_ms,
+		.deadline = mono_ns() + (uint64_t)m->ttl_ms * NS_PER_MS,
+		.dst = (int32_t *)(void *)(sh + 1),
+	};
+	sh->src = sh->dst + m->n_blocks;
+	memcpy(sh->dst, m->blocks, sizeof(int32_t) * m->n_blocks);
+	for (uint32_t i = 0; i < m->n_blocks; i++)
+		sh->src[i] = -1;
+	r->ship = sh;
+	r->await_submit = true;
+}
+
+/*
+ * ADOPT: the SUBMIT that follows (same req_id, same prompt) continues a
+ * transfer that completed into a lease here.  The record is checked when
+ * the prompt is complete (adopt_start).
+ */
+static void on_adopt(struct worker *w, uint64_t rid, const struct ipc_kv_record *k, uint32_t len)
+{
+	struct wreq *r;
+	struct ipc_kv_record *rec = NULL;
+
+	if (req_find(w, rid)) {
+		send_error(w, rid, -EEXIST, "ADOPT for a request id already in use");
+		return;
+	}
+	r = req_alloc(w, rid);
+	if (r)
+		rec = duet_calloc(1, sizeof(*rec));
+	if (!rec) {
+		if (r)
+			req_free(w, r);
+		sched_lease_release(w->s, adopt_ref(k));
+		w->refuse_rid = rid;
+		w->refuse_code = r ? -ENOMEM : -EBUSY;
+		return;
+	}
+	memcpy(rec, k, len);
+	r->adopt = rec;
+	r->await_submit = true;
+}
+
 static void on_submit(struct worker *w, uint64_t rid, const struct ipc_submit *sub)
 {
 	const struct ipc_sampling *sp = &sub->sampling;
@@ -391,19 +1188,33 @@ static void on_submit(struct worker *w, uint64_t rid, const struct ipc_submit *s
 	struct wreq *r;
 	long bad;
 
-	if (req_find(w, rid)) {
+	if (rid == w->refuse_rid) {
+		/* Its SHIP or ADOPT found no room: the request ends here. */
+		int code = w->refuse_code;
+
+		w->refuse_rid = 0;
+		send_error(w, rid, code, "%s",
+			   code == -EBUSY ? "too many requests" : "out of memory for the transfer");
+		send_done(w, rid, IPC_FINISH_ERROR, sub->n_prompt, NULL, 0);
+		return;
+	}
+	r = req_find(w, rid);
+	if (r && !r->await_submit) {
 		send_error(w, rid, -EEXIST, "request id already in use");
 		return;
 	}
-	r = req_alloc(w, rid);
+	if (!r)
+		r = req_alloc(w, rid);
 	if (!r) {
 		/* No slot to track it: answer directly. */
 		send_error(w, rid, -EBUSY, "too many requests (%d)", w->n_reqs);
 		send_done(w, rid, IPC_FINISH_ERROR, sub->n_prompt, NULL, 0);
 		return;
 	}
+	r->await_submit = false;
 	r->n_prompt = sub->n_prompt;
-	if (w->draining) {
+	/* An ADOPT continues a request admitted before the drain began. */
+	if (w->draining && !r->adopt) {
 		req_fail(w, r, -ESHUTDOWN, "worker is shutting down");
 		return;
 	}
@@ -465,6 +1276,16 @@ static void on_submit(struct worker *w, uint64_t rid, const struct ipc_submit *s
 		req_fail(w, r, -EINVAL, err);
 		return;
 	}
+	if (r->ship) {
+		int ret = ship_check(w, r, err, sizeof(err));
+
+		if (ret) {
+			req_fail(w, r, ret, err);
+			return;
+		}
+		r->q.ship_kv = true;
+		r->q.max_tokens = 1; /* the first token goes in the record, the rest is decode's */
+	}
 	if (sub->n_tokens == sub->n_prompt) {
 		req_start(w, r, sub->tokens);
 		return;
@@ -515,7 +1336,7 @@ static void on_xfer_desc(struct worker *w, struct ipc_msg *m);
 /* Decode side: reserve the blocks a prefill partition will write; LEASED or ERROR. */
 static void on_lease(struct worker *w, uint64_t rid, const struct ipc_lease *l)
 {
-	static struct ipc_leased out; /* 64 KiB: not on the stack */
+	struct ipc_leased *out = &w->out->leased;
 	struct kv_lease_ref ref;
 	int n = 0, ret;
 
@@ -529,19 +1350,19 @@ static void on_lease(struct worker *w, uint64_t rid, const struct ipc_lease *l)
 		return;
 	}
 	ret = sched_lease(w->s, (int)l->n_prompt, l->owner,
-			  mono_ns() + (uint64_t)l->ttl_ms * NS_PER_MS, out.blocks, &n, &ref);
+			  mono_ns() + (uint64_t)l->ttl_ms * NS_PER_MS, out->blocks, &n, &ref);
 	if (ret) {
 		send_error(w, rid, ret, "no KV reservation for %u tokens: %s", l->n_prompt,
 			   duet_strerror(ret));
 		return;
 	}
-	out.lease_id = ref.id;
-	out.n_blocks = (uint32_t)n;
-	out.epoch = ref.epoch;
-	out.region = w->xmr ? xfer_mr_id(w->xmr) : 0;
-	out.blocks_total = (uint32_t)llm_n_blocks(w->llm);
-	out.block_bytes = w->block_bytes;
-	send_frame(w, IPC_LEASED, rid, &out, IPC_LEASED_FIXED + 4u * (uint32_t)n);
+	out->lease_id = ref.id;
+	out->n_blocks = (uint32_t)n;
+	out->epoch = ref.epoch;
+	out->region = w->xmr ? xfer_mr_id(w->xmr) : 0;
+	out->blocks_total = (uint32_t)llm_n_blocks(w->llm);
+	out->block_bytes = w->block_bytes;
+	send_frame(w, IPC_LEASED, rid, out, IPC_LEASED_FIXED + 4u * (uint32_t)n);
 }
 
 /* Cancel one request; its DONE goes out from collect() (or now, when not yet scheduled). */
@@ -552,6 +1373,8 @@ static void req_cancel(struct worker *w, struct wreq *r)
 		req_free(w, r);
 		return;
 	}
+	if (r->ship)
+		ship_wait(w, r); /* its blocks go at sched_cancel, and the next step reuses them */
 	sched_cancel(w->s, r->sid, mono_ns()); /* -EALREADY: finished, DONE on its way */
 }
 
@@ -602,6 +1425,12 @@ static int take_frames(struct worker *w)
 			break;
 		case IPC_LEASE:
 			on_lease(w, rid, &m->u.lease);
+			break;
+		case IPC_SHIP:
+			on_ship(w, rid, &m->u.ship);
+			break;
+		case IPC_ADOPT:
+			on_adopt(w, rid, &m->u.kv, m->hdr.len);
 			break;
 		case IPC_XFER_CONNECT:
 			on_xfer_connect(w, m->u.xconnect.partition);
@@ -690,6 +1519,16 @@ static void send_stats(struct worker *w)
 	st.step_ns_total = w->step_ns_total;
 	st.step_ns_max = w->step_ns_max;
 	st.t_ns = mono_ns();
+	st.leases_expired = ss.kv.leases_expired;
+	st.xfer_rejected = w->xfer_rejected;
+	for (unsigned p = 0; p < w->cfg->n_partitions && p < CFG_MAX_PARTITIONS; p++) {
+		struct xfer_stats xs;
+
+		if (!w->xep[p])
+			continue;
+		xfer_ep_stats(w->xep[p], &xs);
+		st.xfer_rejected += xs.rx_rejected;
+	}
 	send_frame(w, IPC_STATS, 0, &st, sizeof(st));
 }
 
@@ -818,7 +1657,7 @@ static bool disaggregated(const struct duet_config *cfg)
 static int xfer_setup(struct worker *w)
 {
 	const struct duet_config *cfg = w->cfg;
-	const char *driver = cfg_xfer_driver(cfg);
+	const char *driver = test_driver ? test_driver : cfg_xfer_driver(cfg);
 	struct xfer_opts xo = { .psk_file =
 					cfg->transport.psk_file[0] ? cfg->transport.psk_file : NULL,
 				.encrypt = cfg->transport.encrypt,
@@ -830,12 +1669,16 @@ static int xfer_setup(struct worker *w)
 		log_error(SUB, "transport.driver: this build has no such transfer driver");
 		return -EOPNOTSUPP;
 	}
+	ret = xfer_query_caps(driver, &w->xcaps);
+	if (ret)
+		return ret;
 	ret = xfer_open(driver, &xo, &w->xdev);
 	if (ret)
 		return ret;
 	ret = llm_kv_pool(w->llm, &pool);
 	if (ret)
 		return ret;
+	w->kv_host = pool.kind != BE_MEM_DEVICE;
 	if (w->part->role == CFG_ROLE_PREFILL)
 		ret = xfer_mr_reg(w->xdev, pool.base, pool.bytes, &w->xmr);
 	else
@@ -858,7 +1701,7 @@ static void send_xready(struct worker *w, uint32_t partition, int status)
 /* XFER_CONNECT: an endpoint for peer partition `partition`, its descriptor to the supervisor. */
 static void on_xfer_connect(struct worker *w, uint32_t partition)
 {
-	static struct ipc_xfer_desc out;
+	struct ipc_xfer_desc *out = &w->out->desc;
 	struct xfer_desc d;
 	int ret = -EINVAL;
 
@@ -871,22 +1714,30 @@ static void on_xfer_connect(struct worker *w, uint32_t partition)
 	}
 	/* A peer that restarted: its old endpoint is dead, start over. */
 	if (w->xep[partition]) {
+		struct xfer_stats xs;
+
+		ship_link_lost(w, partition, true, -ECONNRESET,
+			       "the KV link was made anew (the peer restarted)");
+		xfer_ep_stats(w->xep[partition], &xs);
+		w->xfer_rejected += xs.rx_rejected; /* STATS counters never go back */
 		xfer_ep_destroy(w->xep[partition]);
 		w->xep[partition] = NULL;
 	}
+	w->xup[partition] = false;
+	w->xdead[partition] = 0;
 	ret = xfer_ep_create(w->xdev, &w->xep[partition]);
 	if (!ret)
 		ret = xfer_local_desc(w->xep[partition], &d);
 	if (!ret && (d.len > IPC_DESC_MAX || d.nfds > IPC_MAX_FDS))
 		ret = -E2BIG;
 	if (!ret) {
-		out = (struct ipc_xfer_desc){ .partition = partition,
-					      .n_fds = d.nfds,
-					      .len = d.len };
-		memcpy(out.desc, d.bytes, d.len);
+		*out = (struct ipc_xfer_desc){ .partition = partition,
+					       .n_fds = d.nfds,
+					       .len = d.len };
+		memcpy(out->desc, d.bytes, d.len);
 		/* Not queued: what is queued must go first, so wait for room a little. */
 		for (int tries = 0; tries < 1000; tries++) {
-			ret = ipc_send_fds(w->ch, IPC_XFER_DESC, 0, &out, IPC_DESC_FIXED + d.len,
+			ret = ipc_send_fds(w->ch, IPC_XFER_DESC, 0, out, IPC_DESC_FIXED + d.len,
 					   d.fds, d.nfds);
 			if (ret != -EAGAIN)
 				break;
@@ -916,6 +1767,7 @@ static void on_xfer_desc(struct worker *w, struct ipc_msg *m)
 		memcpy(d.bytes, in->desc, in->len);
 		memcpy(d.fds, m->fds, sizeof(int) * m->n_fds);
 		ret = xfer_connect(w->xep[partition], &d); /* dups what it keeps */
+		w->xup[partition] = ret == 0;
 	}
 	if (ret)
 		log_warn(SUB, "partition %s: connecting to partition %u: %s", w->part->name,
@@ -1019,11 +1871,14 @@ static int engine_open(struct worker *w, char *err, size_t errlen)
 	if (disaggregated(cfg)) {
 		ret = xfer_setup(w);
 		if (ret) {
-			snprintf(err, errlen, "KV transfer (%s): %s",
-				 cfg_xfer_driver(cfg) ? cfg_xfer_driver(cfg) : "?",
+			const char *drv = test_driver ? test_driver : cfg_xfer_driver(cfg);
+
+			snprintf(err, errlen, "KV transfer (%s): %s", drv ? drv : "?",
 				 duet_strerror(ret));
 			return ret;
 		}
+		/* SHIP requests' KV leaves layer by layer (only steps with one call it). */
+		sched_set_layer_hook(w->s, ship_layer, w);
 	}
 	model_desc_summary(w->m, msg, sizeof(msg));
 	backend_describe(w->be, desc, sizeof(desc));
@@ -1042,6 +1897,8 @@ static void engine_close(struct worker *w)
 	for (int i = 0; w->reqs && i < w->n_reqs; i++) {
 		duet_free(w->reqs[i].prompt);
 		duet_free(w->reqs[i].bias);
+		duet_free(w->reqs[i].ship);
+		duet_free(w->reqs[i].adopt);
 	}
 	duet_free(w->reqs);
 	sched_destroy(w->s);
@@ -1054,9 +1911,31 @@ static void engine_close(struct worker *w)
 
 /* --- the loop ----------------------------------------------------------------------- */
 
+/*
+ * What the idle loop waits on: the supervisor's channel in pfd[0], then the
+ * event fd of every live KV endpoint.  A driver whose receiver does the
+ * delivery (loopback) needs the receiving worker to poll, so arrivals must
+ * wake it rather than wait for the next STATS.  Returns the entries used.
+ */
+static nfds_t poll_set(struct worker *w, struct pollfd *pfd)
+{
+	nfds_t n = 1;
+
+	pfd[0] = (struct pollfd){ .fd = ipc_chan_fd(w->ch),
+				  .events = POLLIN | (ipc_chan_queued(w->ch) ? POLLOUT : 0) };
+	for (unsigned p = 0; w->xdev && p < w->cfg->n_partitions && p < CFG_MAX_PARTITIONS; p++) {
+		if (w->xep[p] && !w->xdead[p])
+			pfd[n++] =
+				(struct pollfd){ .fd = xfer_event_fd(w->xep[p]), .events = POLLIN };
+	}
+	return n;
+}
+
 /* Until SHUTDOWN (WORKER_EXIT_OK) or the channel dies (WORKER_EXIT_CHANNEL). */
 static int step_loop(struct worker *w)
 {
+	struct pollfd pfd[1 + CFG_MAX_PARTITIONS];
+
 	w->next_stats = mono_ns();
 	for (;;) {
 		uint64_t now = mono_ns();
@@ -1078,12 +1957,8 @@ static int step_loop(struct worker *w)
 		uint64_t wake = w->next_stats;
 		if (w->drain_deadline && w->drain_deadline < wake)
 			wake = w->drain_deadline;
-		struct pollfd pfd = {
-			.fd = ipc_chan_fd(w->ch),
-			.events = POLLIN | (ipc_chan_queued(w->ch) ? POLLOUT : 0),
-		};
 		int timeout = busy ? 0 : (int)((wake > now ? wake - now : 0) / NS_PER_MS) + 1;
-		if (poll(&pfd, 1, timeout) < 0 && errno != EINTR) {
+		if (poll(pfd, poll_set(w, pfd), timeout) < 0 && errno != EINTR) {
 			log_error(SUB, "poll: %s", strerror(errno));
 			return WORKER_EXIT_CHANNEL;
 		}
@@ -1092,7 +1967,7 @@ static int step_loop(struct worker *w)
 				  ipc_chan_error_reason(w->ch));
 			return WORKER_EXIT_CHANNEL;
 		}
-		if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
 			if (take_frames(w)) {
 				cancel_all(w);
 				break;
@@ -1100,6 +1975,9 @@ static int step_loop(struct worker *w)
 			if (w->fatal)
 				return WORKER_EXIT_CHANNEL;
 		}
+
+		if (w->xdev)
+			xfer_pump(w);
 
 		uint64_t step_ns = 0;
 		if (sched_busy(w->s)) {
@@ -1144,7 +2022,8 @@ int worker_run(int fd, const struct duet_config *cfg, int partition_index)
 		goto free_worker;
 	}
 	w->msg = duet_malloc(sizeof(*w->msg));
-	if (!w->msg) {
+	w->out = duet_malloc(sizeof(*w->out));
+	if (!w->msg || !w->out) {
 		send_error(w, 0, -ENOMEM, "out of memory");
 		goto destroy_chan;
 	}
@@ -1178,6 +2057,7 @@ flush:
 	if (status != WORKER_EXIT_CHANNEL && !w->fatal)
 		flush_out(w);
 	duet_free(w->msg);
+	duet_free(w->out);
 destroy_chan:
 	ipc_chan_destroy(w->ch);
 free_worker:

@@ -29,6 +29,43 @@
  * CANCEL of an unknown or finished request, and PROMPT_CHUNKs of a request
  * that already failed, are ignored (the frames crossed).
  *
+ * Split prefill/decode (some partition is not mixed; DESIGN.md "Request
+ * life").  Every worker then opens the transfer driver and, per XFER_CONNECT
+ * / XFER_DESC, one endpoint per peer partition.
+ *   Prefill side: SHIP(rid) right before SUBMIT(rid) (+ PROMPT_CHUNKs) says
+ *   where that request's KV goes.  At the SUBMIT the SHIP is checked (link
+ *   to that partition connected, block_bytes equal to ours, n_blocks ==
+ *   ceil(n_prompt / block_tokens)); the request runs with max_tokens 1 and,
+ *   after each layer of each step, its blocks of that layer are written into
+ *   the lease (adjacent leased blocks in one write).  It sends no TOKEN or
+ *   LOGPROBS: once every write has completed (before the next step may
+ *   reuse its blocks) PREFILLED(rid) carries the completion record (first
+ *   token, its logprobs when asked, checksum with IPC_SHIP_CHECKSUM), then
+ *   DONE(rid) (finish of the first token, n_generated 1).  The SHIP's
+ *   ttl_ms sets the lease deadline, counted from the SHIP's arrival: no
+ *   write is posted from then on, and a request that would post one fails
+ *   (-ETIMEDOUT, "lease deadline passed (<ttl_ms> ms) before its KV was
+ *   written"; checked at the SUBMIT too).  The wait for writes already
+ *   posted is not cut short by it (WORKER_XFER_TIMEOUT_MS): their source
+ *   blocks stay ours until they complete.  A transfer that fails (post
+ *   refused, lease deadline passed, a write completed with an error, the
+ *   link lost or made anew, writes not completed after
+ *   WORKER_XFER_TIMEOUT_MS) fails only its request: ERROR(rid, "KV transfer
+ *   to partition <name> failed: <why>") + DONE(rid, ERROR), no PREFILLED.
+ *   Decode side: LEASE -> LEASED reserves blocks.  ADOPT(rid) right before
+ *   SUBMIT(rid) (+ chunks; same prompt, the real sampling and limits) hands
+ *   over the completion record.  When the prompt is complete the record is
+ *   checked (n_tokens == n_prompt, n_layers, lease live, logprobs present
+ *   with the SUBMIT's n_top when asked, IPC_KV_CHECKSUM over the leased
+ *   blocks) and the request decodes from there: TOKEN 0 is the record's
+ *   first token.  A lease past its deadline is expired at that check
+ *   (counted in STATS.leases_expired, as the timer would) and is stale.
+ *   A record that fails a check releases the lease and sends ERROR(rid,
+ *   "KV transfer record rejected: <why> (lease L epoch E)") + DONE(rid,
+ *   ERROR); STATS.xfer_rejected counts it.
+ *   A SHIP or ADOPT for a req_id in use gets ERROR -EEXIST and nothing else.
+ *   SUBMITs of ADOPTs are taken while draining (the request was admitted).
+ *
  * SHUTDOWN NOW cancels every request (each gets its DONE) and returns 0.
  * SHUTDOWN DRAIN refuses new SUBMITs (ERROR -ESHUTDOWN + DONE), lets the
  * admitted ones (prompts still arriving included) finish, and returns 0 when
@@ -43,11 +80,15 @@
 #ifndef DUET_WORKER_H
 #define DUET_WORKER_H
 
+#include <stdbool.h>
+
+#include "drivers/net/xfer.h"
 #include "runtime/config/config.h"
 
-#define WORKER_STATS_MS 200	    /* STATS period */
-#define WORKER_SEND_TIMEOUT_MS 5000 /* a full send queue for this long: supervisor dead */
-#define WORKER_FLUSH_MS 1000	    /* waiting for queued frames to leave at exit */
+#define WORKER_STATS_MS 200	     /* STATS period */
+#define WORKER_SEND_TIMEOUT_MS 5000  /* a full send queue for this long: supervisor dead */
+#define WORKER_FLUSH_MS 1000	     /* waiting for queued frames to leave at exit */
+#define WORKER_XFER_TIMEOUT_MS 10000 /* a KV write not posted / completed for this long fails */
 
 /* Process exit statuses worker_run returns. */
 enum worker_exit {
@@ -71,5 +112,32 @@ int worker_run(int fd, const struct duet_config *cfg, int partition_index);
  * 0 (the default) turns it off.
  */
 void worker_set_step_delay_us(unsigned us);
+
+/*
+ * Test hooks of the KV transfer, for tests that run workers as threads of
+ * one process; they act on every worker of the process and are off by
+ * default.
+ *
+ * worker_test_xfer_driver: workers opened from now on use this transfer
+ * driver ("loopback") instead of the configured one; NULL: the config's.
+ *
+ * worker_test_xfer_timeout_ms: WORKER_XFER_TIMEOUT_MS becomes ms (a dropped
+ * write then fails its request quickly); 0: the default.
+ *
+ * worker_test_inject: arm fault on the nth write (1 = the first) posted
+ * over the KV link of the next SHIP request a prefill worker starts (its
+ * SUBMIT passed the checks), counted from that moment on that link.
+ * Several faults armed before the request all go to it.  nth 0 disarms
+ * those not yet taken.  The worker arms them from its own thread, with
+ * xfer_loopback_inject() (other drivers: logged, nothing armed).
+ *
+ * worker_test_release: while on, every worker delivers the writes its
+ * endpoints hold (XFER_FAULT_DELAY, REORDER) each time it looks at their
+ * completions, whether they were held before the call or after.
+ */
+void worker_test_xfer_driver(const char *driver);
+void worker_test_xfer_timeout_ms(unsigned ms);
+void worker_test_inject(enum xfer_fault fault, unsigned nth);
+void worker_test_release(bool on);
 
 #endif /* DUET_WORKER_H */

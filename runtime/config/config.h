@@ -100,6 +100,7 @@ struct cfg_transport {
 	char tcp_listen[128];	     /* "host:port" for the tcp driver; "" = do not listen */
 	char psk_file[CFG_PATH_MAX]; /* pre-shared key file, resolved; "" = none */
 	bool encrypt;		     /* encrypt tcp transfers (needs psk_file) */
+	bool checksum;		     /* completion records carry a checksum the decoder verifies */
 };
 
 #define CFG_MAX_TENANTS 64
@@ -116,12 +117,16 @@ struct cfg_api {
 	char admin_group[32];		     /* group of admin.sock; "" = the daemon's group */
 	int max_body_kb;		     /* largest request body, KiB */
 	int max_queue;			     /* queued requests before 429 */
+	int queue_timeout_ms;		     /* wait for prefill/decode capacity before 503, ms */
 	int default_max_tokens;		     /* max_tokens when a request gives none */
 	int max_tokens;			     /* largest max_tokens a request may ask */
 	int max_n;			     /* largest n */
 	int max_logprobs;		     /* largest top_logprobs; 0: none */
 	char audit_log[CFG_PATH_MAX];	     /* "" = <socket_dir>/audit.log */
 	int canary_interval_ms;		     /* 0: no canary */
+	int max_attempts;		     /* starts of a request, restarts included */
+	int breaker_failures;		     /* consecutive failures that open a breaker */
+	int breaker_cooldown_ms;	     /* open breaker -> canary probe, ms */
 	struct cfg_tenant tenants[CFG_MAX_TENANTS]; /* uid -> tenant; others: their own */
 	unsigned n_tenants;
 };

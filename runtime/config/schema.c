@@ -56,6 +56,9 @@ struct cfg_value {
  */
 typedef int (*cfg_check_fn)(const struct cfg_value *v, void *obj, char *why, size_t whylen);
 
+/* Example entries of a required list in cfg_print_doc() (the partitions of etc/duet.cfg). */
+#define CFG_DOC_ENTRIES 2
+
 struct cfg_key {
 	const char *path;
 	enum cfg_type type;
@@ -68,6 +71,8 @@ struct cfg_key {
 	bool def_b;
 	const char *def_s;   /* string and enum defaults; NULL = "" */
 	const char *example; /* required keys: the value cfg_print_doc() shows */
+	/* list entry keys: the value of each example entry cfg_print_doc() shows (NULL: default) */
+	const char *entries[CFG_DOC_ENTRIES];
 	size_t off, size;    /* field; list: the array and the size of one entry */
 	size_t count_off;    /* list: the unsigned count of entries in use */
 	cfg_check_fn check;
@@ -302,7 +307,7 @@ static const struct cfg_key schema[] = {
 	  .type = CFG_T_INT,
 	  .min = 1,
 	  .max = 600000,
-	  .def_i = 5000,
+	  .def_i = 30000,
 	  C_FIELD(kv.lease_timeout_ms),
 	  .doc = "A decode partition's reservation of blocks for an incoming transfer expires after this, ms." },
 
@@ -321,6 +326,7 @@ static const struct cfg_key schema[] = {
 	  .min = 1,
 	  .max = CFG_NAME_MAX - 1,
 	  .example = "cpu0",
+	  .entries = { "prefill0", "decode0" },
 	  .check = check_name,
 	  P_FIELD(name),
 	  .doc = "Unique name of the partition; letters, digits, '_' and '-'." },
@@ -328,6 +334,7 @@ static const struct cfg_key schema[] = {
 	  .type = CFG_T_ENUM,
 	  .values = role_vals,
 	  .def_s = "mixed",
+	  .entries = { "prefill", "decode" },
 	  P_FIELD(role),
 	  .doc = "\"prefill\" computes prompts and hands their KV to a decode partition, \"decode\" continues them, \"mixed\" does both." },
 	{ .path = "partitions.[].device",
@@ -349,6 +356,7 @@ static const struct cfg_key schema[] = {
 	  .min = 0,
 	  .max = 1024,
 	  .def_i = 0,
+	  .entries = { "1", "1" },
 	  P_FIELD(threads),
 	  .doc = "Compute threads; 0 = one for each CPU in cpus." },
 	{ .path = "partitions.[].numa_node",
@@ -399,6 +407,11 @@ static const struct cfg_key schema[] = {
 	  .def_b = false,
 	  C_FIELD(transport.encrypt),
 	  .doc = "Encrypt tcp transfers; needs transport.psk_file." },
+	{ .path = "transport.checksum",
+	  .type = CFG_T_BOOL,
+	  .def_b = true,
+	  C_FIELD(transport.checksum),
+	  .doc = "Every KV transfer's completion record carries a checksum of the bytes written; the decode partition verifies it before admitting the request (a mismatch fails the transfer closed)." },
 
 	{ .path = "api",
 	  .type = CFG_T_GROUP,
@@ -437,6 +450,13 @@ static const struct cfg_key schema[] = {
 	  .def_i = 256,
 	  C_FIELD(api.max_queue),
 	  .doc = "Requests that may wait for a partition; further ones are refused with 429." },
+	{ .path = "api.queue_timeout_ms",
+	  .type = CFG_T_INT,
+	  .min = 100,
+	  .max = 3600000,
+	  .def_i = 30000,
+	  C_FIELD(api.queue_timeout_ms),
+	  .doc = "How long a request may wait in the router for prefill or decode capacity before it fails with 503, ms." },
 	{ .path = "api.default_max_tokens",
 	  .type = CFG_T_INT,
 	  .min = 1,
@@ -478,6 +498,27 @@ static const struct cfg_key schema[] = {
 	  .def_i = 5000,
 	  C_FIELD(api.canary_interval_ms),
 	  .doc = "How often a one-token canary request goes through every partition; /health is 200 only while they succeed. 0 = no canary (health = every worker ready)." },
+	{ .path = "api.max_attempts",
+	  .type = CFG_T_INT,
+	  .min = 1,
+	  .max = 10,
+	  .def_i = 3,
+	  C_FIELD(api.max_attempts),
+	  .doc = "Times a request is started on a partition in all, restarts after a worker or transfer failure included, before it fails; 1 = never restarted." },
+	{ .path = "api.breaker_failures",
+	  .type = CFG_T_INT,
+	  .min = 1,
+	  .max = 1000,
+	  .def_i = 3,
+	  C_FIELD(api.breaker_failures),
+	  .doc = "Consecutive failures of a partition that open its circuit breaker: it gets no new work until a canary gets through." },
+	{ .path = "api.breaker_cooldown_ms",
+	  .type = CFG_T_INT,
+	  .min = 100,
+	  .max = 3600000,
+	  .def_i = 5000,
+	  C_FIELD(api.breaker_cooldown_ms),
+	  .doc = "How long an open circuit breaker waits before it probes the partition with a canary, ms." },
 	{ .path = "api.tenants",
 	  .type = CFG_T_LIST,
 	  .min = 0,
@@ -1222,12 +1263,22 @@ static void print_float(FILE *fp, double f)
 	fputs(buf, fp);
 }
 
+/* The example list entry cfg_print_doc() is printing; -1 outside one. */
+static int doc_entry = -1;
+
 /* The value of k: from obj, or (obj NULL) the schema's default or example. */
 static void print_value(FILE *fp, const struct cfg_key *k, const void *obj)
 {
 	const char *field = obj ? (const char *)obj + k->off : NULL;
 	const char *name;
 
+	if (!field && doc_entry >= 0 && k->entries[doc_entry]) {
+		if (k->type == CFG_T_STRING || k->type == CFG_T_ENUM)
+			print_string(fp, k->entries[doc_entry]);
+		else
+			fputs(k->entries[doc_entry], fp);
+		return;
+	}
 	switch (k->type) {
 	case CFG_T_INT:
 		if (!field && (k->flags & CFG_REQUIRED) && k->example)
@@ -1303,8 +1354,12 @@ static void print_key_doc(FILE *fp, const struct cfg_key *k, int depth)
 	if (k->flags & CFG_REQUIRED) {
 		fputs("; required", fp);
 	} else if (key_is_scalar(k)) {
+		int entry = doc_entry;
+
 		fputs("; default ", fp);
+		doc_entry = -1; /* the schema's default, not the example entry's value */
 		print_value(fp, k, NULL);
+		doc_entry = entry;
 	}
 	fputc('\n', fp);
 }
@@ -1325,7 +1380,10 @@ static void print_list(FILE *fp, const struct cfg_key *k, const void *obj, unsig
 
 		print_indent(fp, depth + 1);
 		fputs("{\n", fp);
+		if (!obj)
+			doc_entry = (int)j;
 		print_level(fp, eprefix, elem, depth + 2);
+		doc_entry = -1;
 		print_indent(fp, depth + 1);
 		fputs(j + 1 < n ? "},\n" : "}\n", fp);
 	}
@@ -1386,7 +1444,8 @@ static void print_level(FILE *fp, const char *kprefix, const void *obj, int dept
 			print_list_example(fp, k, depth);
 		} else if (k->type == CFG_T_LIST) {
 			print_list(fp, k, obj,
-				   obj ? *(const unsigned *)((const char *)obj + k->count_off) : 1,
+				   obj ? *(const unsigned *)((const char *)obj + k->count_off)
+				       : CFG_DOC_ENTRIES,
 				   depth);
 		} else {
 			fprintf(fp, "%s = ", key_leaf(k));

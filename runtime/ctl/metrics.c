@@ -46,6 +46,11 @@ static const double met_delivery_bounds[] = {
 	0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005,
 	0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
 };
+/* Duet's own: one request's KV transfer, 0.1 ms (shm, a few blocks) .. 10 s (a long prompt over tcp). */
+static const double met_xfer_bounds[] = {
+	0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+	0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+};
 /* clang-format on */
 
 #define MET_NB(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -227,6 +232,36 @@ static const struct met_family_desc met_table[MET_N_FAMILIES] = {
 		.bounds = met_req_bounds,
 		.n_bounds = MET_NB(met_req_bounds),
 	},
+	[MET_KV_TRANSFER_BYTES] = {
+		.name = "duet_kv_transfer_bytes_total",
+		.type = MET_COUNTER,
+		.labels = MET_LABELS_PART_TRANSPORT,
+		.unit = "bytes",
+		.help = "KV cache bytes written from a prefill partition to a decode partition.",
+	},
+	[MET_KV_TRANSFER_SECONDS] = {
+		.name = "duet_kv_transfer_seconds",
+		.type = MET_HISTOGRAM,
+		.labels = MET_LABELS_PART_TRANSPORT,
+		.unit = "seconds",
+		.help = "Per request, time from the first KV write posted to the last one completed.",
+		.bounds = met_xfer_bounds,
+		.n_bounds = MET_NB(met_xfer_bounds),
+	},
+	[MET_KV_TRANSFER_FAILURES] = {
+		.name = "duet_kv_transfer_failures_total",
+		.type = MET_COUNTER,
+		.labels = MET_LABELS_PART_TRANSPORT,
+		.unit = "transfers",
+		.help = "KV transfers that failed: a write failed, a completion record was refused, or a lease expired under it.",
+	},
+	[MET_KV_LEASE_EXPIRED] = {
+		.name = "duet_kv_lease_expired_total",
+		.type = MET_COUNTER,
+		.labels = MET_LABELS_PART_TRANSPORT,
+		.unit = "leases",
+		.help = "KV block reservations that passed their deadline.",
+	},
 };
 
 static const char *const met_finish_names[MET_N_FINISH] = {
@@ -242,6 +277,9 @@ static const char *const met_finish_names[MET_N_FINISH] = {
 #define MET_LE_LEN (MET_NUM_MAX + 8)
 /* 'partition="' + 2 * 63 + '",role="' + 2 * 63 + '"' + NUL */
 #define MET_LABELS_LEN (2 * 2 * (MET_LABEL_MAX - 1) + 32)
+/* 'transport="' + 2 * 63 + '"' + NUL */
+#define MET_TRANSPORT_LEN (2 * (MET_LABEL_MAX - 1) + 16)
+#define MET_TRANSPORT_WORST (sizeof("transport=\"\"") - 1 + 2 * (MET_LABEL_MAX - 1))
 
 struct met_series {
 	char partition[MET_LABEL_MAX];
@@ -255,6 +293,7 @@ struct met_registry {
 	int n_series;
 	uint64_t misuse;
 	char version[MET_LABEL_MAX * 2 + 1]; /* escaped */
+	char transport[MET_TRANSPORT_LEN];   /* 'transport="<escaped>"', rendered once */
 	struct met_series *series;	     /* [max_series] */
 	double *val;			     /* [MET_N_FAMILIES * max_series] */
 	double *fin;			     /* [max_series * MET_N_FINISH] */
@@ -370,6 +409,7 @@ int met_create(int max_series, const char *version, struct met_registry **out)
 		return -ENOMEM;
 	r->max_series = max_series;
 	met_escape(r->version, version);
+	strcpy(r->transport, "transport=\"none\"");
 	r->series = duet_calloc(ms, sizeof(*r->series));
 	if (!r->series)
 		goto err_free_r;
@@ -469,6 +509,20 @@ int met_series_add(struct met_registry *r, const char *partition, const char *ro
 	n += (size_t)sprintf(s->labels + n, "\"");
 	s->labels_len = n;
 	return r->n_series++;
+}
+
+int met_set_transport(struct met_registry *r, const char *transport)
+{
+	size_t n;
+
+	if (!r || !transport || !*transport)
+		return -EINVAL;
+	if (strlen(transport) >= MET_LABEL_MAX)
+		return -ENAMETOOLONG;
+	n = (size_t)sprintf(r->transport, "transport=\"");
+	n += met_escape(r->transport + n, transport);
+	strcpy(r->transport + n, "\"");
+	return 0;
 }
 
 int met_series_count(const struct met_registry *r)
@@ -730,27 +784,45 @@ static void met_put_help(struct met_out *o, const char *s)
 	}
 }
 
-/* "name<suffix>{labels<,extra>} " up to the value. */
+/*
+ * "name<suffix>{labels<,tp><,extra>} " up to the value.  tp is the
+ * registry's transport label; met_render_max() counts it at its longest,
+ * since met_set_transport() may come after the buffer is sized.
+ */
 static void met_put_head(struct met_out *o, const char *name, const char *suffix,
-			 const struct met_series *s, const char *extra)
+			 const struct met_series *s, const char *tp, const char *extra)
 {
+	bool comma = false;
+
 	met_puts(o, name);
 	met_puts(o, suffix);
-	if (s || extra) {
+	if (s || tp || extra) {
 		met_put(o, "{", 1);
-		if (s)
+		if (s) {
 			met_put(o, s->labels, s->labels_len);
-		if (s && extra)
-			met_put(o, ",", 1);
-		if (extra)
+			comma = true;
+		}
+		if (tp) {
+			if (comma)
+				met_put(o, ",", 1);
+			if (o->worst)
+				o->len += MET_TRANSPORT_WORST;
+			else
+				met_puts(o, tp);
+			comma = true;
+		}
+		if (extra) {
+			if (comma)
+				met_put(o, ",", 1);
 			met_puts(o, extra);
+		}
 		met_put(o, "}", 1);
 	}
 	met_put(o, " ", 1);
 }
 
 static void met_render_hist(const struct met_registry *r, struct met_out *o, enum met_family f,
-			    int si)
+			    int si, const char *tp)
 {
 	const struct met_family_desc *d = &met_table[f];
 	const struct met_series *s = &r->series[si];
@@ -761,15 +833,15 @@ static void met_render_hist(const struct met_registry *r, struct met_out *o, enu
 
 	for (b = 0; b <= d->n_bounds; b++) {
 		cum += h[b];
-		met_put_head(o, d->name, "_bucket", s,
+		met_put_head(o, d->name, "_bucket", s, tp,
 			     b < d->n_bounds ? r->le[r->lefirst[f] + b] : "le=\"+Inf\"");
 		met_put_u64(o, cum);
 		met_put(o, "\n", 1);
 	}
-	met_put_head(o, d->name, "_sum", s, NULL);
+	met_put_head(o, d->name, "_sum", s, tp, NULL);
 	met_put_num(o, r->hsum[i]);
 	met_put(o, "\n", 1);
-	met_put_head(o, d->name, "_count", s, NULL);
+	met_put_head(o, d->name, "_count", s, tp, NULL);
 	met_put_u64(o, r->hn[i]);
 	met_put(o, "\n", 1);
 }
@@ -778,6 +850,7 @@ static void met_render_family(const struct met_registry *r, struct met_out *o, e
 {
 	static const char *const type_names[] = { "counter", "gauge", "histogram" };
 	const struct met_family_desc *d = &met_table[f];
+	const char *tp = d->labels == MET_LABELS_PART_TRANSPORT ? r->transport : NULL;
 	char extra[MET_LABEL_MAX * 2 + 32];
 	int s, k;
 
@@ -793,22 +866,23 @@ static void met_render_family(const struct met_registry *r, struct met_out *o, e
 
 	switch (d->labels) {
 	case MET_LABELS_NONE:
-		met_put_head(o, d->name, "", NULL, NULL);
+		met_put_head(o, d->name, "", NULL, NULL, NULL);
 		met_put_num(o, r->val[(size_t)f * (size_t)r->max_series]);
 		met_put(o, "\n", 1);
 		break;
 	case MET_LABELS_VERSION:
 		snprintf(extra, sizeof(extra), "version=\"%s\"", r->version);
-		met_put_head(o, d->name, "", NULL, extra);
+		met_put_head(o, d->name, "", NULL, NULL, extra);
 		met_puts(o, "1\n");
 		break;
 	case MET_LABELS_PART:
+	case MET_LABELS_PART_TRANSPORT:
 		for (s = 0; s < r->n_series; s++) {
 			if (d->type == MET_HISTOGRAM) {
-				met_render_hist(r, o, f, s);
+				met_render_hist(r, o, f, s, tp);
 				continue;
 			}
-			met_put_head(o, d->name, "", &r->series[s], NULL);
+			met_put_head(o, d->name, "", &r->series[s], tp, NULL);
 			met_put_num(o, r->val[(size_t)f * (size_t)r->max_series + (size_t)s]);
 			met_put(o, "\n", 1);
 		}
@@ -818,7 +892,7 @@ static void met_render_family(const struct met_registry *r, struct met_out *o, e
 			for (k = 0; k < MET_N_FINISH; k++) {
 				snprintf(extra, sizeof(extra), "finish_reason=\"%s\"",
 					 met_finish_names[k]);
-				met_put_head(o, d->name, "", &r->series[s], extra);
+				met_put_head(o, d->name, "", &r->series[s], NULL, extra);
 				met_put_num(o, r->fin[s * MET_N_FINISH + k]);
 				met_put(o, "\n", 1);
 			}

@@ -28,11 +28,19 @@
  *   duet_request_queue_time_seconds      ~ vllm:request_queue_time_seconds
  *   duet_request_prefill_time_seconds    ~ vllm:request_prefill_time_seconds
  *   duet_request_decode_time_seconds     ~ vllm:request_decode_time_seconds
+ *   duet_token_delivery_seconds          ~ (none: token sampled -> its stream frame written)
+ *   duet_kv_transfer_bytes_total         ~ (none: KV bytes written prefill -> decode partition)
+ *   duet_kv_transfer_seconds             ~ (none: per request, first KV write posted -> last completed)
+ *   duet_kv_transfer_failures_total      ~ (none: a write failed, a record was refused, a lease expired)
+ *   duet_kv_lease_expired_total          ~ (none: KV reservations that passed their deadline)
  *   duet_build_info{version} 1, duet_up  ~ (none; the usual *_build_info and up idioms)
  *
  * vLLM labels by model_name; Duet labels every per-partition series by
  * partition="<name>",role="<role>" instead.  duet_up and duet_build_info
- * have no partition labels.
+ * have no partition labels.  The four KV transfer families (duet_kv_transfer_*,
+ * duet_kv_lease_expired_total) add transport="<driver>", one value for the
+ * whole registry (met_set_transport(); "none" until set), so that a
+ * dashboard can tell shm from tcp from rdma without knowing the config.
  *
  * Memory and threads: met_create() reserves every slot for max_series label
  * sets; met_series_add() fills one at start-up (or repartition).  Updates
@@ -82,6 +90,10 @@ enum met_family {
 	MET_PREFILL_TIME,	  /* histogram, seconds */
 	MET_DECODE_TIME,	  /* histogram, seconds */
 	MET_TOKEN_DELIVERY,	  /* histogram, seconds: token sampled -> its SSE frame written */
+	MET_KV_TRANSFER_BYTES,	  /* counter {transport}, bytes written prefill -> decode */
+	MET_KV_TRANSFER_SECONDS,  /* histogram {transport}, seconds: first write -> last done */
+	MET_KV_TRANSFER_FAILURES, /* counter {transport}: transfers failed (write, record, lease) */
+	MET_KV_LEASE_EXPIRED,	  /* counter {transport}: KV reservations past their deadline */
 	MET_N_FAMILIES
 };
 
@@ -96,10 +108,11 @@ enum met_finish {
 
 /* Which labels a family carries. */
 enum met_labels {
-	MET_LABELS_NONE,	/* one unlabelled series */
-	MET_LABELS_VERSION,	/* one series {version="..."} */
-	MET_LABELS_PART,	/* {partition,role} per label set */
-	MET_LABELS_PART_FINISH, /* {partition,role,finish_reason} per label set and reason */
+	MET_LABELS_NONE,	   /* one unlabelled series */
+	MET_LABELS_VERSION,	   /* one series {version="..."} */
+	MET_LABELS_PART,	   /* {partition,role} per label set */
+	MET_LABELS_PART_FINISH,	   /* {partition,role,finish_reason} per label set and reason */
+	MET_LABELS_PART_TRANSPORT, /* {partition,role,transport} per label set; one transport */
 };
 
 /* One row of the family table; all strings static. */
@@ -119,7 +132,7 @@ const struct met_family_desc *met_family(enum met_family f);
 /* Name of a finish reason ("stop", ...); NULL when out of range. */
 const char *met_finish_name(enum met_finish why);
 
-#define MET_LABEL_MAX 64 /* partition, role and version values: at most 63 bytes */
+#define MET_LABEL_MAX 64 /* partition, role, version, transport values: at most 63 bytes */
 #define MET_ALL (-1)	 /* series argument of readers: sum over every label set */
 
 struct met_registry;
@@ -140,6 +153,17 @@ void met_destroy(struct met_registry *r); /* NULL is fine */
  */
 int met_series_add(struct met_registry *r, const char *partition, const char *role);
 int met_series_count(const struct met_registry *r);
+
+/*
+ * Set the transport="..." label value of the MET_LABELS_PART_TRANSPORT
+ * families (the configured KV transfer driver, e.g. "shm", "tcp"); it is
+ * "none" until set.  The value is copied and escaped once here; a later
+ * call replaces it (values already counted stay).  Returns 0, -EINVAL
+ * (NULL or empty) or -ENAMETOOLONG (MET_LABEL_MAX bytes or more; the old
+ * value stays).  Allocates nothing; met_render_max() already allows for
+ * the longest value, so a buffer sized before this call stays big enough.
+ */
+int met_set_transport(struct met_registry *r, const char *transport);
 
 /*
  * Updates (no allocation, O(1) except met_observe: O(log buckets)).

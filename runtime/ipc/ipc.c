@@ -409,6 +409,8 @@ static const char *chk_ship(const void *p, uint32_t len)
 		return "SHIP: zero block_bytes or blocks_total";
 	if (m->flags & ~IPC_SHIP__MASK)
 		return "SHIP: unknown flags";
+	if (!m->ttl_ms || m->ttl_ms > 3600000 || m->reserved)
+		return "SHIP: ttl_ms out of range or reserved field not 0";
 	if (!m->n_blocks || (uint64_t)IPC_SHIP_FIXED + 4ull * m->n_blocks != len)
 		return "SHIP: length does not match n_blocks";
 	for (uint32_t i = 0; i < m->n_blocks; i++) {

@@ -428,18 +428,21 @@ struct ipc_xfer_ready {
 static_assert(sizeof(struct ipc_xfer_ready) == 8, "ipc_xfer_ready wire size");
 
 /*
- * SHIP: 40-byte fixed part + n_blocks * 4.  req_id: the SUBMIT that follows
+ * SHIP: 48-byte fixed part + n_blocks * 4.  req_id: the SUBMIT that follows
  * it on the same channel (a prefill worker).  That request runs with
  * max_tokens 1 and its KV goes, layer by layer as it is computed, through
  * the endpoint for decode partition `partition` into the leased blocks
  * (the LEASED fields); when every write has completed the worker sends
- * PREFILLED, then DONE.  IPC_SHIP_CHECKSUM: the record carries a checksum
+ * PREFILLED, then DONE.  The lease ends ttl_ms after the SHIP is sent (less
+ * a margin the supervisor takes off): a write that would be posted later
+ * fails the request instead, so no late write lands in blocks the decode
+ * side gave to someone else.  IPC_SHIP_CHECKSUM: the record carries a checksum
  * of the bytes written (ipc_kv_checksum order: layer by layer, blocks in
  * table order).
  */
 #define IPC_SHIP_CHECKSUM 1u
 #define IPC_SHIP__MASK 1u
-#define IPC_SHIP_FIXED 40u
+#define IPC_SHIP_FIXED 48u
 #define IPC_SHIP_MAX_BLOCKS ((IPC_MAX_PAYLOAD - IPC_SHIP_FIXED) / 4u)
 struct ipc_ship {
 	uint32_t partition; /* the decode partition, < IPC_MAX_PARTITION */
@@ -450,6 +453,8 @@ struct ipc_ship {
 	uint64_t block_bytes;  /* > 0 */
 	uint32_t n_blocks;     /* > 0: ceil(n_prompt / block_tokens) */
 	uint32_t flags;	       /* IPC_SHIP_* */
+	uint32_t ttl_ms;       /* (0, 3600000]: the lease's time left; no write is posted after */
+	uint32_t reserved;     /* 0 */
 	int32_t blocks[IPC_SHIP_MAX_BLOCKS];
 };
 static_assert(offsetof(struct ipc_ship, blocks) == IPC_SHIP_FIXED, "ipc_ship layout");

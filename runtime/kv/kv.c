@@ -1093,6 +1093,21 @@ int kv_lease_release(struct kv_pool *p, struct kv_lease_ref ref)
 	return 0;
 }
 
+int kv_lease_blocks(const struct kv_pool *p, struct kv_lease_ref ref, const int32_t **blocks)
+{
+	const struct kv_lease_slot *l;
+
+	if (!p || !blocks)
+		return -EINVAL;
+	if (ref.id < 0 || ref.id >= p->max_leases)
+		return -ESTALE;
+	l = &p->leases[ref.id];
+	if (!l->active || l->epoch != ref.epoch)
+		return -ESTALE;
+	*blocks = l->blocks;
+	return l->n_blocks;
+}
+
 int kv_lease_commit(struct kv_pool *p, struct kv_lease_ref ref, uint64_t now_ns, struct kv_seq *s,
 		    const int32_t *tokens, int n_tokens)
 {
@@ -1112,6 +1127,7 @@ int kv_lease_commit(struct kv_pool *p, struct kv_lease_ref ref, uint64_t now_ns,
 		return -EBUSY;
 	if (now_ns >= l->deadline) {
 		kv_lease_drop(p, l);
+		p->leases_expired++; /* as if kv_lease_expire() had found it first */
 		return -ETIMEDOUT;
 	}
 	for (int i = 0; i < l->n_blocks; i++) {

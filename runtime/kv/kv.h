@@ -194,6 +194,13 @@ int kv_lease_commit(struct kv_pool *p, struct kv_lease_ref ref, uint64_t now_ns,
 		    const int32_t *tokens, int n_tokens);
 /* The blocks go FREE.  -ESTALE for an unknown lease or epoch. */
 int kv_lease_release(struct kv_pool *p, struct kv_lease_ref ref);
+/*
+ * The blocks of a live lease, in table order (what kv_lease returned): *blocks
+ * points into the pool and stays valid while the lease is held.  Returns
+ * their count, -ESTALE for an unknown lease or epoch (the deadline is not
+ * checked: kv_lease_commit does that), -EINVAL.
+ */
+int kv_lease_blocks(const struct kv_pool *p, struct kv_lease_ref ref, const int32_t **blocks);
 /* Releases every lease with deadline <= now_ns; returns how many. */
 int kv_lease_expire(struct kv_pool *p, uint64_t now_ns);
 /* Releases every lease of owner (a peer that died); returns how many. */

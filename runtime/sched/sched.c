@@ -215,6 +215,19 @@ static void req_clear(struct req *r)
 	memset(r, 0, sizeof(*r));
 }
 
+int sched_blocks(const struct sched *s, uint64_t id, const int32_t **blocks)
+{
+	struct req *r = find(s, id);
+	int n = 0;
+
+	if (!r)
+		return -ENOENT;
+	*blocks = NULL;
+	if (r->seq)
+		*blocks = kv_seq_table(r->seq, &n);
+	return n;
+}
+
 void sched_release(struct sched *s, uint64_t id)
 {
 	struct req *r = find(s, id);

@@ -195,6 +195,14 @@ int sched_adopt(struct sched *s, const struct sched_request *q, struct kv_lease_
 		int32_t first_token, const struct sched_logprob *first_lp, uint64_t now_ns,
 		uint64_t *id);
 void sched_set_layer_hook(struct sched *s, sched_layer_fn fn, void *ctx);
+/*
+ * The block table of request id while it holds KV (prefilling or decoding):
+ * *blocks is valid until the next sched_step, sched_cancel or sched_release.
+ * Returns its entries (0 while the request holds none: waiting, preempted or
+ * finished), or -ENOENT.  A step may replace an entry with an identical
+ * cached block (prefix-cache dedup): this is the table after that.
+ */
+int sched_blocks(const struct sched *s, uint64_t id, const int32_t **blocks);
 void sched_get_stats(const struct sched *s, struct sched_stats *out);
 struct kv_pool *sched_pool(struct sched *s);
 

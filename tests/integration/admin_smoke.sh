@@ -15,7 +15,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/duet-admin-XXXXXX")
 pid=
 cleanup() {
 	[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
-	rm -rf "$tmp"
+	[ -n "${DUET_KEEP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
 
@@ -77,10 +77,12 @@ wait_status '.health.ok == true'
 status >"$tmp/status.json"
 req "$adm" GET /v1/status >"$tmp/status-admin.json"
 jq_true '.state == "up" and .admin == false and .name == "duet" and .model == "duet-tiny"
-	and (.partitions | length) == 1 and .partitions[0].name == "cpu0"
-	and .partitions[0].role == "mixed" and .partitions[0].state == "up"
-	and (.partitions[0].kv.total > 0) and (.partitions[0].pid > 0)
-	and (.links | length) == 0 and .slo.ttft_ms == 1000 and (.window.window_s == 60)
+	and (.partitions | length) == 2 and .partitions[0].name == "prefill0"
+	and .partitions[0].role == "prefill" and .partitions[1].name == "decode0"
+	and .partitions[1].role == "decode" and all(.partitions[]; .state == "up"
+	and .kv.total > 0 and .pid > 0 and .breaker.open == false)
+	and (.links | length) == 1 and .links[0].state == "up" and .links[0].transport == "shm"
+	and .slo.ttft_ms == 1000 and (.window.window_s == 60)
 	and (.totals | has("requests"))' "$tmp/status.json" >/dev/null &&
 	jq_true '.admin == true' "$tmp/status-admin.json" >/dev/null
 result $? "/v1/status has the documented shape; admin only on admin.sock" "$tmp/status.json"
@@ -100,23 +102,23 @@ req "$api" GET /health >/dev/null
 result $? "/health 200 after the first canary; canaries are not counted as requests" "$tmp/body"
 
 # 3. Admin routes are refused on api.sock (403) and audited.
-req "$api" POST /admin/drain '{"partition":"cpu0"}' >"$tmp/denied.json"
+req "$api" POST /admin/drain '{"partition":"decode0"}' >"$tmp/denied.json"
 [ "$(code)" = 403 ] && jq_true '.error.code == "PERMISSION"' "$tmp/denied.json" >/dev/null &&
 	grep -q 'socket=api POST /admin/drain 403 denied' "$tmp/audit.log"
 result $? "POST /admin/drain on api.sock: 403 PERMISSION, audited" "$tmp/denied.json"
 
-# 4. Drain: state drained, new requests 503; undrain: served again.
-req "$adm" POST /admin/drain '{"partition":"cpu0"}' >"$tmp/drain.json"
+# 4. Drain the (only) decode partition: state drained, new requests 503; undrain: served again.
+req "$adm" POST /admin/drain '{"partition":"decode0"}' >"$tmp/drain.json"
 c1=$(code)
-wait_status '.partitions[0].state == "drained"'
+wait_status '.partitions[1].state == "drained"'
 d=$?
 req "$api" POST /v1/completions '{"model":"m","prompt":"Hi","max_tokens":2}' >"$tmp/drained.json"
 c2=$(code)
-req "$adm" POST /admin/undrain '{"partition":"cpu0"}' >/dev/null
+req "$adm" POST /admin/undrain '{"partition":"decode0"}' >/dev/null
 c3=$(code)
 req "$api" POST /v1/completions '{"model":"m","prompt":"Hi","max_tokens":2}' >/dev/null
 c4=$(code)
-[ "$c1$d$c2$c3$c4" = 2000503200200 ] && grep -q 'POST /admin/drain 200 ok partition=cpu0' "$tmp/audit.log"
+[ "$c1$d$c2$c3$c4" = 2000503200200 ] && grep -q 'POST /admin/drain 200 ok partition=decode0' "$tmp/audit.log"
 result $? "drain -> drained, 503 for new requests; undrain -> 200 ($c1 $d $c2 $c3 $c4)" "$tmp/drained.json"
 req "$adm" POST /admin/drain '{"partition":"nope"}' >"$tmp/nope.json"
 c1=$(code)
@@ -275,12 +277,14 @@ result $? "reload applies slo, names partitions as needing a restart; a broken f
 
 # 13. Metrics: prefix-cache counters and the latency histograms.
 req "$api" GET /metrics >"$tmp/metrics.txt"
-grep -q '^duet_prefix_cache_queries_total{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt" &&
-	grep -q '^duet_time_to_first_token_seconds_count{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt" &&
-	grep -q '^duet_request_decode_time_seconds_count{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt" &&
-	grep -q '^duet_request_queue_time_seconds_count{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt" &&
-	grep -q '^duet_request_prefill_time_seconds_count{partition="cpu0",role="mixed"} [1-9]' "$tmp/metrics.txt"
-result $? "/metrics counts prefix-cache queries and observes TTFT, queue, prefill and decode times" "$tmp/metrics.txt"
+# Prompts are computed (and cached) on prefill0, tokens stream from decode0.
+grep -q '^duet_prefix_cache_queries_total{partition="prefill0",role="prefill"} [1-9]' "$tmp/metrics.txt" &&
+	grep -q '^duet_time_to_first_token_seconds_count{partition="decode0",role="decode"} [1-9]' "$tmp/metrics.txt" &&
+	grep -q '^duet_request_decode_time_seconds_count{partition="decode0",role="decode"} [1-9]' "$tmp/metrics.txt" &&
+	grep -q '^duet_request_queue_time_seconds_count{partition="prefill0",role="prefill"} [1-9]' "$tmp/metrics.txt" &&
+	grep -q '^duet_request_prefill_time_seconds_count{partition="prefill0",role="prefill"} [1-9]' "$tmp/metrics.txt" &&
+	grep -q '^duet_kv_transfer_bytes_total{partition="prefill0",role="prefill",transport="shm"} [1-9]' "$tmp/metrics.txt"
+result $? "/metrics counts prefix-cache queries and observes TTFT, queue, prefill, decode and KV transfers" "$tmp/metrics.txt"
 
 # 14. Finished requests carry their phases (the worker's clock) and the wall-clock "now" is exact.
 req "$adm" GET /admin/requests >"$tmp/phases.json"

@@ -108,7 +108,7 @@ result $? "chat completion, /v1/models and /v1/tokenize answer 200 ($c1 $c2 $c3)
 
 # 6. Metrics count the generated tokens.
 api GET /metrics >"$tmp/metrics.txt"
-[ "$(code)" = 200 ] && grep -q '^duet_generation_tokens_total{partition="cpu0",role="mixed"} [1-9][0-9]*$' "$tmp/metrics.txt"
+[ "$(code)" = 200 ] && grep -q '^duet_generation_tokens_total{partition="decode0",role="decode"} [1-9][0-9]*$' "$tmp/metrics.txt"
 result $? "GET /metrics has duet_generation_tokens_total" "$tmp/metrics.txt"
 
 # 7. A killed worker: /health goes non-200, the worker is restarted, /health is 200 again.

@@ -2,9 +2,9 @@
 # Integration: a split configuration (one prefill, one decode partition over
 # shm).  The supervisor connects the partitions' KV transfer endpoints
 # (descriptors and memfds relayed in XFER_DESC frames) and /v1/status shows
-# the link up; a killed decode worker takes the link down and its restart
-# brings it back.  Requests are not split yet (they run whole on one
-# partition); they must still be served.  Needs curl and jq.
+# the link up; a killed decode worker takes the link down (and /health to
+# 503) and its restart brings it back.  Requests through the split are
+# tested in split_smoke.sh and split_faults.sh.  Needs curl and jq.
 # Usage: disagg_smoke.sh BUILD_DIR
 set -u
 BUILD=${1:-build}
@@ -74,7 +74,7 @@ wait_status '.links[0].state == "up"' && [ "$(grep -c 'supervisor: KV link pre -
 	[ -n "$new" ] && [ "$new" != "$dec" ]
 result $? "decode worker $dec killed: the link came back with worker $new" "$tmp/run.out"
 
-# 4. Requests are served meanwhile (whole, on either partition, until they are split).
+# 4. Requests are served through the link again.
 wait_status '.health.ok == true'
 code=$("$CURL" -sS --max-time 10 --unix-socket "$api" -o "$tmp/body" -w '%{http_code}' \
 	-H 'Content-Type: application/json' \

@@ -32,10 +32,10 @@ actl() { # actl ARGS...: an admin command on admin.sock, results as for ctl
 	rc=$?
 	cat "$tmp/out" "$tmp/err" >"$tmp/both"
 }
-# Poll (up to 20 s) until "duetctl partitions" shows partition cpu0 in state $1.
+# Poll (up to 20 s) until "duetctl partitions" shows partition decode0 in state $1.
 wait_part_state() {
 	for _ in $(seq 1 200); do
-		timeout 10 "$CTL" -s "$sock" partitions 2>/dev/null | grep -q "^cpu0 .* $1 " && return 0
+		timeout 10 "$CTL" -s "$sock" partitions 2>/dev/null | grep -q "^decode0 .* $1 " && return 0
 		sleep 0.1
 	done
 	return 1
@@ -101,11 +101,11 @@ m=$?
 ctl status
 s=$rc
 grep -q '^generated tokens  *[1-9]' "$tmp/out" && grep -q '^health  *ok$' "$tmp/out" &&
-	grep -q '^access  *read-only$' "$tmp/out" && grep -q '^cpu0  *mixed .* up ' "$tmp/out"
+	grep -q '^access  *read-only$' "$tmp/out" && grep -q '^decode0  *decode .* up ' "$tmp/out"
 t=$?
 ctl status --json
 [ $m -eq 0 ] && [ $s -eq 0 ] && [ $t -eq 0 ] && [ $rc -eq 0 ] &&
-	grep -q '"partitions"' "$tmp/out" && grep -q '"name": *"cpu0"' "$tmp/out"
+	grep -q '"partitions"' "$tmp/out" && grep -q '"name": *"decode0"' "$tmp/out"
 result $? "metrics; status shows health, access, the partition table; status --json is /v1/status" \
 	"$tmp/both"
 
@@ -125,7 +125,7 @@ ctl frobnicate
 u1=$rc
 ctl drain
 u2=$rc
-ctl drain cpu0
+ctl drain decode0
 [ $u1 -eq 2 ] && [ $u2 -eq 2 ] && [ $rc -eq 1 ] && grep -q 'HTTP 403' "$tmp/err"
 result $? "unknown command and drain without a name exit 2; drain on api.sock: 403 ($u1 $u2 $rc)" \
 	"$tmp/both"
@@ -133,22 +133,22 @@ result $? "unknown command and drain without a name exit 2; drain on api.sock: 4
 # 9. partitions; drain and undrain on admin.sock, seen in /v1/status.
 ctl partitions
 p=$rc
-grep -q '^cpu0  *mixed ' "$tmp/out"
+grep -q '^decode0  *decode ' "$tmp/out"
 p2=$?
-actl drain cpu0
+actl drain decode0
 d=$rc
-grep -E -q '^cpu0: (draining|drained)$' "$tmp/out"
+grep -E -q '^decode0: (draining|drained)$' "$tmp/out"
 d2=$?
 wait_part_state drained
 w1=$?
-actl undrain cpu0
+actl undrain decode0
 ud=$rc
-grep -q '^cpu0: up$' "$tmp/out"
+grep -q '^decode0: up$' "$tmp/out"
 ud2=$?
 wait_part_state up
 w2=$?
 [ "$p$p2$d$d2$w1$ud$ud2$w2" = 00000000 ]
-result $? "partitions; drain cpu0 -> drained; undrain cpu0 -> up ($p$p2 $d$d2$w1 $ud$ud2$w2)" "$tmp/both"
+result $? "partitions; drain decode0 -> drained; undrain decode0 -> up ($p$p2 $d$d2$w1 $ud$ud2$w2)" "$tmp/both"
 
 # 10. drain of an unknown partition: exit 1 with the daemon's message.
 actl drain nope
@@ -184,7 +184,7 @@ r=$rc
 grep -q '^reloaded$' "$tmp/out"
 r2=$?
 timeout 3 "$CTL" --admin-socket "$adm" events >"$tmp/events.out" 2>&1
-[ "$r$r2" = 00 ] && grep -q ' drain  *cpu0: ' "$tmp/events.out" && grep -q ' cancel ' "$tmp/events.out"
+[ "$r$r2" = 00 ] && grep -q ' drain  *decode0: ' "$tmp/events.out" && grep -q ' cancel ' "$tmp/events.out"
 result $? "reload; events follows /admin/events (drain and cancel lines)" "$tmp/events.out"
 
 # 13. Another uid: permission denied on the socket, said so.

@@ -109,17 +109,26 @@ static void test_shipped_config_loads(void **state)
 	assert_true(cfg.model.path[0] == '/');
 	assert_true(ends_with(cfg.model.path, "build/models/duet-tiny.gguf"));
 
-	/* Everything else is at the schema's defaults: one partition "cpu0". */
+	/*
+	 * Everything else is at the schema's defaults, with one prefill and one
+	 * decode partition of one thread each (KV over transport "auto": shm here).
+	 */
 	assert_int_equal(cfg_load_string("model = { path = \"x\"; };\n"
-					 "partitions = ( { name = \"cpu0\"; } );\n",
+					 "partitions = ( { name = \"prefill0\"; role = \"prefill\";"
+					 " threads = 1; },\n"
+					 "  { name = \"decode0\"; role = \"decode\"; threads = 1; } );\n",
 					 "min", NULL, &expect, &errs2),
 			 0);
 	memcpy(expect.model.path, cfg.model.path, sizeof(expect.model.path));
-	assert_int_equal(cfg.n_partitions, 1);
-	assert_string_equal(cfg.partitions[0].name, "cpu0");
-	assert_int_equal(cfg.partitions[0].role, CFG_ROLE_MIXED);
+	assert_int_equal(cfg.n_partitions, 2);
+	assert_string_equal(cfg.partitions[0].name, "prefill0");
+	assert_int_equal(cfg.partitions[0].role, CFG_ROLE_PREFILL);
+	assert_string_equal(cfg.partitions[1].name, "decode0");
+	assert_int_equal(cfg.partitions[1].role, CFG_ROLE_DECODE);
 	assert_string_equal(cfg.partitions[0].device, "cpu");
 	assert_string_equal(cfg.partitions[0].cpus, "");
+	assert_int_equal(cfg.partitions[1].threads, 1);
+	assert_string_equal(cfg_xfer_driver(&cfg), "shm");
 	assert_memory_equal(&cfg, &expect, sizeof(cfg));
 }
 
@@ -240,7 +249,7 @@ static void test_minimal_gets_defaults(void **state)
 	assert_int_equal(cfg.kv.dtype, CFG_KV_F16);
 	assert_false(cfg.kv.hugepages);
 	assert_true(cfg.kv.prefix_cache);
-	assert_int_equal(cfg.kv.lease_timeout_ms, 5000);
+	assert_int_equal(cfg.kv.lease_timeout_ms, 30000);
 	assert_int_equal(cfg.n_partitions, 1);
 	assert_string_equal(p->name, "p0");
 	assert_int_equal(p->role, CFG_ROLE_MIXED);
@@ -254,12 +263,17 @@ static void test_minimal_gets_defaults(void **state)
 	assert_int_equal(cfg.transport.driver, CFG_XPORT_AUTO);
 	assert_string_equal(cfg.transport.tcp_listen, "");
 	assert_false(cfg.transport.encrypt);
+	assert_true(cfg.transport.checksum);
 	assert_string_equal(cfg.api.socket_dir, "");
 	assert_string_equal(cfg.api.group, "duet");
 	assert_string_equal(cfg.api.admin_group, "duet-admin");
 	assert_int_equal(cfg.api.max_body_kb, 1024);
 	assert_int_equal(cfg.api.max_queue, 256);
+	assert_int_equal(cfg.api.queue_timeout_ms, 30000);
 	assert_int_equal(cfg.api.default_max_tokens, 256);
+	assert_int_equal(cfg.api.max_attempts, 3);
+	assert_int_equal(cfg.api.breaker_failures, 3);
+	assert_int_equal(cfg.api.breaker_cooldown_ms, 5000);
 	assert_int_equal(cfg.slo.ttft_ms, 1000);
 	assert_int_equal(cfg.slo.tpot_ms, 100);
 	assert_true(cfg.slo.attainment == 0.9);
@@ -279,9 +293,10 @@ static const char every_key[] =
 	"  { name = \"dec_1\"; role = \"decode\"; cpus = \"1023\"; }\n"
 	");\n"
 	"transport = { driver = \"cuda-ipc\"; tcp_listen = \"[::1]:7000\";\n"
-	"              psk_file = \"keys/a\\\"b\\\\c\\td\"; encrypt = true; };\n"
+	"              psk_file = \"keys/a\\\"b\\\\c\\td\"; encrypt = true; checksum = false; };\n"
 	"api = { socket_dir = \"run\"; group = \"\"; admin_group = \"ops.team\"; max_body_kb = 1;\n"
-	"        max_queue = 1000000; default_max_tokens = 17; };\n"
+	"        max_queue = 1000000; queue_timeout_ms = 100; default_max_tokens = 17;\n"
+	"        max_attempts = 10; breaker_failures = 1000; breaker_cooldown_ms = 3600000; };\n"
 	"slo = { ttft_ms = 250; tpot_ms = 20; attainment = 1; };\n"
 	"log = { level = \"debug\"; format = \"journal\"; };\n";
 
@@ -322,12 +337,17 @@ static void test_every_key_set(void **state)
 	assert_string_equal(cfg.transport.tcp_listen, "[::1]:7000");
 	assert_string_equal(cfg.transport.psk_file, "/base/keys/a\"b\\c\td");
 	assert_true(cfg.transport.encrypt);
+	assert_false(cfg.transport.checksum);
 	assert_string_equal(cfg.api.socket_dir, "/base/run");
 	assert_string_equal(cfg.api.group, "");
 	assert_string_equal(cfg.api.admin_group, "ops.team");
 	assert_int_equal(cfg.api.max_body_kb, 1);
 	assert_int_equal(cfg.api.max_queue, 1000000);
+	assert_int_equal(cfg.api.queue_timeout_ms, 100);
 	assert_int_equal(cfg.api.default_max_tokens, 17);
+	assert_int_equal(cfg.api.max_attempts, 10);
+	assert_int_equal(cfg.api.breaker_failures, 1000);
+	assert_int_equal(cfg.api.breaker_cooldown_ms, 3600000);
 	assert_int_equal(cfg.slo.ttft_ms, 250);
 	assert_int_equal(cfg.slo.tpot_ms, 20);
 	assert_true(cfg.slo.attainment == 1.0);
@@ -567,6 +587,59 @@ static void test_out_of_range(void **state)
 			  "model.context: 8 out of range [16, 1048576] (or 0)");
 }
 
+/* The router and transfer keys: both ends of each range, one past each, types. */
+static void test_router_keys(void **state)
+{
+	static const struct {
+		const char *key;
+		long long min, max;
+	} keys[] = {
+		{ "queue_timeout_ms", 100, 3600000 },
+		{ "max_attempts", 1, 10 },
+		{ "breaker_failures", 1, 1000 },
+		{ "breaker_cooldown_ms", 100, 3600000 },
+	};
+	char text[256], msg[128];
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		long long edge[2] = { keys[i].min, keys[i].max };
+		long long out[2] = { keys[i].min - 1, keys[i].max + 1 };
+
+		for (int e = 0; e < 2; e++) {
+			snprintf(text, sizeof(text), MODEL PART "api = {\n %s = %lld; };",
+				 keys[i].key, edge[e]);
+			assert_load_ok(text);
+			snprintf(text, sizeof(text), MODEL PART "api = {\n %s = %lld; };",
+				 keys[i].key, out[e]);
+			snprintf(msg, sizeof(msg),
+				 "t.cfg:4: api.%s: %lld out of range [%lld, %lld]", keys[i].key,
+				 out[e], keys[i].min, keys[i].max);
+			assert_load_error(text, -DUET_ECFGRANGE, msg);
+		}
+		snprintf(text, sizeof(text), MODEL PART "api = { %s = \"5\"; };", keys[i].key);
+		snprintf(msg, sizeof(msg), "t.cfg:3: api.%s: expected an integer, got a string",
+			 keys[i].key);
+		assert_load_error(text, -DUET_ECFGTYPE, msg);
+	}
+	assert_load_ok(MODEL PART "api = { queue_timeout_ms = 250; max_attempts = 1;\n"
+				  "        breaker_failures = 7; breaker_cooldown_ms = 60000; };");
+	assert_int_equal(cfg.api.queue_timeout_ms, 250);
+	assert_int_equal(cfg.api.max_attempts, 1);
+	assert_int_equal(cfg.api.breaker_failures, 7);
+	assert_int_equal(cfg.api.breaker_cooldown_ms, 60000);
+
+	assert_load_ok(MODEL PART "transport = { checksum = false; };");
+	assert_false(cfg.transport.checksum);
+	assert_load_ok(MODEL PART "transport = { checksum = true; };");
+	assert_true(cfg.transport.checksum);
+	assert_load_error(MODEL PART "transport = {\n checksum = 0; };", -DUET_ECFGTYPE,
+			  "t.cfg:4: transport.checksum: expected a boolean, got an integer");
+	assert_load_error(MODEL PART "transport = { check_sum = true; };", -DUET_ECFGKEY,
+			  "unknown key 'transport.check_sum' (did you mean 'transport.checksum'?)");
+	assert_load_error(MODEL PART "api = { max_attempt = 2; };", -DUET_ECFGKEY,
+			  "unknown key 'api.max_attempt' (did you mean 'api.max_attempts'?)");
+}
+
 static void test_integer_literals(void **state)
 {
 	assert_load_ok(MODEL PART "kv = { memory_mb = 0x200; blocks = 100L; };");
@@ -763,6 +836,20 @@ static void test_role_mix(void **state)
 		"t.cfg:2: partitions: no partition can decode (role \"decode\" or \"mixed\")");
 	assert_load_error(MODEL "partitions = ( { name = \"a\"; role = \"decode\"; } );",
 			  -DUET_ECFGINVALID, "partitions: no partition can prefill");
+	/* several partitions, none of one kind: one message, at the line of "partitions" */
+	assert_load_error(
+		MODEL "partitions =\n ( { name = \"a\"; role = \"decode\"; },\n"
+		      "   { name = \"b\"; role = \"decode\"; } );",
+		-DUET_ECFGINVALID,
+		"t.cfg:2: partitions: no partition can prefill (role \"prefill\" or \"mixed\")");
+	assert_int_equal(errs.count, 1);
+	assert_load_error(MODEL "partitions = ( { name = \"a\"; role = \"prefill\"; },\n"
+				"               { name = \"b\"; role = \"prefill\"; } );",
+			  -DUET_ECFGINVALID, "t.cfg:2: partitions: no partition can decode");
+	assert_int_equal(errs.count, 1);
+	/* a mixed partition covers both */
+	assert_load_ok(MODEL "partitions = ( { name = \"a\"; role = \"prefill\"; },\n"
+			     "                { name = \"b\"; role = \"mixed\"; } );");
 	assert_load_ok(MODEL "partitions = ( { name = \"a\"; role = \"prefill\"; },\n"
 			     "                { name = \"b\"; role = \"decode\"; } );");
 	assert_int_equal(strcmp(cfg_role_name(cfg.partitions[1].role), "decode"), 0);
@@ -945,6 +1032,7 @@ int main(void)
 		cmocka_unit_test(test_wrong_type_group),
 		cmocka_unit_test(test_wrong_type_list),
 		cmocka_unit_test(test_out_of_range),
+		cmocka_unit_test(test_router_keys),
 		cmocka_unit_test(test_integer_literals),
 		cmocka_unit_test(test_bad_enum_lists_allowed_values),
 		cmocka_unit_test(test_bad_cpu_lists),

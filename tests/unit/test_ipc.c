@@ -259,7 +259,8 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 					    .blocks_total = 12,
 					    .block_bytes = 4096,
 					    .n_blocks = 2,
-					    .flags = IPC_SHIP_CHECKSUM };
+					    .flags = IPC_SHIP_CHECKSUM,
+					    .ttl_ms = 5000 };
 		u.ship.blocks[0] = 11;
 		u.ship.blocks[1] = 4;
 		*len = IPC_SHIP_FIXED + 8;
@@ -659,6 +660,9 @@ static void test_payload_violations(void **state)
 	frame_of(IPC_SHIP);
 	((struct ipc_ship *)fr.p)->flags = 2;
 	expect_dead(WRK, -EBADMSG, "flags");
+	frame_of(IPC_SHIP);
+	((struct ipc_ship *)fr.p)->ttl_ms = 0;
+	expect_dead(WRK, -EBADMSG, "ttl_ms");
 	frame_of(IPC_SHIP);
 	((struct ipc_ship *)fr.p)->partition = IPC_MAX_PARTITION;
 	expect_dead(WRK, -EBADMSG, "partition");
@@ -1415,7 +1419,7 @@ static void test_fuzz(void **state)
 {
 	_Static_assert(IPC_TYPE__END == 24, "one fixed_len entry per type");
 	static const uint32_t fixed_len[] = { 144, 24, 80, 16, 8,  32, 56, 264, 112, 8, 8, 8,
-					      8,   16, 17, 16, 36, 16, 8,	8,   44, 72, 72 };
+					      8,   16, 17, 16, 36, 16, 8,	8,   52, 72, 72 };
 	unsigned long accepted = 0, rejected = 0;
 	int raw = -1;
 	struct ipc_chan *c = NULL;

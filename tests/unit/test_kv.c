@@ -531,6 +531,14 @@ static void test_leases(void **state)
 	assert_int_equal(kv_lease(p, 3, 7, 1000, ids, &l2), 0);
 	assert_int_equal(l2.id, l1.id);
 	assert_true(l2.epoch != l1.epoch);
+	/* the blocks of a live lease, by reference; none for a stale one */
+	assert_int_equal(kv_lease_blocks(p, l2, &tab), 3);
+	assert_memory_equal(tab, ids, 3 * sizeof(int32_t));
+	assert_int_equal(kv_lease_blocks(p, l1, &tab), -ESTALE);
+	assert_int_equal(
+		kv_lease_blocks(p, (struct kv_lease_ref){ .id = 99, .epoch = l2.epoch }, &tab),
+		-ESTALE);
+	assert_int_equal(kv_lease_blocks(NULL, l2, &tab), -EINVAL);
 	assert_int_equal(kv_seq_create(p, 1, &s), 0);
 	assert_int_equal(kv_lease_commit(p, l1, 50, s, tok, 10), -ESTALE);
 	assert_int_equal(kv_lease_commit(p, l2, 50, s, tok, 13), -EINVAL); /* > 3 blocks */
@@ -546,6 +554,7 @@ static void test_leases(void **state)
 	assert_int_equal(kv_seq_len(s), 10);
 	assert_int_equal(kv_block_state(p, ids[0]), KV_BLOCK_IN_USE);
 	assert_int_equal(kv_lease_commit(p, l2, 50, s, tok, 10), -ESTALE);
+	assert_int_equal(kv_lease_blocks(p, l2, &tab), -ESTALE); /* committed: gone */
 	assert_int_equal(kv_seq_publish(s), 2);
 	assert_int_equal(kv_pool_check(p), 0);
 	append(s, &tok[10], 2); /* continues in the third block */
@@ -558,6 +567,7 @@ static void test_leases(void **state)
 	assert_int_equal(kv_lease_release(p, l3), -ESTALE);
 	stats(p, &st);
 	assert_int_equal(st.leased, 0);
+	assert_int_equal(st.leases_expired, 2); /* the commit found it late: counted too */
 
 	/* extra leased blocks go FREE on commit; a dead owner's leases go */
 	assert_int_equal(kv_lease(p, 3, 9, 1000, ids, &l1), 0);

@@ -527,7 +527,18 @@ static const char empty_text[] =
 	"# TYPE duet_request_decode_time_seconds histogram\n"
 	"# HELP duet_token_delivery_seconds Time from a token being sampled in the worker to its "
 	"stream frame being written by the supervisor.\n"
-	"# TYPE duet_token_delivery_seconds histogram\n";
+	"# TYPE duet_token_delivery_seconds histogram\n"
+	"# HELP duet_kv_transfer_bytes_total KV cache bytes written from a prefill partition to a "
+	"decode partition.\n"
+	"# TYPE duet_kv_transfer_bytes_total counter\n"
+	"# HELP duet_kv_transfer_seconds Per request, time from the first KV write posted to the last "
+	"one completed.\n"
+	"# TYPE duet_kv_transfer_seconds histogram\n"
+	"# HELP duet_kv_transfer_failures_total KV transfers that failed: a write failed, a completion "
+	"record was refused, or a lease expired under it.\n"
+	"# TYPE duet_kv_transfer_failures_total counter\n"
+	"# HELP duet_kv_lease_expired_total KV block reservations that passed their deadline.\n"
+	"# TYPE duet_kv_lease_expired_total counter\n";
 
 static void test_empty_exact(void **state)
 {
@@ -664,9 +675,204 @@ static void test_small_exact(void **state)
 			prev = at;
 		}
 	}
-	/* up, build_info; per series 7 gauges, 6 counters + 4 reasons, histograms 25 + 22 + 4 * 24 + 19 */
-	assert_int_equal(validate(text), 2 + 2 * (17 + 25 + 22 + 24 * 4 + 19));
+	/*
+	 * up, build_info; per series 7 gauges, 6 + 3 counters + 4 reasons,
+	 * histograms 25 + 22 + 4 * 24 + 19 + 19
+	 */
+	assert_int_equal(validate(text), 2 + 2 * (20 + 25 + 22 + 24 * 4 + 19 + 19));
 	free(text);
+	met_destroy(r);
+}
+
+/*
+ * The KV transfer families: {partition,role,transport}, transport "none"
+ * until met_set_transport(), exact lines for counters and the histogram.
+ */
+static void test_transport_exact(void **state)
+{
+	struct met_registry *r;
+	char *text, *blk;
+
+	(void)state;
+	assert_int_equal(met_create(2, "0.1.0", &r), 0);
+	assert_int_equal(met_series_add(r, "p0", "prefill"), 0);
+	assert_int_equal(met_series_add(r, "p1", "decode"), 1);
+	met_add(r, MET_KV_TRANSFER_BYTES, 0, 123);
+	text = render(r, NULL);
+	blk = family_block(text, "duet_kv_transfer_bytes_total");
+	assert_string_equal(
+		blk,
+		"# HELP duet_kv_transfer_bytes_total KV cache bytes written from a prefill partition "
+		"to a decode partition.\n"
+		"# TYPE duet_kv_transfer_bytes_total counter\n"
+		"duet_kv_transfer_bytes_total{partition=\"p0\",role=\"prefill\",transport=\"none\"} "
+		"123\n"
+		"duet_kv_transfer_bytes_total{partition=\"p1\",role=\"decode\",transport=\"none\"} "
+		"0\n");
+	free(blk);
+	free(text);
+
+	assert_int_equal(met_set_transport(r, "shm"), 0);
+	met_add(r, MET_KV_TRANSFER_BYTES, 0, 1 << 20);
+	met_add(r, MET_KV_TRANSFER_FAILURES, 1, 1);
+	met_add(r, MET_KV_TRANSFER_FAILURES, 1, 1);
+	met_add(r, MET_KV_LEASE_EXPIRED, 1, 1);
+	met_observe(r, MET_KV_TRANSFER_SECONDS, 0, 0.00005); /* below the first bound */
+	met_observe(r, MET_KV_TRANSFER_SECONDS, 0, 0.0001);  /* on it: le is inclusive */
+	met_observe(r, MET_KV_TRANSFER_SECONDS, 0, 0.003);
+	met_observe(r, MET_KV_TRANSFER_SECONDS, 0, 12.5); /* above 10 s: +Inf only */
+	text = render(r, NULL);
+	assert_int_equal(met_misuse(r), 0);
+
+	blk = family_block(text, "duet_kv_transfer_bytes_total");
+	assert_non_null(strstr(blk,
+			       "\nduet_kv_transfer_bytes_total{partition=\"p0\",role=\"prefill\","
+			       "transport=\"shm\"} 1048699\n"));
+	free(blk);
+
+	blk = family_block(text, "duet_kv_transfer_failures_total");
+	assert_string_equal(
+		blk,
+		"# HELP duet_kv_transfer_failures_total KV transfers that failed: a write failed, a "
+		"completion record was refused, or a lease expired under it.\n"
+		"# TYPE duet_kv_transfer_failures_total counter\n"
+		"duet_kv_transfer_failures_total{partition=\"p0\",role=\"prefill\",transport=\"shm\"} "
+		"0\n"
+		"duet_kv_transfer_failures_total{partition=\"p1\",role=\"decode\",transport=\"shm\"} "
+		"2\n");
+	free(blk);
+
+	blk = family_block(text, "duet_kv_lease_expired_total");
+	assert_string_equal(
+		blk,
+		"# HELP duet_kv_lease_expired_total KV block reservations that passed their deadline.\n"
+		"# TYPE duet_kv_lease_expired_total counter\n"
+		"duet_kv_lease_expired_total{partition=\"p0\",role=\"prefill\",transport=\"shm\"} 0\n"
+		"duet_kv_lease_expired_total{partition=\"p1\",role=\"decode\",transport=\"shm\"} 1\n");
+	free(blk);
+
+#define KT "duet_kv_transfer_seconds"
+#define P0 "{partition=\"p0\",role=\"prefill\",transport=\"shm\""
+#define P1 "{partition=\"p1\",role=\"decode\",transport=\"shm\""
+	blk = family_block(text, KT);
+	/* clang-format off */
+	assert_string_equal(
+		blk,
+		"# HELP " KT " Per request, time from the first KV write posted to the last one "
+		"completed.\n"
+		"# TYPE " KT " histogram\n"
+		KT "_bucket" P0 ",le=\"0.0001\"} 2\n"
+		KT "_bucket" P0 ",le=\"0.0002\"} 2\n"
+		KT "_bucket" P0 ",le=\"0.0005\"} 2\n"
+		KT "_bucket" P0 ",le=\"0.001\"} 2\n"
+		KT "_bucket" P0 ",le=\"0.002\"} 2\n"
+		KT "_bucket" P0 ",le=\"0.005\"} 3\n"
+		KT "_bucket" P0 ",le=\"0.01\"} 3\n"
+		KT "_bucket" P0 ",le=\"0.02\"} 3\n"
+		KT "_bucket" P0 ",le=\"0.05\"} 3\n"
+		KT "_bucket" P0 ",le=\"0.1\"} 3\n"
+		KT "_bucket" P0 ",le=\"0.2\"} 3\n"
+		KT "_bucket" P0 ",le=\"0.5\"} 3\n"
+		KT "_bucket" P0 ",le=\"1\"} 3\n"
+		KT "_bucket" P0 ",le=\"2\"} 3\n"
+		KT "_bucket" P0 ",le=\"5\"} 3\n"
+		KT "_bucket" P0 ",le=\"10\"} 3\n"
+		KT "_bucket" P0 ",le=\"+Inf\"} 4\n"
+		KT "_sum" P0 "} 12.50315\n"
+		KT "_count" P0 "} 4\n"
+		KT "_bucket" P1 ",le=\"0.0001\"} 0\n"
+		KT "_bucket" P1 ",le=\"0.0002\"} 0\n"
+		KT "_bucket" P1 ",le=\"0.0005\"} 0\n"
+		KT "_bucket" P1 ",le=\"0.001\"} 0\n"
+		KT "_bucket" P1 ",le=\"0.002\"} 0\n"
+		KT "_bucket" P1 ",le=\"0.005\"} 0\n"
+		KT "_bucket" P1 ",le=\"0.01\"} 0\n"
+		KT "_bucket" P1 ",le=\"0.02\"} 0\n"
+		KT "_bucket" P1 ",le=\"0.05\"} 0\n"
+		KT "_bucket" P1 ",le=\"0.1\"} 0\n"
+		KT "_bucket" P1 ",le=\"0.2\"} 0\n"
+		KT "_bucket" P1 ",le=\"0.5\"} 0\n"
+		KT "_bucket" P1 ",le=\"1\"} 0\n"
+		KT "_bucket" P1 ",le=\"2\"} 0\n"
+		KT "_bucket" P1 ",le=\"5\"} 0\n"
+		KT "_bucket" P1 ",le=\"10\"} 0\n"
+		KT "_bucket" P1 ",le=\"+Inf\"} 0\n"
+		KT "_sum" P1 "} 0\n"
+		KT "_count" P1 "} 0\n");
+	/* clang-format on */
+	free(blk);
+#undef KT
+#undef P0
+#undef P1
+	/* the transport label stays off the other families */
+	blk = family_block(text, "duet_token_delivery_seconds");
+	assert_null(strstr(blk, "transport="));
+	free(blk);
+	assert_true(met_get(r, MET_KV_TRANSFER_BYTES, MET_ALL) == 123 + (1 << 20));
+	assert_true(met_get(r, MET_KV_TRANSFER_FAILURES, 1) == 2);
+	assert_true(met_get(r, MET_KV_TRANSFER_SECONDS, 0) == 4);
+	validate(text);
+	free(text);
+
+	/* wrong kinds are misuse like anywhere else */
+	met_set(r, MET_KV_TRANSFER_BYTES, 0, 1);
+	met_add(r, MET_KV_TRANSFER_SECONDS, 0, 1);
+	met_add(r, MET_KV_LEASE_EXPIRED, 2, 1);
+	assert_int_equal(met_misuse(r), 3);
+	met_destroy(r);
+}
+
+/*
+ * met_set_transport(): escaped once like the other label values, empty
+ * and NULL refused, 63 bytes the longest, a refused value keeps the old
+ * one, and a buffer sized before the call holds the longest value.
+ */
+static void test_transport_errors(void **state)
+{
+	struct met_registry *r;
+	char big[MET_LABEL_MAX + 1], *text, *buf;
+	size_t max, len;
+
+	(void)state;
+	assert_int_equal(met_set_transport(NULL, "shm"), -EINVAL);
+	assert_int_equal(met_create(1, "x", &r), 0);
+	assert_int_equal(met_series_add(r, "p", "prefill"), 0);
+	assert_int_equal(met_set_transport(r, NULL), -EINVAL);
+	assert_int_equal(met_set_transport(r, ""), -EINVAL);
+
+	assert_int_equal(met_set_transport(r, "t\"c\\p\n"), 0);
+	met_add(r, MET_KV_LEASE_EXPIRED, 0, 5);
+	text = render(r, NULL);
+	assert_non_null(strstr(text,
+			       "\nduet_kv_lease_expired_total{partition=\"p\",role=\"prefill\","
+			       "transport=\"t\\\"c\\\\p\\n\"} 5\n"));
+	validate(text);
+	free(text);
+
+	memset(big, '"', sizeof(big) - 1); /* every byte escapes to two */
+	big[sizeof(big) - 1] = '\0';
+	assert_int_equal(met_set_transport(r, big), -ENAMETOOLONG);
+	big[MET_LABEL_MAX] = '\0'; /* 64 bytes */
+	assert_int_equal(met_set_transport(r, big), -ENAMETOOLONG);
+	text = render(r, NULL); /* the old value stays */
+	assert_non_null(strstr(text, "transport=\"t\\\"c\\\\p\\n\"}"));
+	free(text);
+
+	/* sized with a short value, rendered with the longest (63 quotes) */
+	assert_int_equal(met_set_transport(r, "tcp"), 0);
+	max = met_render_max(r);
+	big[MET_LABEL_MAX - 1] = '\0';
+	assert_int_equal(met_set_transport(r, big), 0);
+	met_observe(r, MET_KV_TRANSFER_SECONDS, 0, -1.2345678901234567e-300);
+	met_add(r, MET_KV_TRANSFER_BYTES, 0, 1.2345678901234567e-300);
+	assert_int_equal(met_render(r, NULL, 0, &len), -ENOSPC);
+	assert_true(len <= max);
+	buf = malloc(max + 1);
+	assert_non_null(buf);
+	assert_int_equal(met_render(r, buf, max + 1, &len), 0);
+	validate(buf);
+	free(buf);
+	assert_int_equal(met_misuse(r), 0);
 	met_destroy(r);
 }
 
@@ -1175,7 +1381,7 @@ static void test_render_64(void **state)
 	buf = malloc(max + 1);
 	assert_non_null(buf);
 	assert_int_equal(met_render(r, buf, max + 1, &len), 0);
-	assert_int_equal(validate(buf), 2 + 64 * (17 + 25 + 22 + 24 * 4 + 19));
+	assert_int_equal(validate(buf), 2 + 64 * (20 + 25 + 22 + 24 * 4 + 19 + 19));
 	t0 = clock_ns();
 	for (k = 0; k < iters; k++)
 		assert_int_equal(met_render(r, buf, max + 1, &len), 0);
@@ -1192,6 +1398,8 @@ int main(void)
 		cmocka_unit_test(test_validator),
 		cmocka_unit_test(test_empty_exact),
 		cmocka_unit_test(test_small_exact),
+		cmocka_unit_test(test_transport_exact),
+		cmocka_unit_test(test_transport_errors),
 		cmocka_unit_test(test_label_escaping),
 		cmocka_unit_test(test_series_add_errors),
 		cmocka_unit_test(test_histogram_buckets),

@@ -703,6 +703,47 @@ static void test_prefix_cache(void **state)
 	tu_rmtree(dir);
 }
 
+/*
+ * sched_blocks: a request's table while it holds KV, after the step's
+ * prefix-cache dedup: two requests computing the same full blocks in one
+ * step end up sharing the first one's blocks.  None once finished.
+ */
+static void test_blocks(void **state)
+{
+	char *dir, *path = model_path(&dir);
+	struct job a = { 0 }, b;
+	struct eng e;
+	const int32_t *ta, *tb;
+	uint64_t ia, ib;
+
+	(void)state;
+	a.n_prompt = 40;
+	for (int i = 0; i < 40; i++)
+		a.prompt[i] = (int32_t)((i * 11 + 3) % 354);
+	a.sp = smp_params_default();
+	a.sp.temperature = 0;
+	a.salt = 1;
+	b = a;
+	eng_open(&e, path, GGML_TYPE_F16, 96, 4, 0, 1);
+	ia = submit(&e, &a);
+	ib = submit(&e, &b);
+	assert_int_equal(sched_blocks(e.s, ia, &ta), 0); /* waiting: no KV yet */
+	assert_true(sched_step(e.s, clock_ns) > 0);	 /* both prompts in one step */
+	assert_int_equal(sched_blocks(e.s, ia, &ta), 3);
+	assert_int_equal(sched_blocks(e.s, ib, &tb), 3);
+	/* The two full blocks are a's now; the partial third one is each its own. */
+	assert_memory_equal(ta, tb, 2 * sizeof(int32_t));
+	assert_int_not_equal(ta[2], tb[2]);
+	run_all(&e);
+	assert_int_equal(sched_blocks(e.s, ia, &ta), 0);
+	sched_release(e.s, ia);
+	assert_int_equal(sched_blocks(e.s, ia, &ta), -ENOENT);
+	sched_release(e.s, ib);
+	eng_close(&e);
+	free(path);
+	tu_rmtree(dir);
+}
+
 /* The stories260K goldens through the batched path: all 6 prompts at once. */
 static void test_stories_batched(void **state)
 {
@@ -966,6 +1007,7 @@ int main(void)
 		cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_prefix_cache),
 		cmocka_unit_test(test_stories_batched),	 cmocka_unit_test(test_bad_requests),
 		cmocka_unit_test(test_logprobs),
+		cmocka_unit_test(test_blocks),
 		cmocka_unit_test(test_disaggregated),
 		cmocka_unit_test(test_disaggregated_batched),
 		cmocka_unit_test(test_disaggregated_shm),

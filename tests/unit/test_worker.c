@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -780,6 +781,919 @@ static void test_xfer_connect(void **state)
 	sup_free(mixed);
 }
 
+/* --- split prefill / decode: SHIP, PREFILLED, ADOPT ---------------------------------- */
+
+#define SPLIT_CASES 6
+#define SPLIT_PREFILL_BATCH 32 /* the prefill partition's max_batch_tokens: long prompts chunk */
+
+/* A stream of STATS until one shows (kv_leased, xfer_rejected); at most 50 of them. */
+static void wait_stats(struct sup *s, uint32_t leased, uint64_t rejected)
+{
+	for (int k = 0; k < 50; k++) {
+		unsigned n0 = s->n_stats;
+
+		do
+			assert_true(sup_recv_any(s, 2000));
+		while (s->n_stats == n0);
+		if (s->stats.kv_leased == leased && s->stats.xfer_rejected == rejected)
+			return;
+	}
+	fail_msg("STATS show kv_leased %u, xfer_rejected %llu; expected %u, %llu",
+		 s->stats.kv_leased, (unsigned long long)s->stats.xfer_rejected, leased,
+		 (unsigned long long)rejected);
+}
+
+/*
+ * A request with a greedy sampler: the prompt as a SUBMIT of `first` tokens
+ * and PROMPT_CHUNKs of `chunk`; n_top < 0: no logprobs.
+ */
+static void sup_submit2(struct sup *s, uint64_t rid, const int32_t *prompt, uint32_t n,
+			uint32_t max_tokens, uint32_t first, uint32_t chunk, int n_top)
+{
+	memset(&s->sub, 0, IPC_SUBMIT_FIXED);
+	s->sub.sampling = (struct ipc_sampling){ .top_p = 1.0f, .repeat_penalty = 1.0f };
+	s->sub.max_tokens = max_tokens;
+	s->sub.n_prompt = n;
+	s->sub.n_tokens = first < n ? first : n;
+	s->sub.logprobs_flags = n_top >= 0 ? IPC_SUBMIT_LOGPROBS : 0;
+	s->sub.n_top = n_top > 0 ? (uint32_t)n_top : 0;
+	memcpy(s->sub.tokens, prompt, 4 * s->sub.n_tokens);
+	sup_send(s, IPC_SUBMIT, rid, &s->sub, ipc_submit_len(s->sub.n_tokens));
+	for (uint32_t off = s->sub.n_tokens; off < n; off += chunk) {
+		uint32_t k = n - off < chunk ? n - off : chunk;
+
+		memset(&s->chunk, 0, IPC_CHUNK_FIXED);
+		s->chunk.n_prompt = n;
+		s->chunk.offset = off;
+		s->chunk.n_tokens = k;
+		memcpy(s->chunk.tokens, prompt + off, 4 * k);
+		sup_send(s, IPC_PROMPT_CHUNK, rid, &s->chunk, ipc_chunk_len(k));
+	}
+}
+
+/* One request of the split tests. */
+struct scase {
+	uint64_t rid;
+	int32_t prompt[400];
+	uint32_t n, max_tokens, first, chunk;
+	int n_top; /* < 0: no logprobs */
+};
+
+/* What the prefill worker said about one shipped request. */
+struct shipped {
+	uint64_t rid;
+	bool have_rec, done, error;
+	struct ipc_kv_record rec;
+	uint32_t rec_len;
+	struct ipc_done d;
+	int32_t error_code;
+	char error_msg[IPC_ERRMSG_MAX];
+};
+
+/* A prefill worker (partition 0) and a decode worker (partition 1), the test between them. */
+struct split {
+	struct sup *p, *d;
+	struct ipc_ship *ship; /* send buffer */
+	uint32_t n_blocks;     /* of the last lease */
+};
+
+static struct split *split_open(const char *text)
+{
+	struct split *sp = calloc(1, sizeof(*sp));
+	struct ipc_msg *m;
+
+	assert_non_null(sp);
+	sp->ship = calloc(1, sizeof(*sp->ship));
+	assert_non_null(sp->ship);
+	sp->p = sup_start_part(text, 0);
+	sp->d = sup_start_part(text, 1);
+	m = expect_type(sp->p, IPC_HELLO);
+	assert_int_equal(m->u.hello.role, IPC_ROLE_PREFILL);
+	expect_type(sp->p, IPC_READY);
+	m = expect_type(sp->d, IPC_HELLO);
+	assert_int_equal(m->u.hello.role, IPC_ROLE_DECODE);
+	expect_type(sp->d, IPC_READY);
+	return sp;
+}
+
+/* The supervisor's part of connecting the two KV endpoints. */
+static void split_connect(struct split *sp)
+{
+	struct ipc_xfer_connect c = { .partition = 1 };
+
+	sup_send(sp->p, IPC_XFER_CONNECT, 0, &c, sizeof(c));
+	c.partition = 0;
+	sup_send(sp->d, IPC_XFER_CONNECT, 0, &c, sizeof(c));
+	relay_desc(sp->p, 0, sp->d);
+	relay_desc(sp->d, 1, sp->p);
+	assert_int_equal(expect_type(sp->p, IPC_XFER_READY)->u.xready.status, 0);
+	assert_int_equal(expect_type(sp->d, IPC_XFER_READY)->u.xready.status, 0);
+}
+
+static void split_close(struct split *sp)
+{
+	shutdown_now(sp->p);
+	shutdown_now(sp->d);
+	sup_free(sp->p);
+	sup_free(sp->d);
+	free(sp->ship);
+	free(sp);
+}
+
+/*
+ * LEASE (ttl_ms) on the decode worker; its LEASED becomes sp->ship
+ * (checksummed, for partition 1, 60 s to live).
+ */
+static void split_lease_ttl(struct split *sp, uint64_t rid, uint32_t n_prompt, uint32_t ttl_ms)
+{
+	struct ipc_lease l = { .n_prompt = n_prompt, .ttl_ms = ttl_ms, .owner = 0 };
+	const struct ipc_leased *ld;
+	struct ipc_msg *m;
+
+	sup_send(sp->d, IPC_LEASE, rid, &l, sizeof(l));
+	m = expect_type(sp->d, IPC_LEASED);
+	assert_int_equal(m->hdr.req_id, rid);
+	ld = &m->u.leased;
+	assert_int_equal(ld->n_blocks, (n_prompt + 15) / 16);
+	assert_int_equal(ld->blocks_total, N_BLOCKS);
+	assert_true(ld->block_bytes > 0);
+	memset(sp->ship, 0, IPC_SHIP_FIXED);
+	sp->ship->partition = 1;
+	sp->ship->lease_id = ld->lease_id;
+	sp->ship->epoch = ld->epoch;
+	sp->ship->region = ld->region;
+	sp->ship->blocks_total = ld->blocks_total;
+	sp->ship->block_bytes = ld->block_bytes;
+	sp->ship->n_blocks = ld->n_blocks;
+	sp->ship->flags = IPC_SHIP_CHECKSUM;
+	sp->ship->ttl_ms = 60000;
+	memcpy(sp->ship->blocks, ld->blocks, 4 * ld->n_blocks);
+	sp->n_blocks = ld->n_blocks;
+}
+
+static void split_lease(struct split *sp, uint64_t rid, uint32_t n_prompt)
+{
+	split_lease_ttl(sp, rid, n_prompt, 60000);
+}
+
+static void split_ship(struct split *sp, uint64_t rid)
+{
+	sup_send(sp->p, IPC_SHIP, rid, sp->ship, IPC_SHIP_FIXED + 4 * sp->ship->n_blocks);
+}
+
+/* Lease, then SHIP + SUBMIT on the prefill worker (max_tokens there: any, it makes one). */
+static void split_prefill(struct split *sp, const struct scase *c)
+{
+	split_lease(sp, c->rid, c->n);
+	split_ship(sp, c->rid);
+	sup_submit2(sp->p, c->rid, c->prompt, c->n, 50, c->first, c->chunk, c->n_top);
+}
+
+static void lease_free(struct sup *d, uint64_t rid, int32_t id, uint64_t epoch)
+{
+	struct ipc_lease_free f = { .lease_id = id, .epoch = epoch };
+
+	sup_send(d, IPC_LEASE_FREE, rid, &f, sizeof(f));
+}
+
+/* The prefill worker's frames until every x[] is DONE: PREFILLED then DONE, or ERROR + DONE. */
+static void collect_shipped(struct sup *p, struct shipped *x, int n)
+{
+	for (;;) {
+		struct shipped *t = NULL;
+		struct ipc_msg *m;
+		int open = 0;
+
+		for (int i = 0; i < n; i++)
+			open += !x[i].done;
+		if (!open)
+			return;
+		m = sup_recv(p);
+		for (int i = 0; i < n; i++) {
+			if (x[i].rid == m->hdr.req_id)
+				t = &x[i];
+		}
+		if (!t)
+			fail_msg("%s for unknown request %llu", ipc_type_name(m->hdr.type),
+				 (unsigned long long)m->hdr.req_id);
+		assert_false(t->done);
+		switch (m->hdr.type) {
+		case IPC_PREFILLED:
+			assert_false(t->have_rec);
+			assert_false(t->error);
+			t->have_rec = true;
+			t->rec_len = m->hdr.len;
+			memcpy(&t->rec, &m->u.kv, m->hdr.len);
+			break;
+		case IPC_ERROR:
+			assert_false(t->error);
+			t->error = true;
+			t->error_code = m->u.error.code;
+			snprintf(t->error_msg, sizeof(t->error_msg), "%s", m->u.error.msg);
+			break;
+		case IPC_DONE:
+			t->done = true;
+			t->d = m->u.done;
+			if (t->have_rec) {
+				assert_true(t->d.finish == IPC_FINISH_LENGTH ||
+					    t->d.finish == IPC_FINISH_EOG);
+				assert_int_equal(t->d.n_generated, 1);
+			} else {
+				assert_int_equal(t->d.n_generated, 0);
+				assert_int_equal(t->error, t->d.finish == IPC_FINISH_ERROR);
+			}
+			break;
+		default:
+			/* No TOKEN or LOGPROBS for a shipped request. */
+			fail_msg("unexpected %s from the prefill worker",
+				 ipc_type_name(m->hdr.type));
+		}
+	}
+}
+
+/* ADOPT with rec, then the SUBMIT it applies to, on the decode worker. */
+static void split_adopt(struct split *sp, const struct scase *c, const struct ipc_kv_record *rec)
+{
+	sup_send(sp->d, IPC_ADOPT, c->rid, rec, ipc_kv_record_len(rec->n_top));
+	sup_submit2(sp->d, c->rid, c->prompt, c->n, c->max_tokens, c->first, c->chunk, c->n_top);
+}
+
+static void make_cases(struct scase *c)
+{
+	static const struct {
+		uint32_t n, max_tokens, first, chunk;
+		int n_top;
+		uint32_t seed;
+	} def[SPLIT_CASES] = {
+		{ 100, 12, 100, 0, -1, 31 }, /* 7 blocks, 4 prefill steps */
+		{ 20, 10, 7, 5, -1, 32 },    /* over one block, prompt in SUBMIT + chunks */
+		{ 5, 8, 5, 0, -1, 33 },	     /* under one block */
+		{ 40, 10, 40, 0, 3, 34 },    /* logprobs, 3 alternatives */
+		{ 18, 1, 18, 0, 0, 35 },     /* logprobs, no alternatives, one token */
+		{ 100, 12, 60, 40, -1, 31 }, /* case 0's prompt: the prefill cache has its prefix */
+	};
+
+	for (int i = 0; i < SPLIT_CASES; i++) {
+		c[i] = (struct scase){ .rid = 300 + (uint64_t)i,
+				       .n = def[i].n,
+				       .max_tokens = def[i].max_tokens,
+				       .first = def[i].first,
+				       .chunk = def[i].chunk,
+				       .n_top = def[i].n_top };
+		make_prompt(c[i].prompt, (int)c[i].n, def[i].seed);
+	}
+}
+
+static void stream_init(struct stream *st, const struct scase *c)
+{
+	*st = (struct stream){ .rid = c->rid,
+			       .want_lp = c->n_top >= 0,
+			       .want_top = c->n_top > 0 ? (uint32_t)c->n_top : 0 };
+}
+
+/*
+ * Every case through a mixed worker, then through prefill -> KV transfer ->
+ * decode: the same tokens (the greedy reference too) and the same logprobs.
+ */
+static void split_end_to_end(const char *text)
+{
+	struct scase *cs = calloc(SPLIT_CASES, sizeof(*cs));
+	struct stream *mix = calloc(SPLIT_CASES, sizeof(*mix));
+	struct stream *st = calloc(SPLIT_CASES, sizeof(*st));
+	struct shipped *sh = calloc(SPLIT_CASES, sizeof(*sh));
+	uint32_t n_blocks[SPLIT_CASES];
+	uint32_t n_layers = ref.m->n_layers;
+	struct split *sp;
+	struct sup *m;
+
+	assert_non_null(cs);
+	assert_non_null(mix);
+	assert_non_null(st);
+	assert_non_null(sh);
+	worker_set_step_delay_us(0);
+	make_cases(cs);
+
+	/* The baseline: one mixed partition. */
+	m = sup_start(cfg_text);
+	sup_handshake(m);
+	for (int i = 0; i < SPLIT_CASES; i++) {
+		stream_init(&mix[i], &cs[i]);
+		sup_submit2(m, cs[i].rid, cs[i].prompt, cs[i].n, cs[i].max_tokens, cs[i].first,
+			    cs[i].chunk, cs[i].n_top);
+	}
+	sup_collect(m, mix, SPLIT_CASES);
+	shutdown_now(m);
+	sup_free(m);
+
+	sp = split_open(text);
+	split_connect(sp);
+	/* Case 0 alone first (fresh pools: adjacent blocks on both sides), then the rest at once. */
+	for (int i = 0; i < SPLIT_CASES; i++) {
+		sh[i].rid = cs[i].rid;
+		split_prefill(sp, &cs[i]);
+		n_blocks[i] = sp->n_blocks;
+		if (i == 0)
+			collect_shipped(sp->p, sh, 1);
+	}
+	collect_shipped(sp->p, sh, SPLIT_CASES);
+	for (int i = 0; i < SPLIT_CASES; i++) {
+		const struct ipc_kv_record *k = &sh[i].rec;
+
+		if (!sh[i].have_rec)
+			fail_msg("request %llu: no PREFILLED (%s)", (unsigned long long)sh[i].rid,
+				 sh[i].error_msg);
+		assert_int_equal(sh[i].d.n_prompt, cs[i].n);
+		assert_int_equal(k->n_tokens, cs[i].n);
+		assert_int_equal(k->n_layers, n_layers);
+		assert_int_equal(k->first_token, mix[i].tokens[0]);
+		assert_true(k->flags & IPC_KV_CHECKSUM);
+		assert_int_equal(!!(k->flags & IPC_KV_LOGPROBS), cs[i].n_top >= 0);
+		if (cs[i].n_top >= 0) {
+			assert_int_equal(k->n_top, cs[i].n_top);
+			assert_true(k->first_logprob == mix[i].lp[0]);
+			if (k->n_top > 0)
+				assert_memory_equal(&k->top[0], &mix[i].top0[0], sizeof(k->top[0]));
+			if (k->n_top > 1)
+				assert_memory_equal(&k->top[1], &mix[i].top1[0], sizeof(k->top[1]));
+		}
+		/* Every layer of every leased block, some twice (a block a chunk ends in). */
+		assert_true(k->bytes >= (uint64_t)n_layers * n_blocks[i] * sp->ship->block_bytes);
+		assert_int_equal(k->t_first_ns, sh[i].d.t_first_ns);
+		assert_true(k->t_first_ns > 0);
+	}
+	/*
+	 * Case 0: 4 steps of 32 tokens wrote table entries [0,2) [2,4) [4,6) [6,7): one
+	 * write per step and layer when adjacent blocks merge, 7 per layer when not.
+	 */
+	assert_int_equal(sh[0].rec.writes, n_layers * 4);
+	assert_int_equal(sh[0].rec.bytes, (uint64_t)n_layers * 7 * sp->ship->block_bytes);
+	/* Case 5 found case 0's prompt in the prefill cache and shipped that prefix too. */
+	assert_int_equal(sh[5].d.n_cached, 96);
+
+	for (int i = 0; i < SPLIT_CASES; i++) {
+		stream_init(&st[i], &cs[i]);
+		split_adopt(sp, &cs[i], &sh[i].rec);
+	}
+	sup_collect(sp->d, st, SPLIT_CASES);
+	for (int i = 0; i < SPLIT_CASES; i++) {
+		if (st[i].error)
+			fail_msg("request %llu: %s", (unsigned long long)st[i].rid,
+				 st[i].error_msg);
+		check_against_ref(&st[i], cs[i].prompt, (int)cs[i].n, (int)cs[i].max_tokens);
+		assert_int_equal(st[i].n, mix[i].n);
+		assert_memory_equal(st[i].tokens, mix[i].tokens, sizeof(int32_t) * (size_t)st[i].n);
+		assert_int_equal(st[i].d.finish, mix[i].d.finish);
+		if (!st[i].want_lp)
+			continue;
+		assert_memory_equal(st[i].lp, mix[i].lp, sizeof(float) * (size_t)st[i].n);
+		if (st[i].want_top > 0)
+			assert_memory_equal(st[i].top0, mix[i].top0,
+					    sizeof(st[i].top0[0]) * (size_t)st[i].n);
+		if (st[i].want_top > 1)
+			assert_memory_equal(st[i].top1, mix[i].top1,
+					    sizeof(st[i].top1[0]) * (size_t)st[i].n);
+	}
+	/* Every lease was used up; nothing was refused. */
+	wait_stats(sp->d, 0, 0);
+	split_close(sp);
+	free(cs);
+	free(mix);
+	free(st);
+	free(sh);
+}
+
+static const char split_fmt[] =
+	"model = { path = \"%s\"; context = %d; };\n"
+	"kv = { blocks = %d; block_tokens = 16; };\n"
+	"transport = { driver = \"%s\"; %s };\n"
+	"partitions = ( { name = \"pre\"; role = \"prefill\"; threads = 1; max_seqs = 8;\n"
+	"                 max_batch_tokens = %d; },\n"
+	"               { name = \"dec\"; role = \"decode\"; threads = 1; max_seqs = 8;\n"
+	"                 max_batch_tokens = 128; } );\n";
+
+/* Prompts through prefill -> shm -> decode equal the mixed partition's run. */
+static void test_split_shm(void **state)
+{
+	char text[1600];
+
+	(void)state;
+	snprintf(text, sizeof(text), split_fmt, model_path, N_CTX, N_BLOCKS, "shm", "",
+		 SPLIT_PREFILL_BATCH);
+	split_end_to_end(text);
+}
+
+/* The same over tcp (loopback), the endpoints authenticated with a pre-shared key. */
+static void test_split_tcp(void **state)
+{
+	static const char key[] = "duet worker test key, 32+ bytes long\n";
+	char text[1600], opt[700], psk[600];
+	char *dir = tu_mkdtemp();
+
+	(void)state;
+	snprintf(psk, sizeof(psk), "%s/psk", dir);
+	assert_int_equal(tu_write_file(psk, key, sizeof(key) - 1), 0);
+	assert_int_equal(chmod(psk, 0600), 0);
+	snprintf(opt, sizeof(opt), "psk_file = \"%s\";", psk);
+	snprintf(text, sizeof(text), split_fmt, model_path, N_CTX, N_BLOCKS, "tcp", opt,
+		 SPLIT_PREFILL_BATCH);
+	split_end_to_end(text);
+	tu_rmtree(dir);
+}
+
+/* The decode worker's answer to a rejected ADOPT: ERROR naming why, then DONE(ERROR). */
+static void expect_rejected(struct split *sp, const struct scase *c, int code, const char *why)
+{
+	struct stream st;
+
+	stream_init(&st, c);
+	sup_collect(sp->d, &st, 1);
+	assert_true(st.error);
+	assert_int_equal(st.d.finish, IPC_FINISH_ERROR);
+	assert_int_equal(st.n, 0);
+	assert_int_equal(st.error_code, code);
+	if (!strstr(st.error_msg, why) || !strstr(st.error_msg, "KV transfer record rejected") ||
+	    !strstr(st.error_msg, "lease"))
+		fail_msg("error '%s' does not say '%s'", st.error_msg, why);
+}
+
+/* The prefill worker's answer to a SHIP it cannot serve: ERROR naming why, DONE(ERROR). */
+static void expect_ship_refused(struct split *sp, uint64_t rid, int code, const char *why)
+{
+	struct shipped x = { .rid = rid };
+
+	collect_shipped(sp->p, &x, 1);
+	assert_false(x.have_rec);
+	assert_true(x.error);
+	assert_int_equal(x.d.finish, IPC_FINISH_ERROR);
+	assert_int_equal(x.error_code, code);
+	if (!strstr(x.error_msg, why))
+		fail_msg("error '%s' does not say '%s'", x.error_msg, why);
+}
+
+/* Ship c through the prefill worker; its completion record into *rec. */
+static void prefill_ok(struct split *sp, const struct scase *c, struct ipc_kv_record *rec)
+{
+	struct shipped x = { .rid = c->rid };
+
+	split_prefill(sp, c);
+	collect_shipped(sp->p, &x, 1);
+	if (!x.have_rec)
+		fail_msg("request %llu: no PREFILLED (%s)", (unsigned long long)c->rid,
+			 x.error_msg);
+	*rec = x.rec;
+}
+
+/*
+ * What fails closed.  Prefill side: a SHIP to a partition with no link, or
+ * with another block size or block count, fails its request.  Decode side:
+ * a completion record for a released lease, of an older epoch, with a wrong
+ * checksum or covering another prompt length is rejected, the lease goes
+ * back, and STATS count the rejections.  A cancelled SHIP request ends
+ * without a record.
+ */
+static void test_split_fail_closed(void **state)
+{
+	char text[1600];
+	struct scase c = { .n = 30, .max_tokens = 4, .first = 30, .n_top = -1 };
+	struct ipc_kv_record rec;
+	struct ipc_cancel cancel = { .reason = IPC_CANCEL_CLIENT };
+	struct split *sp;
+	int32_t id;
+	uint64_t epoch;
+
+	(void)state;
+	worker_set_step_delay_us(0);
+	snprintf(text, sizeof(text), split_fmt, model_path, N_CTX, N_BLOCKS, "shm", "",
+		 SPLIT_PREFILL_BATCH);
+	make_prompt(c.prompt, (int)c.n, 40);
+	sp = split_open(text);
+
+	/* No link to the decode partition yet. */
+	c.rid = 800;
+	split_prefill(sp, &c);
+	expect_ship_refused(sp, c.rid, -ENOTCONN, "no connected KV link");
+	lease_free(sp->d, c.rid, sp->ship->lease_id, sp->ship->epoch);
+	split_connect(sp);
+
+	/* Another block size: different models or KV types. */
+	c.rid = 801;
+	split_lease(sp, c.rid, c.n);
+	sp->ship->block_bytes *= 2;
+	split_ship(sp, c.rid);
+	sup_submit2(sp->p, c.rid, c.prompt, c.n, 4, c.first, c.chunk, c.n_top);
+	expect_ship_refused(sp, c.rid, -EINVAL, "bytes");
+	sp->ship->block_bytes /= 2;
+	lease_free(sp->d, c.rid, sp->ship->lease_id, sp->ship->epoch);
+
+	/* A block count that does not fit the prompt. */
+	c.rid = 802;
+	split_lease(sp, c.rid, c.n);
+	sp->ship->blocks[sp->ship->n_blocks++] = 0;
+	split_ship(sp, c.rid);
+	sup_submit2(sp->p, c.rid, c.prompt, c.n, 4, c.first, c.chunk, c.n_top);
+	expect_ship_refused(sp, c.rid, -EINVAL, "SHIP names 3 blocks");
+	lease_free(sp->d, c.rid, sp->ship->lease_id, sp->ship->epoch);
+	wait_stats(sp->d, 0, 0);
+
+	/* The supervisor gave the lease up before the ADOPT: stale. */
+	c.rid = 810;
+	prefill_ok(sp, &c, &rec);
+	lease_free(sp->d, c.rid, rec.lease_id, rec.epoch);
+	split_adopt(sp, &c, &rec);
+	expect_rejected(sp, &c, -ESTALE, "stale lease");
+
+	/* A record of an older epoch: stale, and the lease held now is not touched. */
+	c.rid = 811;
+	prefill_ok(sp, &c, &rec);
+	rec.epoch--;
+	split_adopt(sp, &c, &rec);
+	expect_rejected(sp, &c, -ESTALE, "stale lease");
+	wait_stats(sp->d, sp->n_blocks, 2);
+	lease_free(sp->d, c.rid, rec.lease_id, rec.epoch + 1);
+
+	/* The bytes that landed are not the ones that were sent. */
+	c.rid = 812;
+	prefill_ok(sp, &c, &rec);
+	rec.checksum ^= 0x100;
+	split_adopt(sp, &c, &rec);
+	expect_rejected(sp, &c, -EBADMSG, "checksum mismatch");
+
+	/* A record for another prompt length. */
+	c.rid = 813;
+	prefill_ok(sp, &c, &rec);
+	rec.n_tokens = c.n - 1;
+	split_adopt(sp, &c, &rec);
+	expect_rejected(sp, &c, -EINVAL, "covers 29 prompt tokens");
+	wait_stats(sp->d, 0, 4);
+
+	/* The same record unchanged is taken: nothing above was a false alarm. */
+	c.rid = 814;
+	prefill_ok(sp, &c, &rec);
+	split_adopt(sp, &c, &rec);
+	{
+		struct stream st;
+
+		stream_init(&st, &c);
+		sup_collect(sp->d, &st, 1);
+		check_against_ref(&st, c.prompt, (int)c.n, (int)c.max_tokens);
+	}
+
+	/* A cancelled SHIP request (13 steps of at least 2 ms): DONE(CANCELLED), no record. */
+	worker_set_step_delay_us(2000);
+	c.rid = 820;
+	c.n = 400;
+	c.first = 400;
+	make_prompt(c.prompt, (int)c.n, 41);
+	split_prefill(sp, &c);
+	id = sp->ship->lease_id;
+	epoch = sp->ship->epoch;
+	sup_send(sp->p, IPC_CANCEL, c.rid, &cancel, sizeof(cancel));
+	{
+		struct shipped x = { .rid = c.rid };
+
+		collect_shipped(sp->p, &x, 1);
+		assert_false(x.have_rec);
+		assert_false(x.error);
+		assert_int_equal(x.d.finish, IPC_FINISH_CANCELLED);
+	}
+	worker_set_step_delay_us(0);
+	lease_free(sp->d, c.rid, id, epoch);
+	wait_stats(sp->d, 0, 4);
+	split_close(sp);
+}
+
+/* --- the transfer protocol over the loopback fake driver ---------------------------- */
+
+/*
+ * The workers talk through drivers/net/loopback.c (worker_test_xfer_driver),
+ * whose faults (worker_test_inject) hit the KV writes of one chosen request.
+ * The prefill partition takes 32 tokens per step; a 30-token prompt is one
+ * step of n_layers writes or more, a 100-token one four steps.
+ */
+
+/* Every hook back to its default, after each test (a failed one too). */
+static int hooks_reset(void **state)
+{
+	(void)state;
+	worker_test_xfer_driver(NULL);
+	worker_test_xfer_timeout_ms(0);
+	worker_test_inject(XFER_FAULT_DROP, 0);
+	worker_test_release(false);
+	worker_set_step_delay_us(0);
+	return 0;
+}
+
+/* A prefill and a decode worker over loopback, their KV link up. */
+static struct split *lb_open(void)
+{
+	char text[1600];
+	struct split *sp;
+
+	worker_set_step_delay_us(0);
+	snprintf(text, sizeof(text), split_fmt, model_path, N_CTX, N_BLOCKS, "shm", "",
+		 SPLIT_PREFILL_BATCH);
+	worker_test_xfer_driver("loopback");
+	sp = split_open(text);
+	split_connect(sp);
+	return sp;
+}
+
+/* A greedy request of n prompt tokens (seed), 8 to generate, the prompt in the SUBMIT. */
+static void lb_case(struct scase *c, uint64_t rid, uint32_t n, uint32_t seed)
+{
+	*c = (struct scase){ .rid = rid, .n = n, .max_tokens = 8, .first = n, .n_top = -1 };
+	make_prompt(c->prompt, (int)n, seed);
+}
+
+/* ADOPT rec on the decode worker: the stream equals the greedy reference. */
+static void adopt_ok(struct split *sp, const struct scase *c, const struct ipc_kv_record *rec)
+{
+	struct stream st;
+
+	stream_init(&st, c);
+	split_adopt(sp, c, rec);
+	sup_collect(sp->d, &st, 1);
+	if (st.error)
+		fail_msg("request %llu: %s", (unsigned long long)c->rid, st.error_msg);
+	check_against_ref(&st, c->prompt, (int)c->n, (int)c->max_tokens);
+}
+
+/* Nothing but STATS from s for ms milliseconds. */
+static void expect_quiet(struct sup *s, int ms)
+{
+	uint64_t end = now_ns() + (uint64_t)ms * 1000000ull;
+
+	for (uint64_t now = now_ns(); now < end; now = now_ns()) {
+		if (sup_recv_any(s, (int)((end - now) / 1000000ull) + 1) &&
+		    s->m.hdr.type != IPC_STATS)
+			fail_msg("%s for request %llu while its KV write is held",
+				 ipc_type_name(s->m.hdr.type), (unsigned long long)s->m.hdr.req_id);
+	}
+}
+
+/* Prompts through prefill -> loopback -> decode equal the mixed partition's run. */
+static void test_split_loopback(void **state)
+{
+	char text[1600];
+
+	(void)state;
+	worker_set_step_delay_us(0);
+	snprintf(text, sizeof(text), split_fmt, model_path, N_CTX, N_BLOCKS, "shm", "",
+		 SPLIT_PREFILL_BATCH);
+	worker_test_xfer_driver("loopback");
+	split_end_to_end(text);
+}
+
+/*
+ * Writes delivered twice or out of order land in disjoint ranges, so the
+ * transfer is still whole: the request completes with the reference tokens
+ * (and the checksum, over what landed, agrees).
+ */
+static void test_lb_duplicate_reorder(void **state)
+{
+	struct split *sp = lb_open();
+	struct ipc_kv_record rec;
+	struct scase c;
+
+	(void)state;
+	lb_case(&c, 900, 100, 50);
+	worker_test_inject(XFER_FAULT_DUPLICATE, 1);
+	worker_test_inject(XFER_FAULT_DUPLICATE, 6);
+	prefill_ok(sp, &c, &rec);
+	adopt_ok(sp, &c, &rec);
+
+	lb_case(&c, 901, 100, 51);
+	worker_test_inject(XFER_FAULT_REORDER, 1);
+	worker_test_inject(XFER_FAULT_REORDER, 7);
+	prefill_ok(sp, &c, &rec);
+	adopt_ok(sp, &c, &rec);
+	wait_stats(sp->d, 0, 0);
+	split_close(sp);
+}
+
+/*
+ * A held write holds the record back: no PREFILLED (nor DONE) while it is
+ * held, the request completes once it is delivered.  With the first write
+ * duplicated as well, the extra copy must not stand in for the held one.
+ */
+static void test_lb_delay(void **state)
+{
+	struct split *sp = lb_open();
+	struct ipc_kv_record rec;
+	struct scase c;
+
+	(void)state;
+	lb_case(&c, 910, 30, 52);
+	worker_test_inject(XFER_FAULT_DELAY, 1);
+	split_prefill(sp, &c);
+	expect_quiet(sp->p, 300);
+	worker_test_release(true);
+	{
+		struct shipped x = { .rid = c.rid };
+
+		collect_shipped(sp->p, &x, 1);
+		if (!x.have_rec)
+			fail_msg("no PREFILLED after the release (%s)", x.error_msg);
+		rec = x.rec;
+	}
+	worker_test_release(false);
+	adopt_ok(sp, &c, &rec);
+
+	lb_case(&c, 911, 30, 53);
+	worker_test_inject(XFER_FAULT_DUPLICATE, 1);
+	worker_test_inject(XFER_FAULT_DELAY, 2);
+	split_prefill(sp, &c);
+	expect_quiet(sp->p, 300);
+	worker_test_release(true);
+	{
+		struct shipped x = { .rid = c.rid };
+
+		collect_shipped(sp->p, &x, 1);
+		if (!x.have_rec)
+			fail_msg("no PREFILLED after the release (%s)", x.error_msg);
+		rec = x.rec;
+	}
+	worker_test_release(false);
+	adopt_ok(sp, &c, &rec);
+	wait_stats(sp->d, 0, 0);
+	split_close(sp);
+}
+
+/*
+ * A write corrupted on the way: with IPC_SHIP_CHECKSUM the decode worker
+ * refuses the record (the lease goes back, the rejection is counted).
+ * Without the checksum nothing on either side can notice: the request is
+ * admitted and decodes from the damaged KV (its tokens may or may not
+ * differ, so only the admission is checked) -- which is what the flag is for.
+ */
+static void test_lb_corrupt(void **state)
+{
+	struct split *sp = lb_open();
+	struct ipc_kv_record rec;
+	struct scase c;
+
+	(void)state;
+	lb_case(&c, 920, 30, 54);
+	worker_test_inject(XFER_FAULT_CORRUPT, 1);
+	prefill_ok(sp, &c, &rec);
+	assert_true(rec.flags & IPC_KV_CHECKSUM);
+	split_adopt(sp, &c, &rec);
+	expect_rejected(sp, &c, -EBADMSG, "checksum mismatch");
+	wait_stats(sp->d, 0, 1);
+
+	lb_case(&c, 921, 30, 55);
+	split_lease(sp, c.rid, c.n);
+	sp->ship->flags = 0;
+	split_ship(sp, c.rid);
+	worker_test_inject(XFER_FAULT_CORRUPT, 1);
+	sup_submit2(sp->p, c.rid, c.prompt, c.n, 50, c.first, c.chunk, c.n_top);
+	{
+		struct shipped x = { .rid = c.rid };
+		struct stream st;
+
+		collect_shipped(sp->p, &x, 1);
+		assert_true(x.have_rec);
+		assert_false(x.rec.flags & IPC_KV_CHECKSUM);
+		stream_init(&st, &c);
+		split_adopt(sp, &c, &x.rec);
+		sup_collect(sp->d, &st, 1);
+		assert_false(st.error);
+		assert_true(st.n >= 1);
+	}
+	wait_stats(sp->d, 0, 1);
+	split_close(sp);
+}
+
+/*
+ * A write that vanishes never completes: the prefill worker gives up after
+ * the transfer timeout (300 ms here), fails the request without a record,
+ * and the next request over the same link goes through.
+ */
+static void test_lb_drop(void **state)
+{
+	struct split *sp = lb_open();
+	struct ipc_kv_record rec;
+	struct scase c;
+	uint64_t t0;
+
+	(void)state;
+	lb_case(&c, 930, 30, 56);
+	worker_test_xfer_timeout_ms(300);
+	worker_test_inject(XFER_FAULT_DROP, 2);
+	t0 = now_ns();
+	split_prefill(sp, &c);
+	expect_ship_refused(sp, c.rid, -ETIMEDOUT, "not completed after 300 ms");
+	assert_true(now_ns() - t0 < (uint64_t)WORKER_XFER_TIMEOUT_MS * 1000000ull);
+	worker_test_xfer_timeout_ms(0);
+	lease_free(sp->d, c.rid, sp->ship->lease_id, sp->ship->epoch);
+
+	lb_case(&c, 931, 30, 57);
+	prefill_ok(sp, &c, &rec);
+	adopt_ok(sp, &c, &rec);
+	wait_stats(sp->d, 0, 0);
+	split_close(sp);
+}
+
+/* A write that fails at the sender fails its request (-EIO), without a record. */
+static void test_lb_fail(void **state)
+{
+	struct split *sp = lb_open();
+	struct ipc_kv_record rec;
+	struct scase c;
+
+	(void)state;
+	lb_case(&c, 940, 30, 58);
+	worker_test_inject(XFER_FAULT_FAIL, 2);
+	split_prefill(sp, &c);
+	expect_ship_refused(sp, c.rid, -EIO, "local failure");
+	lease_free(sp->d, c.rid, sp->ship->lease_id, sp->ship->epoch);
+
+	lb_case(&c, 941, 30, 59);
+	prefill_ok(sp, &c, &rec);
+	adopt_ok(sp, &c, &rec);
+	wait_stats(sp->d, 0, 0);
+	split_close(sp);
+}
+
+/*
+ * The lease deadline on the prefill side: SHIP's ttl_ms runs from its
+ * arrival, and no write is posted after it.  A SUBMIT that comes too late
+ * is refused; a prefill that takes longer than the ttl (13 steps of at least
+ * 5 ms, ttl 20 ms) stops posting and fails.  Neither sends PREFILLED.
+ */
+static void test_lb_ship_deadline(void **state)
+{
+	struct split *sp = lb_open();
+	struct ipc_kv_record rec;
+	struct scase c;
+
+	(void)state;
+	lb_case(&c, 950, 30, 60);
+	split_lease_ttl(sp, c.rid, c.n, 30);
+	sp->ship->ttl_ms = 30;
+	split_ship(sp, c.rid);
+	usleep(60 * 1000);
+	sup_submit2(sp->p, c.rid, c.prompt, c.n, 50, c.first, c.chunk, c.n_top);
+	expect_ship_refused(sp, c.rid, -ETIMEDOUT,
+			    "lease deadline passed (30 ms) before its KV was written");
+
+	lb_case(&c, 951, 400, 61);
+	split_lease(sp, c.rid, c.n);
+	sp->ship->ttl_ms = 20;
+	worker_set_step_delay_us(5000);
+	split_ship(sp, c.rid);
+	sup_submit2(sp->p, c.rid, c.prompt, c.n, 50, c.first, c.chunk, c.n_top);
+	expect_ship_refused(sp, c.rid, -ETIMEDOUT,
+			    "lease deadline passed (20 ms) before its KV was written");
+	worker_set_step_delay_us(0);
+	lease_free(sp->d, c.rid, sp->ship->lease_id, sp->ship->epoch);
+
+	lb_case(&c, 952, 30, 62);
+	prefill_ok(sp, &c, &rec);
+	adopt_ok(sp, &c, &rec);
+	wait_stats(sp->d, 0, 0);
+	split_close(sp);
+}
+
+/*
+ * The lease deadline on the decode side: a record that arrives after its
+ * lease expired is refused (stale), the blocks are free again and STATS
+ * count the expiry and the rejection.
+ */
+static void test_lb_adopt_expired(void **state)
+{
+	struct split *sp = lb_open();
+	struct scase c;
+	struct stream st;
+
+	(void)state;
+	lb_case(&c, 960, 30, 63);
+	split_lease_ttl(sp, c.rid, c.n, 30);
+	split_ship(sp, c.rid); /* the SHIP's ttl stays 60 s: the transfer itself completes */
+	sup_submit2(sp->p, c.rid, c.prompt, c.n, 50, c.first, c.chunk, c.n_top);
+	{
+		struct shipped x = { .rid = c.rid };
+
+		collect_shipped(sp->p, &x, 1);
+		assert_true(x.have_rec);
+		usleep(60 * 1000);
+		split_adopt(sp, &c, &x.rec);
+	}
+	stream_init(&st, &c);
+	sup_collect(sp->d, &st, 1);
+	assert_true(st.error);
+	assert_int_equal(st.n, 0);
+	assert_int_equal(st.d.finish, IPC_FINISH_ERROR);
+	if (st.error_code != -ESTALE && st.error_code != -ETIMEDOUT)
+		fail_msg("error %d (%s): not a stale or expired lease", st.error_code,
+			 st.error_msg);
+	if (!strstr(st.error_msg, "KV transfer record rejected") || !strstr(st.error_msg, "lease"))
+		fail_msg("error '%s' does not say the lease is gone", st.error_msg);
+	wait_stats(sp->d, 0, 1);
+	assert_true(sp->d->stats.leases_expired >= 1);
+	split_close(sp);
+}
+
 static void test_eight_concurrent(void **state)
 {
 	worker_set_step_delay_us(0);
@@ -1037,6 +1951,17 @@ int main(void)
 		cmocka_unit_test(test_eight_concurrent),
 		cmocka_unit_test(test_leases),
 		cmocka_unit_test(test_xfer_connect),
+		cmocka_unit_test(test_split_shm),
+		cmocka_unit_test(test_split_tcp),
+		cmocka_unit_test(test_split_fail_closed),
+		cmocka_unit_test_teardown(test_split_loopback, hooks_reset),
+		cmocka_unit_test_teardown(test_lb_duplicate_reorder, hooks_reset),
+		cmocka_unit_test_teardown(test_lb_delay, hooks_reset),
+		cmocka_unit_test_teardown(test_lb_corrupt, hooks_reset),
+		cmocka_unit_test_teardown(test_lb_drop, hooks_reset),
+		cmocka_unit_test_teardown(test_lb_fail, hooks_reset),
+		cmocka_unit_test_teardown(test_lb_ship_deadline, hooks_reset),
+		cmocka_unit_test_teardown(test_lb_adopt_expired, hooks_reset),
 		cmocka_unit_test(test_bad_token_fails_one_request),
 		cmocka_unit_test(test_bias_and_logprobs),
 		cmocka_unit_test(test_drain),
