@@ -128,4 +128,31 @@ scenario decode-early shm dec "$ALL"
 scenario decode-mid-decode shm dec '[.requests[] | select(.e2e_ms == null and .output_tokens >= 8)] | length >= 4'
 scenario tcp-prefill-mid-transfer tcp pre '.links[0].transfers >= 3'
 
+# Clients that go away while their requests are queued, leasing, prefilling and
+# decoding: every request ends (cancelled), both sides free everything.
+DUET_TEST_STEP_DELAY_US=4000 "$DUETD" -c "$tmp/shm.cfg" >"$tmp/cancel.out" 2>&1 &
+pid=$!
+wait_status '.state == "up" and .health.ok == true and .links[0].state == "up"'
+pids=
+for i in $(seq 1 16); do
+	stream "Tale $i: $LONG" 48 "$tmp/cancel.st$i" &
+	pids="$pids $!"
+done
+wait_status '([.requests[] | select(.e2e_ms == null)] | length == 16) and .links[0].transfers >= 2'
+at=$(status | "$JQ" -c '[.requests[] | select(.e2e_ms == null) | .state]')
+# Every client at once (their prompts are in curl's argv); a few may finish first.
+pkill -KILL -f 'Tale [0-9]*: once upon'
+for j in $pids; do wait "$j"; done
+wait_status '([.requests[] | select(.e2e_ms == null)] | length == 0)
+	and ([.requests[] | select(.state == "cancelled")] | length >= 8)
+	and ([.requests[] | select(.state == "cancelled" or .state == "done")] | length == 16)
+	and ([.partitions[] | select(.kv.leased != 0 or .kv.used != 0)] | length == 0)'
+result $? "16 clients gone mid-request ($at): each ends once (most cancelled), nothing leased or in use on either side" "$tmp/cancel.out"
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+pid=
+[ $rc -eq 0 ] && clean_log "$tmp/cancel.out"
+result $? "cancellations: exit 0 (got $rc), no [alert]" "$tmp/cancel.out"
+
 tap_done
