@@ -90,6 +90,9 @@ CTL_SRCS    := runtime/ctl/openai.c runtime/ctl/metrics.c runtime/ctl/http.c run
 	       runtime/worker.c runtime/supervisor.c runtime/supervisor-admin.c runtime/supervisor-route.c
 DRIVER_SRCS := drivers/backend.c drivers/cpu/cpu_backend.c drivers/cpu/threadpool.c
 # KV transfer drivers (drivers/net): NET_SRCS, NET_BINS, NET_UNIT_TESTS, NET_FUZZ and their rules.
+# `make` alone builds everything (the fragments below define rules of their own first).
+.DEFAULT_GOAL := all
+
 include drivers/net/net.mk
 
 LIB_SRCS    := $(CORE_SRCS) $(CONFIG_SRCS) $(MODEL_SRCS) $(KV_SRCS) $(CTL_SRCS) $(DRIVER_SRCS) \

@@ -188,8 +188,8 @@ const char *sup_health_why(struct sup *S, char *buf, size_t cap)
 			return w->why[0] ? w->why : "worker not ready";
 		if (w->breaker_until_ms) {
 			snprintf(buf, cap,
-				 "partition %s: circuit breaker open after %u failures; probing "
-				 "with canaries",
+				 "partition %s: circuit breaker open after %u failures in a minute; "
+				 "probing with canaries",
 				 name, w->fails);
 			return buf;
 		}

@@ -33,6 +33,7 @@
 #define SUP_EVENT_MSG 256	 /* bytes of an event's message */
 #define SUP_KEEPALIVE_MS 15000	 /* ": keepalive" on a silent event stream */
 #define SUP_MAX_SUBS 32		 /* /admin/events subscribers */
+#define SUP_BREAKER_WINDOW_MS 60000 /* api.breaker_failures are counted over this */
 #define SUP_PREFIX_SLOTS 4096	 /* prompt-prefix hashes remembered per prefill partition */
 #define SUP_PREFIX_BLOCKS 64	 /* leading blocks of a prompt the router hashes */
 
@@ -67,7 +68,8 @@ struct sup_worker {
 	uint64_t lease_rid;	   /* the LEASE in flight on this decode worker; 0: none */
 	bool full;		   /* refused a LEASE for lack of blocks: wait for it to free some */
 	uint64_t pending_tokens;   /* prompt tokens shipped to this prefill worker, not yet done */
-	unsigned fails;		   /* consecutive failures (deaths, failed transfers) */
+	unsigned fails;		   /* failures (deaths, failed transfers) since fail_since_ms */
+	uint64_t fail_since_ms;	   /* start of the breaker's one-minute window */
 	uint64_t breaker_until_ms; /* != 0: circuit breaker open; probe with a canary after */
 	uint64_t leases_expired;   /* from STATS, for the metric's deltas */
 	/* Prefill partitions: hashes of prompt prefixes (whole blocks) sent to it lately. */

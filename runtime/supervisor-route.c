@@ -150,25 +150,32 @@ void sup_route_token(struct sup_req *r, int32_t token)
 
 void sup_breaker_fail(struct sup *S, struct sup_worker *w, const char *why)
 {
+	uint64_t now = sup_now_ms();
+
+	/* Failures are counted over a minute: a worker that crashes every few
+	 * seconds trips it even when canaries get through in between. */
+	if (!w->breaker_until_ms && now - w->fail_since_ms > SUP_BREAKER_WINDOW_MS) {
+		w->fail_since_ms = now;
+		w->fails = 0;
+	}
 	w->fails++;
 	if (w->breaker_until_ms || w->fails < (unsigned)S->cfg->api.breaker_failures)
 		return;
 	w->breaker_until_ms = sup_now_ms() + (uint64_t)S->cfg->api.breaker_cooldown_ms;
-	log_warn(SUB, "partition %s: circuit breaker open after %u failures (last: %s)",
+	log_warn(SUB, "partition %s: circuit breaker open after %u failures in a minute (last: %s)",
 		 sup_part_name(S, w->idx), w->fails, why);
 	sup_event(S, "breaker_open", w->idx, DUET_LOG_WARN,
-		  "partition %s: circuit breaker open after %u failures (last: %s)",
+		  "partition %s: circuit breaker open after %u failures in a minute (last: %s)",
 		  sup_part_name(S, w->idx), w->fails, why);
 }
 
 void sup_breaker_ok(struct sup *S, struct sup_worker *w)
 {
 	/* An open breaker closes only on a success after its cool-down (a canary's). */
-	if (w->breaker_until_ms && sup_now_ms() < w->breaker_until_ms)
+	if (!w->breaker_until_ms || sup_now_ms() < w->breaker_until_ms)
 		return;
 	w->fails = 0;
-	if (!w->breaker_until_ms)
-		return;
+	w->fail_since_ms = sup_now_ms();
 	w->breaker_until_ms = 0;
 	log_info(SUB, "partition %s: circuit breaker closed: a canary went through",
 		 sup_part_name(S, w->idx));

@@ -2086,6 +2086,8 @@ int sup_run(const struct sup_options *opt, struct duet_config *cfg, const struct
 		/* Every round: answers written from worker frames go out now. */
 		http_server_run(S->api);
 		http_server_run(S->admin);
+		/* Requests that just arrived go to the workers now, not after the next wait. */
+		sup_route_kick(S);
 		ret = housekeeping(S);
 	}
 	if (ret == 1) {

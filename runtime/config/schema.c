@@ -511,7 +511,7 @@ static const struct cfg_key schema[] = {
 	  .max = 1000,
 	  .def_i = 3,
 	  C_FIELD(api.breaker_failures),
-	  .doc = "Consecutive failures of a partition that open its circuit breaker: it gets no new work until a canary gets through." },
+	  .doc = "Failures of a partition (a worker death, a failed transfer) within one minute that open its circuit breaker: it gets no new work until a canary gets through." },
 	{ .path = "api.breaker_cooldown_ms",
 	  .type = CFG_T_INT,
 	  .min = 100,

@@ -157,4 +157,33 @@ pid=
 [ $rc -eq 0 ] && clean_log "$tmp/cancel.out"
 result $? "cancellations: exit 0 (got $rc), no [alert]" "$tmp/cancel.out"
 
+# Circuit breaker: two deaths in a row of the decode worker open it (no new work;
+# /health says why); a request sent meanwhile waits in the router; once the
+# cool-down passed a canary gets through, the breaker closes and the request is served.
+sed -e 's/breaker_failures = 100;/breaker_failures = 2; breaker_cooldown_ms = 1500;/' \
+	"$tmp/shm.cfg" >"$tmp/breaker.cfg"
+"$DUETD" -c "$tmp/breaker.cfg" >"$tmp/breaker.out" 2>&1 &
+pid=$!
+wait_status '.state == "up" and .health.ok == true and .links[0].state == "up"'
+kill -KILL "$(pid_of dec)"
+wait_status '.partitions[1].state == "up" and .partitions[1].restarts == 1'
+kill -KILL "$(pid_of dec)"
+wait_status '.partitions[1].breaker.open == true and .partitions[1].state == "up"'
+opened=$?
+"$CURL" -sS --max-time 10 --unix-socket "$api" http://duet/health >"$tmp/breaker-health.json"
+stream "Tale 1: $LONG" 48 "$tmp/breaker.st" &
+spid=$!
+wait_status '.partitions[1].breaker.open == false and .health.ok == true'
+closed=$?
+wait "$spid"
+[ $opened -eq 0 ] && [ $closed -eq 0 ] &&
+	grep -q 'circuit breaker open after 2 failures in a minute' "$tmp/breaker-health.json" &&
+	grep -q 'partition dec: circuit breaker open' "$tmp/breaker.out" &&
+	grep -q 'partition dec: circuit breaker closed' "$tmp/breaker.out" &&
+	[ "$(stream_text "$tmp/breaker.st")" = "$(cat "$tmp/want1")" ]
+result $? "breaker: opens after 2 deaths (/health says so), closes on a canary; the waiting request is served" "$tmp/breaker.out"
+kill -TERM "$pid"
+wait "$pid"
+pid=
+
 tap_done
