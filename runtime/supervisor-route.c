@@ -420,11 +420,17 @@ static uint32_t ship_ttl(const struct sup *S, const struct sup_req *r)
 	return ttl > spent + margin + 1 ? (uint32_t)(ttl - spent - margin) : 1;
 }
 
-/* Send LEASE for the queue's head; false when it has to wait. */
+/*
+ * Send LEASE for the queue's head; false when it has to wait.  The LEASE
+ * carries the prompt's salt and its first tokens (as many as fit one frame)
+ * so that the decode worker can hold the blocks it has cached already.
+ */
 static bool dispatch(struct sup *S, struct sup_req *r)
 {
-	struct ipc_lease l = { .n_prompt = r->job->n_ids,
-			       .ttl_ms = (uint32_t)S->cfg->kv.lease_timeout_ms };
+	uint32_t n_tok =
+		r->job->n_ids < IPC_LEASE_MAX_TOKENS ? r->job->n_ids : IPC_LEASE_MAX_TOKENS;
+	uint32_t len = ipc_lease_len(n_tok);
+	struct ipc_lease *l;
 	struct sup_worker *d, *p;
 	bool never;
 	int ret;
@@ -441,9 +447,20 @@ static bool dispatch(struct sup *S, struct sup_req *r)
 		return false;
 	}
 	p = pick_pre(S, d->idx, r);
-	l.owner = (uint64_t)p->idx;
+	/* Only len bytes are allocated: no struct assignment (it would write all 64 KiB). */
+	l = duet_malloc(len);
+	if (!l)
+		return false; /* try again later */
+	memset(l, 0, IPC_LEASE_FIXED);
+	l->n_prompt = r->job->n_ids;
+	l->ttl_ms = (uint32_t)S->cfg->kv.lease_timeout_ms;
+	l->owner = (uint64_t)p->idx;
+	memcpy(&l->salt, r->job->head + offsetof(struct ipc_submit, salt), sizeof(l->salt));
+	l->n_tokens = n_tok;
+	memcpy(l->tokens, r->job->ids, sizeof(int32_t) * n_tok);
 	r->id = ++S->next_id;
-	ret = ipc_send(d->ch, IPC_LEASE, r->id, &l, sizeof(l));
+	ret = ipc_send(d->ch, IPC_LEASE, r->id, l, len);
+	duet_free(l);
 	sup_worker_set_events(S, d);
 	if (ret)
 		return false; /* its queue is full, or it is dying: try again later */
@@ -565,6 +582,7 @@ bool sup_route_leased(struct sup *S, struct sup_worker *w, uint64_t id,
 	sh->block_bytes = l->block_bytes;
 	sh->n_blocks = l->n_blocks;
 	sh->flags = S->cfg->transport.checksum ? IPC_SHIP_CHECKSUM : 0;
+	sh->first = l->n_cached; /* the decode side has those; the prefill side skips them */
 	memcpy(sh->blocks, l->blocks, 4u * l->n_blocks);
 	p = &S->w[r->pre];
 	if (!usable(S, p) || !sup_link_of(S, p->idx, w->idx)->up)

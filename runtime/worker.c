@@ -125,6 +125,7 @@ struct wship {
 	uint32_t region, blocks_total;
 	uint64_t block_bytes;
 	uint32_t n_blocks, flags; /* IPC_SHIP_* */
+	uint32_t first;		  /* entries [0, first) are cached there: computed, not written */
 	uint32_t gen;		  /* low 32 bits of this request's wr_ids (high: its slot) */
 	uint32_t ttl_ms;	  /* the SHIP's: the lease's time left when it was sent */
 	uint64_t deadline;	  /* ns: SHIP arrival + ttl_ms; no write is posted from then on */
@@ -624,7 +625,8 @@ static int ship_post(struct worker *w, struct wreq *r, int layer, int32_t dst,
 /*
  * One run of r's table entries for one layer: entries whose leased blocks
  * are adjacent go as one write, and within it adjacent blocks of this pool
- * as one scatter entry.
+ * as one scatter entry.  Entries below the SHIP's first are only noted (the
+ * checksum covers them): the decode side has them cached.
  */
 static void ship_run(struct worker *w, struct wreq *r, int layer, const struct sched_kv_run *run)
 {
@@ -654,6 +656,8 @@ static void ship_run(struct worker *w, struct wreq *r, int layer, const struct s
 			return;
 		}
 		sh->src[e] = run->blocks[i];
+		if ((uint32_t)e < sh->first)
+			continue;
 		if (nsg > 0 && sh->dst[e] == next && total + len <= w->xcaps.max_write) {
 			struct xfer_sge *last = &sg[nsg - 1];
 
@@ -969,8 +973,9 @@ static int adopt_start(struct worker *w, struct wreq *r, char *err, size_t errle
 			snprintf(why, sizeof(why), "%s",
 				 ret == -ESTALE	     ? "stale lease (expired or released)"
 				 : ret == -ETIMEDOUT ? "the lease expired"
-				 : ret == -EBUSY     ? "scheduler full"
-						     : duet_strerror(ret));
+				 : ret == -EILSEQ ? "prompt or salt differ from the cached prefix"
+				 : ret == -EBUSY  ? "scheduler full"
+						  : duet_strerror(ret));
 		}
 	}
 	sched_lease_release(w->s, ref); /* -ESTALE when it is gone already */
@@ -1138,6 +1143,7 @@ static void on_ship(struct worker *w, uint64_t rid, const struct ipc_ship *m)
 		.block_bytes = m->block_bytes,
 		.n_blocks = m->n_blocks,
 		.flags = m->flags,
+		.first = m->first,
 		.gen = ++w->ship_gen,
 		.ttl_ms = m->ttl_ms,
 		.deadline = mono_ns() + (uint64_t)m->ttl_ms * NS_PER_MS,
@@ -1338,7 +1344,7 @@ static void on_lease(struct worker *w, uint64_t rid, const struct ipc_lease *l)
 {
 	struct ipc_leased *out = &w->out->leased;
 	struct kv_lease_ref ref;
-	int n = 0, ret;
+	int n = 0, n_cached = 0, ret;
 
 	if (w->draining) {
 		send_error(w, rid, -ESHUTDOWN, "worker is shutting down");
@@ -1349,19 +1355,25 @@ static void on_lease(struct worker *w, uint64_t rid, const struct ipc_lease *l)
 			   l->n_prompt, w->n_ctx);
 		return;
 	}
-	ret = sched_lease(w->s, (int)l->n_prompt, l->owner,
-			  mono_ns() + (uint64_t)l->ttl_ms * NS_PER_MS, out->blocks, &n, &ref);
+	ret = sched_lease(w->s, (int)l->n_prompt, l->salt, l->tokens, (int)l->n_tokens, l->owner,
+			  mono_ns() + (uint64_t)l->ttl_ms * NS_PER_MS, out->blocks, &n, &n_cached,
+			  &ref);
 	if (ret) {
 		send_error(w, rid, ret, "no KV reservation for %u tokens: %s", l->n_prompt,
 			   duet_strerror(ret));
 		return;
 	}
+	if (n_cached > 0)
+		log_debug(SUB, "request %llu: lease %d holds %d cached blocks of %d",
+			  (unsigned long long)rid, ref.id, n_cached, n);
 	out->lease_id = ref.id;
 	out->n_blocks = (uint32_t)n;
 	out->epoch = ref.epoch;
 	out->region = w->xmr ? xfer_mr_id(w->xmr) : 0;
 	out->blocks_total = (uint32_t)llm_n_blocks(w->llm);
 	out->block_bytes = w->block_bytes;
+	out->n_cached = (uint32_t)n_cached;
+	out->reserved = 0;
 	send_frame(w, IPC_LEASED, rid, out, IPC_LEASED_FIXED + 4u * (uint32_t)n);
 }
 

@@ -37,7 +37,10 @@
  *   to that partition connected, block_bytes equal to ours, n_blocks ==
  *   ceil(n_prompt / block_tokens)); the request runs with max_tokens 1 and,
  *   after each layer of each step, its blocks of that layer are written into
- *   the lease (adjacent leased blocks in one write).  It sends no TOKEN or
+ *   the lease (adjacent leased blocks in one write), except table entries
+ *   below the SHIP's first, which the decode side has cached: the whole
+ *   prompt is computed, the record's bytes and writes count what was sent,
+ *   its checksum covers the whole table.  It sends no TOKEN or
  *   LOGPROBS: once every write has completed (before the next step may
  *   reuse its blocks) PREFILLED(rid) carries the completion record (first
  *   token, its logprobs when asked, checksum with IPC_SHIP_CHECKSUM), then
@@ -52,12 +55,17 @@
  *   link lost or made anew, writes not completed after
  *   WORKER_XFER_TIMEOUT_MS) fails only its request: ERROR(rid, "KV transfer
  *   to partition <name> failed: <why>") + DONE(rid, ERROR), no PREFILLED.
- *   Decode side: LEASE -> LEASED reserves blocks.  ADOPT(rid) right before
+ *   Decode side: LEASE -> LEASED reserves blocks.  The prompt's leading
+ *   blocks cached here under the LEASE's salt and tokens (at most
+ *   (n_prompt - 1) / block_tokens, with the prefix cache on) lead the table,
+ *   held by the lease until it is adopted, freed or expires (LEASED
+ *   n_cached), and only the rest is reserved.  ADOPT(rid) right before
  *   SUBMIT(rid) (+ chunks; same prompt, the real sampling and limits) hands
  *   over the completion record.  When the prompt is complete the record is
  *   checked (n_tokens == n_prompt, n_layers, lease live, logprobs present
- *   with the SUBMIT's n_top when asked, IPC_KV_CHECKSUM over the leased
- *   blocks) and the request decodes from there: TOKEN 0 is the record's
+ *   with the SUBMIT's n_top when asked, IPC_KV_CHECKSUM over the lease's
+ *   whole table, the SUBMIT's prompt and salt those of its cached prefix)
+ *   and the request decodes from there: TOKEN 0 is the record's
  *   first token.  A lease past its deadline is expired at that check
  *   (counted in STATS.leases_expired, as the timer would) and is stale.
  *   A record that fails a check releases the lease and sends ERROR(rid,

@@ -342,11 +342,18 @@ static const char *chk_lease(const void *p, uint32_t len)
 {
 	const struct ipc_lease *m = p;
 
-	(void)len;
 	if (!m->n_prompt || m->n_prompt > IPC_MAX_PROMPT)
 		return "LEASE: n_prompt out of range";
 	if (!m->ttl_ms || m->ttl_ms > 3600000)
 		return "LEASE: ttl_ms out of range";
+	if (m->n_tokens > m->n_prompt)
+		return "LEASE: n_tokens > n_prompt";
+	if (m->reserved)
+		return "LEASE: reserved field not 0";
+	if ((uint64_t)len != IPC_LEASE_FIXED + 4ull * m->n_tokens)
+		return "LEASE: length does not match n_tokens";
+	if (!tokens_ok(m->tokens, m->n_tokens))
+		return "LEASE: negative token id";
 	return NULL;
 }
 
@@ -360,6 +367,10 @@ static const char *chk_leased(const void *p, uint32_t len)
 		return "LEASED: zero block_bytes or blocks_total";
 	if (!m->n_blocks || (uint64_t)IPC_LEASED_FIXED + 4ull * m->n_blocks != len)
 		return "LEASED: length does not match n_blocks";
+	if (m->n_cached >= m->n_blocks)
+		return "LEASED: n_cached not below n_blocks";
+	if (m->reserved)
+		return "LEASED: reserved field not 0";
 	for (uint32_t i = 0; i < m->n_blocks; i++) {
 		if (m->blocks[i] < 0 || (uint32_t)m->blocks[i] >= m->blocks_total)
 			return "LEASED: block id outside the pool";
@@ -409,10 +420,12 @@ static const char *chk_ship(const void *p, uint32_t len)
 		return "SHIP: zero block_bytes or blocks_total";
 	if (m->flags & ~IPC_SHIP__MASK)
 		return "SHIP: unknown flags";
-	if (!m->ttl_ms || m->ttl_ms > 3600000 || m->reserved)
-		return "SHIP: ttl_ms out of range or reserved field not 0";
+	if (!m->ttl_ms || m->ttl_ms > 3600000)
+		return "SHIP: ttl_ms out of range";
 	if (!m->n_blocks || (uint64_t)IPC_SHIP_FIXED + 4ull * m->n_blocks != len)
 		return "SHIP: length does not match n_blocks";
+	if (m->first >= m->n_blocks)
+		return "SHIP: first not below n_blocks";
 	for (uint32_t i = 0; i < m->n_blocks; i++) {
 		if (m->blocks[i] < 0 || (uint32_t)m->blocks[i] >= m->blocks_total)
 			return "SHIP: block id outside the decode pool";
@@ -496,7 +509,13 @@ static const struct ipc_type_info ipc_types[IPC_TYPE__END] = {
 			    .elem = 1,
 			    .check = chk_desc,
 			    .fds = true },
-	FIXED(IPC_LEASE, "LEASE", DIR_S2W, RID_SET, struct ipc_lease, chk_lease),
+	[IPC_LEASE] = { .name = "LEASE",
+			.dir = DIR_S2W,
+			.rid = RID_SET,
+			.min_len = IPC_LEASE_FIXED,
+			.max_len = sizeof(struct ipc_lease),
+			.elem = 4,
+			.check = chk_lease },
 	[IPC_LEASED] = { .name = "LEASED",
 			 .dir = DIR_W2S,
 			 .rid = RID_SET,

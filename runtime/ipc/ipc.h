@@ -15,9 +15,10 @@
  *
  * Frame = struct ipc_hdr (24 bytes) + len payload bytes, len <= IPC_MAX_PAYLOAD
  * (64 KiB).  The payload is the type's struct; types with an array (SUBMIT,
- * PROMPT_CHUNK, LOGPROBS) send only the used part of it.  64 KiB keeps one
- * frame well under the default AF_UNIX send buffer (wmem_default, ~208 KiB),
- * so a frame never needs tuning of socket options; a prompt longer than one
+ * PROMPT_CHUNK, LOGPROBS, LEASE, LEASED, SHIP, PREFILLED, ADOPT) send only
+ * the used part of it.  64 KiB keeps one frame well under the default
+ * AF_UNIX send buffer (wmem_default, ~208 KiB), so a frame never needs
+ * tuning of socket options; a prompt longer than one
  * frame (IPC_SUBMIT_MAX_TOKENS, ~16K tokens) is sent as one SUBMIT with the
  * first tokens followed by PROMPT_CHUNK frames, which lets prompts reach any
  * context length (IPC_MAX_PROMPT) with a fixed receive buffer.
@@ -52,7 +53,12 @@
 #include <stdint.h>
 
 #define IPC_MAGIC 0x43504944u /* "DIPC" in memory on little-endian */
-#define IPC_VERSION 4 /* 2: logprobs, bias; 3: XFER_DESC, LEASE*; 4: SHIP, PREFILLED, ADOPT */
+/*
+ * Protocol version.  2: logprobs, bias; 3: XFER_DESC, LEASE*; 4: SHIP,
+ * PREFILLED, ADOPT; 5: decode-side prefix sharing (LEASE salt and tokens,
+ * LEASED n_cached, SHIP first).
+ */
+#define IPC_VERSION 5
 #define IPC_MAX_PAYLOAD (64u * 1024u)
 #define IPC_NAME_MAX 128	  /* model name field, NUL included */
 #define IPC_ERRMSG_MAX 256	  /* ERROR message field, NUL included */
@@ -370,25 +376,57 @@ struct ipc_xfer_desc {
 static_assert(offsetof(struct ipc_xfer_desc, desc) == IPC_DESC_FIXED, "ipc_xfer_desc layout");
 
 /*
- * LEASE: 16 bytes.  req_id: the request the blocks are for.  The decode
- * worker reserves ceil(n_prompt / block_tokens) blocks for owner (the
- * prefill partition that will write them) for ttl_ms, then answers LEASED
- * (or ERROR with the same req_id: -ENOSPC, -EBUSY, -EINVAL).
+ * LEASE: 32-byte fixed part + n_tokens * 4.  req_id: the request the blocks
+ * are for.  The decode worker reserves ceil(n_prompt / block_tokens) blocks
+ * for owner (the prefill partition that will write them) for ttl_ms, then
+ * answers LEASED (or ERROR with the same req_id: -ENOSPC, -EBUSY, -EINVAL,
+ * -E2BIG).  Prefix sharing: tokens[] holds the prompt's first n_tokens
+ * tokens (all of them, or fewer when the prompt does not fit one frame; 0:
+ * no sharing).  The decode worker matches the leading whole blocks of them,
+ * at most (n_prompt - 1) / block_tokens (the last prompt token is always
+ * computed), against its prefix cache under salt; the blocks found lead the
+ * table, held by the lease (LEASED n_cached), and only the rest is reserved
+ * fresh.
+ *
+ * Byte offsets: n_prompt 0, ttl_ms 4, owner 8, salt 16, n_tokens 24,
+ * reserved 28, tokens 32.
  */
+#define IPC_LEASE_FIXED 32u
+#define IPC_LEASE_MAX_TOKENS ((IPC_MAX_PAYLOAD - IPC_LEASE_FIXED) / 4u)
 struct ipc_lease {
 	uint32_t n_prompt; /* (0, IPC_MAX_PROMPT] */
 	uint32_t ttl_ms;   /* (0, 3600000] */
 	uint64_t owner;
+	uint64_t salt;	   /* prefix-cache tenant salt of the prompt (the SUBMIT's) */
+	uint32_t n_tokens; /* [0, n_prompt]: leading prompt tokens in tokens[] */
+	uint32_t reserved; /* 0 */
+	int32_t tokens[IPC_LEASE_MAX_TOKENS]; /* >= 0 each */
 };
-static_assert(sizeof(struct ipc_lease) == 16, "ipc_lease wire size");
+static_assert(offsetof(struct ipc_lease, salt) == 16, "ipc_lease layout");
+static_assert(offsetof(struct ipc_lease, tokens) == IPC_LEASE_FIXED, "ipc_lease layout");
+static_assert(sizeof(struct ipc_lease) == IPC_MAX_PAYLOAD, "ipc_lease wire size");
+
+/* Payload bytes of a LEASE carrying n prompt tokens, n <= IPC_LEASE_MAX_TOKENS. */
+static inline uint32_t ipc_lease_len(uint32_t n)
+{
+	return IPC_LEASE_FIXED + 4u * n;
+}
 
 /*
- * LEASED: 32-byte fixed part + n_blocks * 4.  req_id as the LEASE's.  With
+ * LEASED: 40-byte fixed part + n_blocks * 4.  req_id as the LEASE's.  With
  * the reservation comes what the prefill side needs to address the pool
  * (block b of layer l starts at (l * blocks_total + b) * block_bytes of
  * region `region`), and the ranges the writes land in are checked there.
+ * blocks[] is the prompt's whole block table; its first n_cached entries
+ * already hold the prompt's prefix (cached blocks the lease keeps from
+ * eviction), so the prefill side writes only entries [n_cached, n_blocks)
+ * (SHIP first).  The lease gives them back to the cache when it ends
+ * unused (LEASE_FREE, deadline).
+ *
+ * Byte offsets: lease_id 0, n_blocks 4, epoch 8, region 16, blocks_total
+ * 20, block_bytes 24, n_cached 32, reserved 36, blocks 40.
  */
-#define IPC_LEASED_FIXED 32u
+#define IPC_LEASED_FIXED 40u
 #define IPC_LEASED_MAX_BLOCKS ((IPC_MAX_PAYLOAD - IPC_LEASED_FIXED) / 4u)
 struct ipc_leased {
 	int32_t lease_id;      /* >= 0 */
@@ -397,8 +435,11 @@ struct ipc_leased {
 	uint32_t region;       /* the pool's region id in the decode endpoint's descriptor */
 	uint32_t blocks_total; /* blocks in the decode pool: the layer stride; > every block id */
 	uint64_t block_bytes;  /* bytes of one block of one layer, > 0 */
+	uint32_t n_cached;     /* < n_blocks: leading entries already holding the prefix */
+	uint32_t reserved;     /* 0 */
 	int32_t blocks[IPC_LEASED_MAX_BLOCKS]; /* >= 0 each, distinct; table order */
 };
+static_assert(offsetof(struct ipc_leased, n_cached) == 32, "ipc_leased layout");
 static_assert(offsetof(struct ipc_leased, blocks) == IPC_LEASED_FIXED, "ipc_leased layout");
 
 /* LEASE_FREE: 16 bytes.  req_id as the LEASE's. */
@@ -433,12 +474,19 @@ static_assert(sizeof(struct ipc_xfer_ready) == 8, "ipc_xfer_ready wire size");
  * max_tokens 1 and its KV goes, layer by layer as it is computed, through
  * the endpoint for decode partition `partition` into the leased blocks
  * (the LEASED fields); when every write has completed the worker sends
- * PREFILLED, then DONE.  The lease ends ttl_ms after the SHIP is sent (less
- * a margin the supervisor takes off): a write that would be posted later
- * fails the request instead, so no late write lands in blocks the decode
- * side gave to someone else.  IPC_SHIP_CHECKSUM: the record carries a checksum
- * of the bytes written (ipc_kv_checksum order: layer by layer, blocks in
- * table order).
+ * PREFILLED, then DONE.  Table entries below `first` (LEASED n_cached)
+ * already hold the prefix on the decode side: they are computed here as
+ * usual but not written.  The lease ends ttl_ms after the SHIP is sent
+ * (less a margin the supervisor takes off): a write that would be posted
+ * later fails the request instead, so no late write lands in blocks the
+ * decode side gave to someone else.  IPC_SHIP_CHECKSUM: the record carries
+ * a checksum of the whole table as computed here, entries below `first`
+ * included (ipc_kv_checksum order: layer by layer, blocks in table order);
+ * the forward pass is batch invariant, so the decode side's cached prefix
+ * holds the same bytes.
+ *
+ * Byte offsets: partition 0, lease_id 4, epoch 8, region 16, blocks_total
+ * 20, block_bytes 24, n_blocks 32, flags 36, ttl_ms 40, first 44, blocks 48.
  */
 #define IPC_SHIP_CHECKSUM 1u
 #define IPC_SHIP__MASK 1u
@@ -454,9 +502,10 @@ struct ipc_ship {
 	uint32_t n_blocks;     /* > 0: ceil(n_prompt / block_tokens) */
 	uint32_t flags;	       /* IPC_SHIP_* */
 	uint32_t ttl_ms;       /* (0, 3600000]: the lease's time left; no write is posted after */
-	uint32_t reserved;     /* 0 */
+	uint32_t first;	       /* < n_blocks: entries [0, first) not written (LEASED n_cached) */
 	int32_t blocks[IPC_SHIP_MAX_BLOCKS];
 };
+static_assert(offsetof(struct ipc_ship, first) == 44, "ipc_ship layout");
 static_assert(offsetof(struct ipc_ship, blocks) == IPC_SHIP_FIXED, "ipc_ship layout");
 
 /*
@@ -466,8 +515,10 @@ static_assert(offsetof(struct ipc_ship, blocks) == IPC_SHIP_FIXED, "ipc_ship lay
  * applies to, which carries the same prompt).  72-byte fixed part + n_top *
  * 8 bytes.  The decode worker admits the request only when the lease
  * (lease_id, epoch) is live, n_tokens is the whole prompt, n_layers every
- * layer and, with IPC_KV_CHECKSUM, the leased blocks hash to checksum;
- * anything else fails the request (the blocks go back).  first_token is
+ * layer, the SUBMIT's prompt and salt are those of the lease's cached
+ * prefix (LEASED n_cached) and, with IPC_KV_CHECKSUM, the lease's whole
+ * table (that prefix included) hashes to checksum; anything else fails the
+ * request (the blocks go back, cached ones to the cache).  first_token is
  * generated token 0; with IPC_KV_LOGPROBS its logprob records follow.
  */
 #define IPC_KV_CHECKSUM 1u
@@ -476,14 +527,14 @@ static_assert(offsetof(struct ipc_ship, blocks) == IPC_SHIP_FIXED, "ipc_ship lay
 #define IPC_KV_RECORD_FIXED 72u
 struct ipc_kv_record {
 	int32_t lease_id; /* >= 0 */
-	uint32_t n_tokens; /* prompt tokens whose K/V were written, > 0 */
+	uint32_t n_tokens; /* prompt tokens whose K/V the table holds (prefix + written), > 0 */
 	uint64_t epoch;
 	uint32_t n_layers;    /* layers written, > 0 */
 	int32_t first_token;  /* >= 0 */
 	uint32_t flags;	      /* IPC_KV_* */
 	uint32_t n_top;	      /* [0, IPC_MAX_TOP_LOGPROBS]; 0 without IPC_KV_LOGPROBS */
 	uint64_t checksum;    /* with IPC_KV_CHECKSUM; else 0 */
-	uint64_t bytes;	      /* bytes written */
+	uint64_t bytes;	      /* bytes written (entries from SHIP first on) */
 	uint64_t t_first_ns;  /* first_token sampled (CLOCK_MONOTONIC) */
 	uint64_t xfer_ns;     /* first write posted -> last write completed */
 	float first_logprob;  /* with IPC_KV_LOGPROBS: <= 0 or -inf; else 0 */

@@ -10,7 +10,9 @@
  *   idx[]       open-addressing (linear probing, backward-shift deletion)
  *               table of registered block ids, keyed by blk[].hash;
  *   seqs[]      sequence slots, each with a table of max_table block ids;
- *   leases[]    lease slots, each with up to max_table block ids.
+ *   leases[]    lease slots, each with up to max_table block ids: first the
+ *               registered blocks it matched (kv_lease_prefix), on which it
+ *               holds a reference like a block table, then LEASED ones.
  */
 #include "runtime/kv/kv.h"
 
@@ -53,7 +55,9 @@ struct kv_lease_slot {
 	uint64_t owner;
 	uint64_t epoch;
 	uint64_t deadline;
-	int n_blocks;
+	uint64_t salt;	 /* of the matched prefix */
+	int n_blocks;	 /* table entries, matched prefix included */
+	int n_pinned;	 /* blocks[0, n_pinned): matched prefix, IN_USE, one reference each */
 	int32_t *blocks; /* [max_table] */
 };
 
@@ -730,10 +734,20 @@ static int kv_check_seqs(const struct kv_pool *p)
 		}
 	}
 	KV_CHECK(alive == p->n_seqs, "%d sequences alive, count %d", alive, p->n_seqs);
+	for (int i = 0; i < p->max_leases; i++) {
+		const struct kv_lease_slot *l = &p->leases[i];
+
+		for (int j = 0; l->active && j < l->n_pinned && j < l->n_blocks; j++) {
+			int32_t b = l->blocks[j];
+
+			KV_CHECK(b >= 0 && b < p->n_blocks, "lease %d table[%d] = %d", i, j, b);
+			refs[b]++;
+		}
+	}
 	for (int32_t b = 0; b < p->n_blocks; b++)
 		KV_CHECK(refs[b] == p->blk[b].ref,
-			 "block %d has refcount %d but %d table references", b, p->blk[b].ref,
-			 refs[b]);
+			 "block %d has refcount %d but %d table and lease references", b,
+			 p->blk[b].ref, refs[b]);
 	return 0;
 }
 
@@ -750,14 +764,26 @@ static int kv_check_leases(const struct kv_pool *p)
 		KV_CHECK(l->n_blocks > 0 && l->n_blocks <= p->max_table, "lease %d has %d blocks",
 			 i, l->n_blocks);
 		KV_CHECK(l->epoch > 0 && l->epoch <= p->epoch_next, "lease %d has bad epoch", i);
+		KV_CHECK(l->n_pinned >= 0 && l->n_pinned < l->n_blocks,
+			 "lease %d holds %d matched of %d blocks", i, l->n_pinned, l->n_blocks);
 		for (int j = 0; j < l->n_blocks; j++) {
 			int32_t b = l->blocks[j];
 
-			KV_CHECK(b >= 0 && b < p->n_blocks && p->blk[b].state == KV_BLOCK_LEASED &&
-					 p->blk[b].lease == i,
-				 "lease %d block %d is not leased to it", i, b);
+			KV_CHECK(b >= 0 && b < p->n_blocks, "lease %d block %d out of range", i, b);
+			if (j >= l->n_pinned) {
+				KV_CHECK(p->blk[b].state == KV_BLOCK_LEASED && p->blk[b].lease == i,
+					 "lease %d block %d is not leased to it", i, b);
+				continue;
+			}
+			const struct kv_block *k = &p->blk[b];
+			int32_t par = j ? l->blocks[j - 1] : -1;
+
+			KV_CHECK(k->state == KV_BLOCK_IN_USE && k->registered &&
+					 k->salt == l->salt && k->parent == par &&
+					 (par < 0 || k->pgen == p->blk[par].gen),
+				 "lease %d matched block %d is not a registered chain", i, b);
 		}
-		blocks += l->n_blocks;
+		blocks += l->n_blocks - l->n_pinned;
 	}
 	KV_CHECK(alive == p->n_leases, "%d leases alive, count %d", alive, p->n_leases);
 	KV_CHECK(blocks == p->n_leased, "leases hold %d blocks, leased count %d", blocks,
@@ -1033,12 +1059,15 @@ static struct kv_lease_slot *kv_lease_get(struct kv_pool *p, struct kv_lease_ref
 	return l->active && l->epoch == ref.epoch ? l : NULL;
 }
 
+/* The lease ends unused: LEASED blocks go FREE, matched ones lose its reference (tail first). */
 static void kv_lease_drop(struct kv_pool *p, struct kv_lease_slot *l)
 {
-	for (int i = 0; i < l->n_blocks; i++)
+	for (int i = l->n_blocks - 1; i >= l->n_pinned; i--)
 		kv_to_free(p, l->blocks[i]);
-	p->n_leased -= l->n_blocks;
-	l->n_blocks = 0;
+	for (int i = l->n_pinned - 1; i >= 0; i--)
+		kv_put(p, l->blocks[i]);
+	p->n_leased -= l->n_blocks - l->n_pinned;
+	l->n_blocks = l->n_pinned = 0;
 	l->active = false;
 	p->n_leases--;
 }
@@ -1046,10 +1075,22 @@ static void kv_lease_drop(struct kv_pool *p, struct kv_lease_slot *l)
 int kv_lease(struct kv_pool *p, int n, uint64_t owner, uint64_t deadline_ns, int32_t *blocks,
 	     struct kv_lease_ref *out)
 {
-	struct kv_lease_slot *l = NULL;
-	int id;
+	int n_cached;
 
-	if (!p || !blocks || !out || n <= 0 || n > p->max_table)
+	return kv_lease_prefix(p, n, 0, NULL, 0, owner, deadline_ns, blocks, &n_cached, out);
+}
+
+int kv_lease_prefix(struct kv_pool *p, int n, uint64_t salt, const int32_t *tokens, int n_match,
+		    uint64_t owner, uint64_t deadline_ns, int32_t *blocks, int *n_cached,
+		    struct kv_lease_ref *out)
+{
+	struct kv_lease_slot *l = NULL;
+	int id, bt, full, m, revived = 0;
+	int32_t par = -1;
+	uint64_t h;
+
+	if (!p || !blocks || !n_cached || !out || n <= 0 || n > p->max_table || n_match < 0 ||
+	    (n_match > 0 && !tokens))
 		return -EINVAL;
 	for (id = 0; id < p->max_leases; id++) {
 		if (!p->leases[id].active) {
@@ -1059,13 +1100,43 @@ int kv_lease(struct kv_pool *p, int n, uint64_t owner, uint64_t deadline_ns, int
 	}
 	if (!l)
 		return -EBUSY;
-	if (n > p->n_free + p->n_cached)
+	/* Find the prefix first, taking nothing: on -ENOSPC the LRU stays as it was. */
+	bt = p->block_tokens;
+	full = n_match / bt < n - 1 ? n_match / bt : n - 1;
+	h = kv_root_hash(salt);
+	for (m = 0; m < full; m++) {
+		const int32_t *tok = &tokens[(size_t)m * bt];
+		int32_t e;
+
+		h = p->hash(h, tok, bt);
+		e = kv_idx_lookup(p, h, par, salt, tok);
+		if (e < 0)
+			break;
+		blocks[m] = e;
+		revived += p->blk[e].state == KV_BLOCK_CACHED;
+		par = e;
+	}
+	/* Matched CACHED blocks leave the LRU: they cannot be evicted for the rest. */
+	if (n - m > p->n_free + p->n_cached - revived)
 		return -ENOSPC;
+	if (full > 0) {
+		p->queries++;
+		p->query_tokens += (uint64_t)full * bt;
+		if (m) {
+			p->hits++;
+			p->hit_tokens += (uint64_t)m * bt;
+		}
+	}
 	l->active = true;
 	l->owner = owner;
 	l->epoch = ++p->epoch_next;
 	l->deadline = deadline_ns;
-	for (int i = 0; i < n; i++) {
+	l->salt = salt;
+	for (int i = 0; i < m; i++) {
+		kv_get(p, blocks[i]);
+		l->blocks[i] = blocks[i];
+	}
+	for (int i = m; i < n; i++) {
 		int32_t b = kv_take(p, i ? l->blocks[i - 1] + 1 : -1, n - i);
 
 		DUET_ASSERT(b >= 0);
@@ -1074,8 +1145,10 @@ int kv_lease(struct kv_pool *p, int n, uint64_t owner, uint64_t deadline_ns, int
 		l->blocks[i] = blocks[i] = b;
 	}
 	l->n_blocks = n;
-	p->n_leased += n;
+	l->n_pinned = m;
+	p->n_leased += n - m;
 	p->n_leases++;
+	*n_cached = m;
 	*out = (struct kv_lease_ref){ .id = id, .epoch = l->epoch };
 	return 0;
 }
@@ -1121,10 +1194,18 @@ int kv_lease_commit(struct kv_pool *p, struct kv_lease_ref ref, uint64_t now_ns,
 		return -ESTALE;
 	bt = p->block_tokens;
 	need = (int)(((int64_t)n_tokens + bt - 1) / bt);
-	if (need > l->n_blocks)
+	if (need > l->n_blocks || need <= l->n_pinned)
 		return -EINVAL;
 	if (s->n_tokens)
 		return -EBUSY;
+	/* The matched prefix holds KV of these tokens under this salt, or the sequence is wrong. */
+	if (l->n_pinned && s->salt != l->salt)
+		return -EILSEQ;
+	for (int i = 0; i < l->n_pinned; i++) {
+		if (memcmp(&p->tokens[(size_t)l->blocks[i] * bt], &tokens[(size_t)i * bt],
+			   (size_t)bt * sizeof(int32_t)))
+			return -EILSEQ;
+	}
 	if (now_ns >= l->deadline) {
 		kv_lease_drop(p, l);
 		p->leases_expired++; /* as if kv_lease_expire() had found it first */
@@ -1133,6 +1214,10 @@ int kv_lease_commit(struct kv_pool *p, struct kv_lease_ref ref, uint64_t now_ns,
 	for (int i = 0; i < l->n_blocks; i++) {
 		int32_t b = l->blocks[i];
 
+		if (i < l->n_pinned) {
+			s->table[i] = b; /* the lease's reference becomes the table's */
+			continue;
+		}
 		if (i >= need) {
 			kv_to_free(p, b);
 			continue;
@@ -1145,14 +1230,14 @@ int kv_lease_commit(struct kv_pool *p, struct kv_lease_ref ref, uint64_t now_ns,
 		memcpy(&p->tokens[(size_t)b * bt], &tokens[(size_t)i * bt],
 		       (size_t)(i == need - 1 ? n_tokens - i * bt : bt) * sizeof(int32_t));
 	}
-	p->n_leased -= l->n_blocks;
-	l->n_blocks = 0;
-	l->active = false;
-	p->n_leases--;
+	p->n_leased -= l->n_blocks - l->n_pinned;
 	s->n_blocks = need;
 	s->n_tokens = n_tokens;
-	s->n_published = 0;
-	return 0;
+	s->n_published = l->n_pinned;
+	l->n_blocks = l->n_pinned = 0;
+	l->active = false;
+	p->n_leases--;
+	return s->n_published;
 }
 
 int kv_lease_expire(struct kv_pool *p, uint64_t now_ns)

@@ -15,7 +15,9 @@
  *   CACHED   refcount 0, but its tokens are registered in the prefix index,
  *            kept in an LRU until allocation needs the block;
  *   LEASED   reserved for an incoming transfer (owner, epoch, deadline).
- * and free + in_use + cached + leased == total at all times.
+ * and free + in_use + cached + leased == total at all times.  A lease may
+ * also hold references on registered blocks that already hold the start of
+ * its prompt (kv_lease_prefix); those count as IN_USE.
  *
  * Everything is sized at kv_pool_create; no other function allocates.  A
  * pool is not thread-safe: one thread (a worker's event loop) owns it.
@@ -73,7 +75,7 @@ struct kv_lease_ref {
 struct kv_stats {
 	int total, free, in_use, cached, leased; /* blocks; the four add up to total */
 	int seqs, leases;			 /* alive now */
-	uint64_t queries;			 /* kv_seq_match_prefix calls */
+	uint64_t queries;			 /* kv_seq_match_prefix, kv_lease_prefix calls */
 	uint64_t hits;				 /* ... that matched at least one block */
 	uint64_t query_tokens;			 /* tokens in full blocks offered to match */
 	uint64_t hit_tokens;			 /* tokens matched */
@@ -178,24 +180,49 @@ const int32_t *kv_seq_table(const struct kv_seq *s, int *n_blocks);
  * Reserves n blocks (adjacent when possible) for a transfer by owner,
  * expiring at deadline_ns (caller's clock); blocks[] receives their ids in
  * table order.  -ENOSPC, -EBUSY (max_leases outstanding), -EINVAL
- * (n > blocks per sequence).
+ * (n > blocks per sequence).  kv_lease_prefix with no tokens.
  */
 int kv_lease(struct kv_pool *p, int n, uint64_t owner, uint64_t deadline_ns, int32_t *blocks,
 	     struct kv_lease_ref *out);
 /*
+ * A lease of n blocks whose leading entries come from the prefix cache: the
+ * longest chain of registered blocks (CACHED or IN_USE) matching the full
+ * blocks of tokens[0, n_match) under salt, as kv_seq_match_prefix finds it,
+ * at most n - 1 blocks (a transfer writes at least one).  Pass n_match <=
+ * prompt length - 1, so that the last prompt token is computed.  The lease
+ * holds a reference on each matched block (IN_USE: never evicted while it
+ * lives; kv_lease_release, expiry and kv_lease_release_owner drop it, the
+ * block going back to the LRU when nobody else uses it) and reserves
+ * n - *n_cached fresh LEASED blocks for the rest.  blocks[] receives the
+ * whole table, the *n_cached matched blocks first.  Counted in kv_stats'
+ * prefix queries and hits when there is a block to match.  -ENOSPC, -EBUSY,
+ * -EINVAL as kv_lease; on error nothing changed.
+ */
+int kv_lease_prefix(struct kv_pool *p, int n, uint64_t salt, const int32_t *tokens, int n_match,
+		    uint64_t owner, uint64_t deadline_ns, int32_t *blocks, int *n_cached,
+		    struct kv_lease_ref *out);
+/*
  * The transfer is complete: the lease's blocks become the block table of the
  * empty sequence s, holding n_tokens tokens (ids in tokens[]); leased blocks
- * beyond ceil(n_tokens / block_tokens) go FREE.  Call kv_seq_publish to
- * enter them in the prefix cache.  -ESTALE for an unknown lease or epoch,
- * -ETIMEDOUT when now_ns >= its deadline (the lease is released), -EBUSY
- * when s is not empty, -EINVAL.
+ * beyond ceil(n_tokens / block_tokens) go FREE.  Matched prefix blocks
+ * (kv_lease_prefix) pass the lease's reference on to s and count as
+ * published; n_tokens must go beyond them.  Call kv_seq_publish to enter
+ * the rest in the prefix cache.  Returns the number of matched prefix blocks
+ * (0 for a kv_lease), -ESTALE for an unknown lease or epoch, -ETIMEDOUT when
+ * now_ns >= its deadline (the lease is released), -EBUSY when s is not
+ * empty, -EILSEQ when tokens[] or s's salt are not what the prefix was
+ * matched with, -EINVAL; the lease lives on after -EBUSY, -EILSEQ, -EINVAL.
  */
 int kv_lease_commit(struct kv_pool *p, struct kv_lease_ref ref, uint64_t now_ns, struct kv_seq *s,
 		    const int32_t *tokens, int n_tokens);
-/* The blocks go FREE.  -ESTALE for an unknown lease or epoch. */
+/*
+ * The blocks go FREE (matched prefix blocks: the reference is dropped).
+ * -ESTALE for an unknown lease or epoch.
+ */
 int kv_lease_release(struct kv_pool *p, struct kv_lease_ref ref);
 /*
- * The blocks of a live lease, in table order (what kv_lease returned): *blocks
+ * The blocks of a live lease, in table order (what kv_lease returned, matched
+ * prefix blocks included): *blocks
  * points into the pool and stays valid while the lease is held.  Returns
  * their count, -ESTALE for an unknown lease or epoch (the deadline is not
  * checked: kv_lease_commit does that), -EINVAL.

@@ -312,15 +312,20 @@ static int req_new(struct sched *s, const struct sched_request *q, uint64_t now_
 static void finish(struct req *r, enum sched_finish why, uint64_t now);
 static bool lp_reserve(struct req *r);
 
-int sched_lease(struct sched *s, int n_prompt, uint64_t owner, uint64_t deadline_ns,
-		int32_t *blocks, int *n_blocks, struct kv_lease_ref *ref)
+int sched_lease(struct sched *s, int n_prompt, uint64_t salt, const int32_t *prompt, int n_known,
+		uint64_t owner, uint64_t deadline_ns, int32_t *blocks, int *n_blocks, int *n_cached,
+		struct kv_lease_ref *ref)
 {
 	int bt = llm_block_tokens(s->llm), n = (n_prompt + bt - 1) / bt;
+	int n_match = n_known < n_prompt - 1 ? n_known : n_prompt - 1;
 	int ret;
 
-	if (n_prompt < 1 || n_prompt >= s->n_ctx)
+	if (n_prompt < 1 || n_prompt >= s->n_ctx || n_known < 0 || (n_known > 0 && !prompt))
 		return -EINVAL;
-	ret = kv_lease(s->pool, n, owner, deadline_ns, blocks, ref);
+	if (!s->c.prefix_cache)
+		n_match = 0;
+	ret = kv_lease_prefix(s->pool, n, salt, prompt, n_match, owner, deadline_ns, blocks,
+			      n_cached, ref);
 	if (ret == 0)
 		*n_blocks = n;
 	return ret;
@@ -364,12 +369,13 @@ int sched_adopt(struct sched *s, const struct sched_request *q, struct kv_lease_
 		return ret;
 	}
 	ret = kv_lease_commit(s->pool, ref, now_ns, r->seq, q->prompt, q->n_prompt);
-	if (ret) {
+	if (ret < 0) {
 		if (ret != -ESTALE && ret != -ETIMEDOUT)
 			kv_lease_release(s->pool, ref);
 		req_clear(r);
 		return ret;
 	}
+	r->info.n_cached = ret * llm_block_tokens(s->llm);
 	kv_seq_publish(r->seq);
 	if (r->want_lp) {
 		if (!lp_reserve(r)) {

@@ -171,25 +171,33 @@ void sched_release(struct sched *s, uint64_t id);
  * partition will write (blocks[] receives ceil(n_prompt / block_tokens) ids,
  * in table order; block i holds positions i*block_tokens...); the lease
  * expires at deadline_ns (the clock sched_step is given), when sched_step
- * frees it.  -ENOSPC, -EBUSY (max_leases outstanding), -EINVAL.
+ * frees it.  Prefix sharing: with the prefix cache on, the leading full
+ * blocks of prompt[0, n_known) (the prompt's first n_known tokens; NULL, 0:
+ * none), at most (n_prompt - 1) / block_tokens as the scheduler's own
+ * match, that are cached under salt lead the table, held by the lease
+ * (kv_lease_prefix); *n_cached receives how many, and only the rest needs
+ * writing.  -ENOSPC, -EBUSY (max_leases outstanding), -EINVAL.
  */
-int sched_lease(struct sched *s, int n_prompt, uint64_t owner, uint64_t deadline_ns,
-		int32_t *blocks, int *n_blocks, struct kv_lease_ref *ref);
+int sched_lease(struct sched *s, int n_prompt, uint64_t salt, const int32_t *prompt, int n_known,
+		uint64_t owner, uint64_t deadline_ns, int32_t *blocks, int *n_blocks, int *n_cached,
+		struct kv_lease_ref *ref);
 /* Frees the leases past their deadline (sched_step does it too); returns how many. */
 int sched_expire_leases(struct sched *s, uint64_t now_ns);
 /* Give the blocks back (transfer abandoned).  -ESTALE for an unknown lease or epoch. */
 int sched_lease_release(struct sched *s, struct kv_lease_ref ref);
 /*
- * The transfer under ref is complete: q's prompt is in the leased blocks and
- * first_token was sampled from its last position by the prefill side.  The
+ * The transfer under ref is complete: q's prompt is in the leased blocks
+ * (its cached prefix, when the lease has one, must be q's prompt under q's
+ * salt: -EILSEQ otherwise) and first_token was sampled from its last
+ * position by the prefill side; its sched_info.n_cached counts that prefix.  The
  * request starts decoding from there: the first token counts as generated
  * token 0 (t_first_token = now_ns), with first_lp (1 + n_top records; NULL
  * when q asked for no logprobs) as its logprobs.  It may finish at once
  * (max_tokens 1, an end-of-generation token).  Its sampler skips the draw
  * the prefill side made, so seeded sampling continues exactly as one
  * partition's would.  -ESTALE / -ETIMEDOUT from the
- * lease (the lease is gone either way), -EINVAL, -EBUSY, -ENOMEM; on error
- * no request exists.
+ * lease (the lease is gone either way), -EILSEQ, -EINVAL, -EBUSY, -ENOMEM;
+ * on error no request exists.
  */
 int sched_adopt(struct sched *s, const struct sched_request *q, struct kv_lease_ref ref,
 		int32_t first_token, const struct sched_logprob *first_lp, uint64_t now_ns,

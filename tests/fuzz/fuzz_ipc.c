@@ -282,8 +282,13 @@ static void check_frame(enum ipc_end from, const struct ipc_hdr *h, const void *
 	case IPC_LEASE: {
 		const struct ipc_lease *m = p;
 
-		CHECK(len == sizeof(*m) && m->n_prompt > 0 && m->n_prompt <= IPC_MAX_PROMPT);
-		CHECK(m->ttl_ms > 0 && m->ttl_ms <= 3600000);
+		CHECK(len >= IPC_LEASE_FIXED && m->n_prompt > 0 && m->n_prompt <= IPC_MAX_PROMPT);
+		CHECK(m->ttl_ms > 0 && m->ttl_ms <= 3600000 && !m->reserved);
+		CHECK(m->n_tokens <= m->n_prompt && m->n_tokens <= IPC_LEASE_MAX_TOKENS);
+		CHECK(len == IPC_LEASE_FIXED + 4ull * m->n_tokens &&
+		      len == ipc_lease_len(m->n_tokens));
+		for (uint32_t i = 0; i < m->n_tokens; i++)
+			CHECK(m->tokens[i] >= 0);
 		break;
 	}
 	case IPC_LEASED: {
@@ -292,6 +297,7 @@ static void check_frame(enum ipc_end from, const struct ipc_hdr *h, const void *
 		CHECK(m->n_blocks > 0 && m->n_blocks <= IPC_LEASED_MAX_BLOCKS);
 		CHECK(len == IPC_LEASED_FIXED + 4ull * m->n_blocks);
 		CHECK(m->lease_id >= 0 && m->block_bytes > 0 && m->blocks_total > 0);
+		CHECK(m->n_cached < m->n_blocks && !m->reserved);
 		for (uint32_t i = 0; i < m->n_blocks; i++)
 			CHECK(m->blocks[i] >= 0 && (uint32_t)m->blocks[i] < m->blocks_total);
 		break;
@@ -317,7 +323,7 @@ static void check_frame(enum ipc_end from, const struct ipc_hdr *h, const void *
 		CHECK(len == IPC_SHIP_FIXED + 4ull * m->n_blocks);
 		CHECK(m->partition < IPC_MAX_PARTITION && m->lease_id >= 0);
 		CHECK(m->block_bytes > 0 && m->blocks_total > 0 && !(m->flags & ~IPC_SHIP__MASK));
-		CHECK(m->ttl_ms > 0 && m->ttl_ms <= 3600000 && !m->reserved);
+		CHECK(m->ttl_ms > 0 && m->ttl_ms <= 3600000 && m->first < m->n_blocks);
 		for (uint32_t i = 0; i < m->n_blocks; i++)
 			CHECK(m->blocks[i] >= 0 && (uint32_t)m->blocks[i] < m->blocks_total);
 		break;

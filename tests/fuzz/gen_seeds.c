@@ -220,8 +220,14 @@ static int ipc_seeds(const char *dir)
 	ret |= save_frame(dir, "xfer-desc", W, IPC_XFER_DESC, 0, IPC_DESC_FIXED + 4, 1);
 
 	memset(&fr.u, 0, sizeof(fr.u));
-	fr.u.lease = (struct ipc_lease){ .n_prompt = 40, .ttl_ms = 5000, .owner = 0 };
-	ret |= save_frame(dir, "lease", S, IPC_LEASE, 3, sizeof(struct ipc_lease), 1);
+	fr.u.lease = (struct ipc_lease){
+		.n_prompt = 40, .ttl_ms = 5000, .owner = 0, .salt = 0x5a17, .n_tokens = 40
+	};
+	for (int i = 0; i < 40; i++)
+		fr.u.lease.tokens[i] = (i * 37 + 5) % 354;
+	ret |= save_frame(dir, "lease", S, IPC_LEASE, 3, ipc_lease_len(40), 1);
+	fr.u.lease.n_tokens = 41; /* more than the prompt */
+	ret |= save_frame(dir, "bad-lease-n_tokens", S, IPC_LEASE, 3, ipc_lease_len(41), 0);
 
 	memset(&fr.u, 0, sizeof(fr.u));
 	fr.u.leased = (struct ipc_leased){ .lease_id = 5,
@@ -229,11 +235,15 @@ static int ipc_seeds(const char *dir)
 					   .epoch = 9,
 					   .region = 0,
 					   .blocks_total = 64,
-					   .block_bytes = 4096 };
+					   .block_bytes = 4096,
+					   .n_cached = 2 };
 	fr.u.leased.blocks[0] = 7;
 	fr.u.leased.blocks[1] = 0;
 	fr.u.leased.blocks[2] = 63;
 	ret |= save_frame(dir, "leased", W, IPC_LEASED, 3, IPC_LEASED_FIXED + 3 * 4, 1);
+	fr.u.leased.n_cached = 3; /* == n_blocks */
+	ret |= save_frame(dir, "bad-leased-n_cached", W, IPC_LEASED, 3, IPC_LEASED_FIXED + 3 * 4,
+			  0);
 
 	memset(&fr.u, 0, sizeof(fr.u));
 	fr.u.xconnect = (struct ipc_xfer_connect){ .partition = 1 };
@@ -250,7 +260,8 @@ static int ipc_seeds(const char *dir)
 				       .block_bytes = 4096,
 				       .n_blocks = 3,
 				       .flags = IPC_SHIP_CHECKSUM,
-				       .ttl_ms = 5000 };
+				       .ttl_ms = 5000,
+				       .first = 2 };
 	fr.u.ship.blocks[0] = 7;
 	fr.u.ship.blocks[1] = 0;
 	fr.u.ship.blocks[2] = 63;

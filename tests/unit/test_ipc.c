@@ -221,8 +221,13 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 		*rid = 0;
 		break;
 	case IPC_LEASE:
-		u.lease = (struct ipc_lease){ .n_prompt = 40, .ttl_ms = 5000, .owner = 2 };
-		*len = sizeof(u.lease);
+		u.lease = (struct ipc_lease){
+			.n_prompt = 40, .ttl_ms = 5000, .owner = 2, .salt = 0xfeed, .n_tokens = 3
+		};
+		u.lease.tokens[0] = 5;
+		u.lease.tokens[1] = 0;
+		u.lease.tokens[2] = 151935;
+		*len = ipc_lease_len(3);
 		*rid = 77;
 		break;
 	case IPC_LEASED:
@@ -231,7 +236,8 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 						.epoch = 9,
 						.region = 0,
 						.blocks_total = 12,
-						.block_bytes = 4096 };
+						.block_bytes = 4096,
+						.n_cached = 2 };
 		u.leased.blocks[0] = 10;
 		u.leased.blocks[1] = 11;
 		u.leased.blocks[2] = 4;
@@ -260,7 +266,8 @@ static const void *example(enum ipc_type t, uint32_t *len, uint64_t *rid)
 					    .block_bytes = 4096,
 					    .n_blocks = 2,
 					    .flags = IPC_SHIP_CHECKSUM,
-					    .ttl_ms = 5000 };
+					    .ttl_ms = 5000,
+					    .first = 1 };
 		u.ship.blocks[0] = 11;
 		u.ship.blocks[1] = 4;
 		*len = IPC_SHIP_FIXED + 8;
@@ -329,7 +336,7 @@ static void test_sizes(void **state)
 	(void)state;
 	assert_int_equal(sizeof(struct ipc_hdr), 24);
 	assert_int_equal(IPC_FRAME_MAX, 24 + 65536);
-	assert_int_equal(IPC_VERSION, 4);
+	assert_int_equal(IPC_VERSION, 5);
 	assert_int_equal(IPC_SUBMIT_FIXED, 80);
 	assert_int_equal(IPC_SUBMIT_MAX_TOKENS, 16364);
 	assert_int_equal(IPC_CHUNK_MAX_TOKENS, 16380);
@@ -346,7 +353,10 @@ static void test_sizes(void **state)
 	assert_int_equal(IPC_XFER_DESC, IPC_LOGPROBS + 1);
 	assert_int_equal(IPC_LEASE_FREE, IPC_XFER_DESC + 3);
 	assert_int_equal(IPC_XFER_READY, IPC_LEASE_FREE + 2);
-	assert_int_equal(IPC_LEASED_MAX_BLOCKS, (65536 - 32) / 4);
+	assert_int_equal(IPC_LEASED_MAX_BLOCKS, (65536 - 40) / 4);
+	assert_int_equal(IPC_LEASE_MAX_TOKENS, (65536 - 32) / 4);
+	assert_int_equal(ipc_lease_len(IPC_LEASE_MAX_TOKENS), IPC_MAX_PAYLOAD);
+	assert_int_equal(ipc_lease_len(0), 32);
 	assert_int_equal(sizeof(struct ipc_xfer_desc), IPC_DESC_FIXED + IPC_DESC_MAX);
 	{
 		static struct ipc_submit sb;
@@ -637,6 +647,32 @@ static void test_payload_violations(void **state)
 	frame_of(IPC_LEASE);
 	((struct ipc_lease *)fr.p)->ttl_ms = 0;
 	expect_dead(WRK, -EBADMSG, "ttl_ms");
+	frame_of(IPC_LEASE);
+	((struct ipc_lease *)fr.p)->n_tokens = 4; /* three in the frame */
+	expect_dead(WRK, -EBADMSG, "length does not match n_tokens");
+	frame_of(IPC_LEASE);
+	((struct ipc_lease *)fr.p)->n_tokens = 0x80000001u; /* far beyond any prompt */
+	((struct ipc_lease *)fr.p)->n_prompt = IPC_MAX_PROMPT;
+	expect_dead(WRK, -EBADMSG, "n_tokens > n_prompt");
+	frame_of(IPC_LEASE);
+	((struct ipc_lease *)fr.p)->n_prompt = 2; /* fewer than the tokens sent */
+	expect_dead(WRK, -EBADMSG, "n_tokens > n_prompt");
+	frame_of(IPC_LEASE);
+	((struct ipc_lease *)fr.p)->tokens[2] = -1;
+	expect_dead(WRK, -EBADMSG, "negative token");
+	frame_of(IPC_LEASE);
+	((struct ipc_lease *)fr.p)->reserved = 1;
+	expect_dead(WRK, -EBADMSG, "reserved");
+	frame_of(IPC_LEASE); /* a fixed part cut short */
+	fr.h.len = IPC_LEASE_FIXED - 4;
+	fr_len = sizeof(fr.h) + fr.h.len;
+	expect_dead(WRK, -EMSGSIZE, "does not fit the message type");
+	frame_of(IPC_LEASED);
+	((struct ipc_leased *)fr.p)->n_cached = 3; /* == n_blocks: nothing left to write */
+	expect_dead(SUP, -EBADMSG, "n_cached");
+	frame_of(IPC_LEASED);
+	((struct ipc_leased *)fr.p)->reserved = 1;
+	expect_dead(SUP, -EBADMSG, "reserved");
 	frame_of(IPC_LEASED);
 	((struct ipc_leased *)fr.p)->n_blocks = 4; /* three in the frame */
 	expect_dead(SUP, -EBADMSG, "n_blocks");
@@ -666,6 +702,9 @@ static void test_payload_violations(void **state)
 	frame_of(IPC_SHIP);
 	((struct ipc_ship *)fr.p)->partition = IPC_MAX_PARTITION;
 	expect_dead(WRK, -EBADMSG, "partition");
+	frame_of(IPC_SHIP);
+	((struct ipc_ship *)fr.p)->first = 2; /* == n_blocks */
+	expect_dead(WRK, -EBADMSG, "first");
 	frame_of(IPC_PREFILLED);
 	((struct ipc_kv_record *)fr.p)->n_top = 3; /* two in the frame */
 	expect_dead(SUP, -EBADMSG, "n_top");
@@ -1419,7 +1458,7 @@ static void test_fuzz(void **state)
 {
 	_Static_assert(IPC_TYPE__END == 24, "one fixed_len entry per type");
 	static const uint32_t fixed_len[] = { 144, 24, 80, 16, 8,  32, 56, 264, 112, 8, 8, 8,
-					      8,   16, 17, 16, 36, 16, 8,	8,   52, 72, 72 };
+					      8,   16, 17, 32, 44, 16, 8,	8,   52, 72, 72 };
 	unsigned long accepted = 0, rejected = 0;
 	int raw = -1;
 	struct ipc_chan *c = NULL;
@@ -1453,7 +1492,7 @@ static void test_fuzz(void **state)
 				break;
 			default:
 				len = t >= 1 && t < IPC_TYPE__END ? fixed_len[t - 1] : 8;
-				if (t == IPC_SUBMIT || t == IPC_PROMPT_CHUNK)
+				if (t == IPC_SUBMIT || t == IPC_PROMPT_CHUNK || t == IPC_LEASE)
 					len += 4 * (uint32_t)(rnd() % 64);
 				if (t == IPC_LOGPROBS || t == IPC_PREFILLED || t == IPC_ADOPT)
 					len += 8 * (uint32_t)(rnd() % (IPC_MAX_TOP_LOGPROBS + 2));

@@ -585,6 +585,183 @@ static void test_leases(void **state)
 	kv_pool_destroy(p);
 }
 
+/*
+ * Leases that start with cached blocks (kv_lease_prefix): the prompt's
+ * leading registered blocks under its salt lead the table, pinned (IN_USE,
+ * not evictable) while the lease lives; release, expiry and a dead owner
+ * give them back to the LRU, commit hands them to the sequence.  The
+ * accounting holds after every step.
+ */
+static void test_lease_prefix(void **state)
+{
+	struct kv_pool *p = mkpool(16, 4, 8, 64, 4);
+	int32_t tok[64], other[16], ids[16], chain[4], slots[64];
+	struct kv_lease_ref l1, l2;
+	struct kv_seq *a, *b, *s;
+	struct kv_stats st, st0;
+	const int32_t *tab;
+	struct kv_copy cow;
+	int n, nc;
+
+	(void)state;
+	for (int i = 0; i < 64; i++)
+		tok[i] = 100 + i;
+	memcpy(other, tok, sizeof(other));
+	other[5] = 7; /* differs in the second block */
+
+	/* a 14-token prompt leaves three full blocks cached (and its tail FREE) */
+	seq_with(p, 1, tok, 14, &a);
+	assert_int_equal(kv_seq_publish(a), 3);
+	memcpy(chain, kv_seq_table(a, &n), sizeof(chain));
+	kv_seq_free(a);
+	stats(p, &st0);
+	assert_int_equal(st0.cached, 3);
+
+	/* the next prompt (16 tokens: match 15) finds them: 3 pinned + 1 fresh */
+	assert_int_equal(kv_lease_prefix(p, 4, 1, tok, 15, 7, 100, ids, &nc, &l1), 0);
+	assert_int_equal(nc, 3);
+	assert_memory_equal(ids, chain, 3 * sizeof(int32_t));
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(kv_block_state(p, ids[i]), KV_BLOCK_IN_USE);
+		assert_int_equal(kv_block_refcount(p, ids[i]), 1);
+	}
+	assert_int_equal(kv_block_state(p, ids[3]), KV_BLOCK_LEASED);
+	assert_int_equal(kv_lease_blocks(p, l1, &tab), 4);
+	assert_memory_equal(tab, ids, 4 * sizeof(int32_t));
+	stats(p, &st);
+	assert_int_equal(st.cached, 0);
+	assert_int_equal(st.in_use, 3);
+	assert_int_equal(st.leased, 1);
+	assert_int_equal(st.queries, st0.queries + 1);
+	assert_int_equal(st.hits, st0.hits + 1);
+	assert_int_equal(st.hit_tokens, st0.hit_tokens + 12);
+	assert_int_equal(kv_pool_check(p), 0);
+
+	/* pinned: a sequence that wants every other block cannot evict them */
+	assert_int_equal(kv_seq_create(p, 9, &b), 0);
+	assert_int_equal(kv_seq_append(b, tok, 48, slots, &cow), 0); /* the 12 FREE blocks */
+	assert_int_equal(kv_seq_append(b, tok, 1, slots, &cow), -ENOSPC);
+	assert_int_equal(kv_pool_check(p), 0);
+	for (int i = 0; i < 3; i++)
+		assert_memory_equal(kv_block_tokens(p, ids[i]), &tok[4 * i], 4 * sizeof(int32_t));
+	/* and a prefix lease counts the blocks it revives against what is left */
+	assert_int_equal(kv_lease_prefix(p, 2, 1, tok, 15, 7, 100, ids + 4, &nc, &l2), -ENOSPC);
+
+	/* released: the fresh block FREE, the pinned back to the LRU, tail first */
+	assert_int_equal(kv_lease_release(p, l1), 0);
+	stats(p, &st);
+	assert_int_equal(st.cached, 3);
+	assert_int_equal(st.leased, 0);
+	assert_int_equal(st.leases, 0);
+	assert_int_equal(kv_block_state(p, chain[0]), KV_BLOCK_CACHED);
+	assert_int_equal(kv_pool_check(p), 0);
+	assert_int_equal(kv_seq_append(b, tok, 5, slots, &cow), 0);
+	assert_int_equal(slots[0] / 4, ids[3]);
+	assert_int_equal(slots[4] / 4, chain[2]); /* the chain's tail is evicted first */
+	assert_int_equal(kv_pool_check(p), 0);
+	kv_seq_free(b);
+	assert_int_equal(kv_pool_drop_cache(p), 2);
+
+	/* again from scratch: a 3-block chain, pinned by a lease that then expires */
+	seq_with(p, 1, tok, 14, &a);
+	assert_int_equal(kv_seq_publish(a), 3);
+	memcpy(chain, kv_seq_table(a, &n), sizeof(chain));
+	/* pinned while a sequence uses them too: the lease is one more reference */
+	assert_int_equal(kv_lease_prefix(p, 4, 1, tok, 15, 7, 100, ids, &nc, &l1), 0);
+	assert_int_equal(nc, 3);
+	assert_int_equal(kv_block_refcount(p, chain[1]), 2);
+	assert_int_equal(kv_pool_check(p), 0);
+	kv_seq_free(a);
+	assert_int_equal(kv_block_state(p, chain[1]), KV_BLOCK_IN_USE);
+	assert_int_equal(kv_block_refcount(p, chain[1]), 1);
+	assert_int_equal(kv_pool_check(p), 0);
+	stats(p, &st0);
+	assert_int_equal(kv_lease_expire(p, 100), 1);
+	stats(p, &st);
+	assert_int_equal(st.leases_expired, st0.leases_expired + 1);
+	assert_int_equal(st.cached, 3);
+	assert_int_equal(st.in_use, 0);
+	assert_int_equal(st.leased, 0);
+	assert_int_equal(kv_block_state(p, chain[0]), KV_BLOCK_CACHED);
+	assert_int_equal(kv_pool_check(p), 0);
+
+	/* a dead owner's prefix lease unpins too */
+	assert_int_equal(kv_lease_prefix(p, 4, 1, tok, 15, 8, 100, ids, &nc, &l1), 0);
+	assert_int_equal(nc, 3);
+	assert_int_equal(kv_lease_release_owner(p, 8), 1);
+	stats(p, &st);
+	assert_int_equal(st.cached, 3);
+	assert_int_equal(kv_pool_check(p), 0);
+
+	/* another salt, another prompt, a short match, or one block: nothing pinned */
+	assert_int_equal(kv_lease_prefix(p, 4, 2, tok, 15, 7, 100, ids, &nc, &l1), 0);
+	assert_int_equal(nc, 0);
+	assert_int_equal(kv_lease_release(p, l1), 0);
+	assert_int_equal(kv_lease_prefix(p, 4, 1, other, 15, 7, 100, ids, &nc, &l1), 0);
+	assert_int_equal(nc, 1); /* the first block only */
+	assert_int_equal(kv_lease_release(p, l1), 0);
+	assert_int_equal(kv_lease_prefix(p, 4, 1, tok, 7, 7, 100, ids, &nc, &l1), 0);
+	assert_int_equal(nc, 1);
+	assert_int_equal(kv_lease_release(p, l1), 0);
+	assert_int_equal(kv_lease_prefix(p, 1, 1, tok, 15, 7, 100, ids, &nc, &l1), 0);
+	assert_int_equal(nc, 0); /* at most n - 1: something is always written */
+	assert_int_equal(kv_lease_release(p, l1), 0);
+	assert_int_equal(kv_lease_prefix(p, 3, 1, tok, 15, 7, 100, ids, &nc, &l1), 0);
+	assert_int_equal(nc, 2);
+	assert_int_equal(kv_lease_release(p, l1), 0);
+	assert_int_equal(kv_lease_prefix(p, 4, 1, NULL, 15, 7, 100, ids, &nc, &l1), -EINVAL);
+	assert_int_equal(kv_lease_prefix(p, 4, 1, tok, -1, 7, 100, ids, &nc, &l1), -EINVAL);
+	assert_int_equal(kv_pool_check(p), 0);
+
+	/* commit: the pinned blocks pass to the sequence, published; the rest as before */
+	assert_int_equal(kv_lease_prefix(p, 5, 1, tok, 17, 7, 100, ids, &nc, &l1), 0);
+	assert_int_equal(nc, 3);
+	assert_int_equal(kv_seq_create(p, 2, &s), 0);
+	assert_int_equal(kv_lease_commit(p, l1, 50, s, tok, 18), -EILSEQ); /* another salt */
+	kv_seq_free(s);
+	assert_int_equal(kv_seq_create(p, 1, &s), 0);
+	assert_int_equal(kv_lease_commit(p, l1, 50, s, other, 18), -EILSEQ); /* other tokens */
+	assert_int_equal(kv_lease_commit(p, l1, 50, s, tok, 12), -EINVAL);   /* nothing to write */
+	assert_int_equal(kv_lease_blocks(p, l1, &tab), 5);		     /* the lease lives */
+	assert_int_equal(kv_pool_check(p), 0);
+	assert_int_equal(kv_lease_commit(p, l1, 50, s, tok, 18), 3);
+	tab = kv_seq_table(s, &n);
+	assert_int_equal(n, 5);
+	assert_memory_equal(tab, ids, 5 * sizeof(int32_t));
+	assert_memory_equal(tab, chain, 3 * sizeof(int32_t));
+	assert_int_equal(kv_seq_len(s), 18);
+	assert_int_equal(kv_block_refcount(p, chain[0]), 1);
+	stats(p, &st);
+	assert_int_equal(st.in_use, 5);
+	assert_int_equal(st.leased, 0);
+	assert_int_equal(st.leases, 0);
+	assert_int_equal(kv_pool_check(p), 0);
+	assert_int_equal(kv_seq_publish(s), 4); /* the fourth block, full, joins the chain */
+	append(s, &tok[18], 2);			/* the fifth continues, full now */
+	assert_int_equal(kv_seq_publish(s), 5);
+	assert_int_equal(kv_pool_check(p), 0);
+	kv_seq_free(s);
+	/* the chain now reaches five blocks */
+	assert_int_equal(kv_lease_prefix(p, 6, 1, tok, 21, 7, 100, ids, &nc, &l1), 0);
+	assert_int_equal(nc, 5);
+	assert_int_equal(kv_lease_release(p, l1), 0);
+	assert_int_equal(kv_pool_check(p), 0);
+
+	/* 11 FREE + 5 CACHED: 16 blocks fit exactly, one block held elsewhere does not */
+	assert_int_equal(kv_lease_prefix(p, 16, 1, tok, 63, 7, 100, ids, &nc, &l1), 0);
+	assert_int_equal(nc, 5);
+	assert_int_equal(kv_pool_check(p), 0);
+	assert_int_equal(kv_lease_release(p, l1), 0);
+	assert_int_equal(kv_lease(p, 1, 7, 100, ids, &l2), 0);
+	stats(p, &st0);
+	assert_int_equal(kv_lease_prefix(p, 16, 1, tok, 63, 7, 100, ids, &nc, &l1), -ENOSPC);
+	stats(p, &st);
+	assert_memory_equal(&st, &st0, sizeof(st)); /* nothing changed, not even the counters */
+	assert_int_equal(kv_lease_release(p, l2), 0);
+	assert_int_equal(kv_pool_check(p), 0);
+	kv_pool_destroy(p);
+}
+
 /* The checker notices a table entry changed behind the pool's back, and says what broke. */
 static void test_check_detects(void **state)
 {
@@ -642,6 +819,9 @@ struct r_lease {
 	int32_t ids[R_MAXTOK / R_BT];
 	int n;
 	uint64_t deadline;
+	int n_cached; /* kv_lease_prefix: ids[0, n_cached) hold doc under salt */
+	int doc;
+	uint64_t salt;
 };
 
 struct r_world {
@@ -731,16 +911,19 @@ enum {
 	OP_FREE,
 	OP_PUBLISH,
 	OP_LEASE,
+	OP_LEASE_PREFIX,
 	OP_COMMIT,
+	OP_MISMATCH,
 	OP_RELEASE,
 	OP_STALE,
 	OP_EXPIRE,
 	OP_DROP,
 	OP__N
 };
-static const char *const op_name[OP__N] = { "new+match", "append", "fork",   "free",
-					    "publish",	 "lease",  "commit", "release",
-					    "stale",	 "expire", "drop" };
+static const char *const op_name[OP__N] = { "new+match", "append",  "fork",	 "free",
+					    "publish",	 "lease",   "lease+hit", "commit",
+					    "mismatch",	 "release", "stale",	 "expire",
+					    "drop" };
 
 static void r_run(uint64_t seed, bool weak_hash)
 {
@@ -839,7 +1022,25 @@ static void r_run(uint64_t seed, bool weak_hash)
 				continue;
 			l->n = 1 + (int)rnd(6);
 			l->deadline = w.now + rnd(50);
-			rc = kv_lease(w.p, l->n, rnd(3), l->deadline, l->ids, &l->ref);
+			l->n_cached = 0;
+			if (rnd(2)) {
+				int m = (int)rnd((uint32_t)(l->n * R_BT));
+
+				l->doc = (int)rnd(R_DOCS);
+				l->salt = 1 + rnd(2);
+				rc = kv_lease_prefix(w.p, l->n, l->salt, w.doc[l->doc], m, rnd(3),
+						     l->deadline, l->ids, &l->n_cached, &l->ref);
+				if (rc == 0) {
+					assert_true(l->n_cached * R_BT <= m && l->n_cached < l->n);
+					for (int i = 0; i < l->n_cached * R_BT; i++)
+						assert_int_equal(
+							w.kvmem[l->ids[i / R_BT] * R_BT + i % R_BT],
+							w.doc[l->doc][i]);
+					done[OP_LEASE_PREFIX] += l->n_cached > 0;
+				}
+			} else {
+				rc = kv_lease(w.p, l->n, rnd(3), l->deadline, l->ids, &l->ref);
+			}
 			if (rc == -ENOSPC) {
 				nospc++;
 				continue;
@@ -849,23 +1050,44 @@ static void r_run(uint64_t seed, bool weak_hash)
 			done[OP_LEASE]++;
 		} else if (k < 89) {
 			struct r_lease *l = &w.lease[rnd(R_LEASES)];
-			int d = (int)rnd(R_DOCS), n;
+			int d = (int)rnd(R_DOCS), n, lo;
+			uint64_t salt = 1 + rnd(2);
+			bool match;
 
 			if (!l->live || !(rs = r_free_slot(&w)))
 				continue;
-			n = 1 + (int)rnd(l->n * R_BT);
-			assert_int_equal(kv_seq_create(w.p, 1 + rnd(2), &rs->s), 0);
-			/* the transfer writes the leased blocks before the completion record */
-			for (int i = 0; i < n; i++)
-				w.kvmem[l->ids[i / R_BT] * R_BT + i % R_BT] = w.doc[d][i];
+			/* a prefix lease: mostly its own prompt and salt, sometimes not */
+			if (l->n_cached && rnd(4)) {
+				d = l->doc;
+				salt = l->salt;
+			}
+			lo = l->n_cached * R_BT; /* what the lease has cached: not written again */
+			n = lo + 1 + (int)rnd((uint32_t)(l->n * R_BT - lo));
+			match = !l->n_cached ||
+				(salt == l->salt &&
+				 !memcmp(w.doc[d], w.doc[l->doc], (size_t)lo * sizeof(int32_t)));
+			assert_int_equal(kv_seq_create(w.p, salt, &rs->s), 0);
 			rc = kv_lease_commit(w.p, l->ref, w.now, rs->s, w.doc[d], n);
+			if (rc == -EILSEQ) {
+				assert_false(match);
+				assert_int_equal(kv_lease_release(w.p, l->ref), 0);
+				l->live = false;
+				kv_seq_free(rs->s);
+				rs->s = NULL;
+				done[OP_MISMATCH]++;
+				continue;
+			}
 			l->live = false;
 			if (rc == -ETIMEDOUT) {
 				kv_seq_free(rs->s);
 				rs->s = NULL;
 				continue;
 			}
-			assert_int_equal(rc, 0);
+			assert_true(match);
+			assert_int_equal(rc, l->n_cached);
+			/* the transfer wrote the fresh blocks before the completion record */
+			for (int i = lo; i < n; i++)
+				w.kvmem[l->ids[i / R_BT] * R_BT + i % R_BT] = w.doc[d][i];
 			memcpy(rs->tok, w.doc[d], (size_t)n * sizeof(int32_t));
 			rs->n = n;
 			rs->doc = d;
@@ -950,6 +1172,7 @@ static void r_run(uint64_t seed, bool weak_hash)
 		      (unsigned long long)st.leases_expired);
 	assert_true(st.hits > 0 && st.evictions > 0 && st.cow_copies > 0 && st.dedups > 0);
 	assert_true(st.leases_expired > 0 && done[OP_COMMIT] > 0);
+	assert_true(done[OP_LEASE_PREFIX] > 0 && done[OP_MISMATCH] > 0);
 	kv_pool_destroy(w.p);
 }
 
@@ -978,6 +1201,7 @@ int main(void)
 		cmocka_unit_test(test_lru),
 		cmocka_unit_test(test_collision),
 		cmocka_unit_test(test_leases),
+		cmocka_unit_test(test_lease_prefix),
 		cmocka_unit_test(test_check_detects),
 		cmocka_unit_test(test_random),
 		cmocka_unit_test(test_random_collisions),

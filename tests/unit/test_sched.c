@@ -260,6 +260,7 @@ struct ship {
 	struct llm *src, *dst;
 	const int32_t *blocks; /* the decode side's leased blocks, in table order */
 	int n_blocks;
+	int first; /* entries [0, first) are cached on the decode side: not shipped */
 	int layers_shipped;
 };
 
@@ -272,7 +273,7 @@ static int ship_layer(void *ctx, int layer)
 	if (llm_kv_pool(sh->src, &sp) || llm_kv_pool(sh->dst, &dp))
 		return -EIO;
 	/* The prefill side's identity table: block i holds positions i*bt...; runs could merge. */
-	for (int i = 0; i < sh->n_blocks; i++) {
+	for (int i = sh->first; i < sh->n_blocks; i++) {
 		if (llm_kv_range(sh->src, layer, i, 1, &so, &len) ||
 		    llm_kv_range(sh->dst, layer, sh->blocks[i], 1, &dof, &dlen) || len != dlen)
 			return -EIO;
@@ -286,9 +287,11 @@ static int ship_layer(void *ctx, int layer)
  * Disaggregated serving in one process: a prefill engine computes each
  * prompt and ships its KV layer by layer into blocks the decode scheduler
  * leased; the decode scheduler adopts the requests with the first token and
- * decodes them together.  Every request, greedy or seeded sampling, gives
- * exactly the reference tokens (and logprobs); leases that expire, stale epochs and expired
- * deadlines are refused; the pools' accounting holds throughout.
+ * decodes them together.  Prompts whose leading blocks the decode pool has
+ * cached already (the shared 40-token prefix) lease them and get only the
+ * rest shipped.  Every request, greedy or seeded sampling, gives exactly
+ * the reference tokens (and logprobs); leases that expire, stale epochs and
+ * expired deadlines are refused; the pools' accounting holds throughout.
  */
 static void test_disaggregated(void **state)
 {
@@ -301,7 +304,7 @@ static void test_disaggregated(void **state)
 	struct kv_lease_ref refs[N_REQ], ref;
 	struct sched_stats st;
 	float *logits;
-	int n_blocks, n_greedy = 0;
+	int n_blocks, n_cached, n_greedy = 0, n_shared = 0;
 	uint64_t now;
 
 	(void)state;
@@ -325,12 +328,17 @@ static void test_disaggregated(void **state)
 					   .n_top_logprobs = q->logprobs ? JOB_TOP : 0 };
 		int32_t first;
 
-		assert_int_equal(sched_lease(d.s, q->n_prompt, 7, clock_ns() + 60000000000ull,
-					     blocks[j], &n_blocks, &refs[j]),
+		assert_int_equal(sched_lease(d.s, q->n_prompt, q->salt, q->prompt, q->n_prompt, 7,
+					     clock_ns() + 60000000000ull, blocks[j], &n_blocks,
+					     &n_cached, &refs[j]),
 				 0);
 		assert_int_equal(n_blocks, (q->n_prompt + 15) / 16);
+		assert_true(n_cached <= (q->n_prompt - 1) / 16);
+		assert_int_equal(kv_pool_check(sched_pool(d.s)), 0);
+		n_shared += n_cached > 0;
 		sh.blocks = blocks[j];
 		sh.n_blocks = n_blocks;
+		sh.first = n_cached;
 		llm_seq_reset(&seq);
 		llm_set_layer_hook(p.llm, ship_layer, &sh);
 		assert_int_equal(llm_seq_eval(&seq, q->prompt, q->n_prompt, logits, NULL), 0);
@@ -347,10 +355,13 @@ static void test_disaggregated(void **state)
 		assert_int_equal(sched_adopt(d.s, &r, refs[j], first,
 					     q->logprobs ? q->want_lp[0] : NULL, clock_ns(), &ids[j]),
 				 0);
+		assert_int_equal(sched_get(d.s, ids[j])->n_cached, n_cached * 16);
 		assert_int_equal(kv_pool_check(sched_pool(d.s)), 0);
 		n_greedy += q->sp.temperature == 0;
 	}
 	assert_true(n_greedy >= N_REQ / 2);
+	/* Every third prompt over 40 tokens shares two blocks with the first such. */
+	assert_int_equal(n_shared, 8);
 	run_all(&d); /* all adopted requests decode together */
 	for (int j = 0; j < N_REQ; j++) {
 		const struct sched_info *in = sched_get(d.s, ids[j]);
@@ -365,7 +376,8 @@ static void test_disaggregated(void **state)
 
 	/* A lease past its deadline is freed by the next step; adopting it is stale. */
 	now = clock_ns();
-	assert_int_equal(sched_lease(d.s, 20, 7, now, blocks[0], &n_blocks, &ref), 0);
+	assert_int_equal(
+		sched_lease(d.s, 20, 0, NULL, 0, 7, now, blocks[0], &n_blocks, &n_cached, &ref), 0);
 	sched_step(d.s, clock_ns);
 	sched_get_stats(d.s, &st);
 	assert_int_equal(st.kv.leases_expired, 1);
@@ -379,7 +391,8 @@ static void test_disaggregated(void **state)
 			 -ESTALE);
 	/* A commit after the deadline: -ETIMEDOUT, and the blocks come back. */
 	now = clock_ns();
-	assert_int_equal(sched_lease(d.s, 20, 7, now + 1000000000ull, blocks[0], &n_blocks, &ref),
+	assert_int_equal(sched_lease(d.s, 20, 0, NULL, 0, 7, now + 1000000000ull, blocks[0],
+				     &n_blocks, &n_cached, &ref),
 			 0);
 	assert_int_equal(sched_adopt(d.s,
 				     &(struct sched_request){ .prompt = jobs[1].prompt,
@@ -389,7 +402,8 @@ static void test_disaggregated(void **state)
 				     ref, 5, NULL, now + 2000000000ull, &ids[0]),
 			 -ETIMEDOUT);
 	/* A wrong epoch is stale and leaves the real lease alone; release then frees it. */
-	assert_int_equal(sched_lease(d.s, 20, 7, now + 60000000000ull, blocks[0], &n_blocks, &ref),
+	assert_int_equal(sched_lease(d.s, 20, 0, NULL, 0, 7, now + 60000000000ull, blocks[0],
+				     &n_blocks, &n_cached, &ref),
 			 0);
 	{
 		struct kv_lease_ref bad = ref;
@@ -409,7 +423,9 @@ static void test_disaggregated(void **state)
 	assert_int_equal(sched_lease_release(d.s, ref), -ESTALE);
 	sched_get_stats(d.s, &st);
 	assert_int_equal(st.kv.leased, 0);
-	assert_int_equal(sched_lease(d.s, 0, 7, now, blocks[0], &n_blocks, &ref), -EINVAL);
+	assert_int_equal(
+		sched_lease(d.s, 0, 0, NULL, 0, 7, now, blocks[0], &n_blocks, &n_cached, &ref),
+		-EINVAL);
 
 	free(logits);
 	llm_seq_free(&seq);
@@ -563,9 +579,13 @@ static void disaggregated_batched(const char *driver)
 					   .n_top_logprobs = q->logprobs ? JOB_TOP : 0,
 					   .ship_kv = true };
 
-		assert_int_equal(sched_lease(d.s, q->n_prompt, 7, clock_ns() + 60000000000ull,
-					     rt.blocks[j], &rt.n_blocks[j], &refs[j]),
+		int n_cached = -1;
+
+		assert_int_equal(sched_lease(d.s, q->n_prompt, 0, NULL, 0, 7,
+					     clock_ns() + 60000000000ull, rt.blocks[j],
+					     &rt.n_blocks[j], &n_cached, &refs[j]),
 				 0);
+		assert_int_equal(n_cached, 0);
 		assert_int_equal(sched_submit(p.s, &r, clock_ns(), &rt.ids[j]), 0);
 	}
 	run_all(&p);

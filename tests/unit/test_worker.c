@@ -56,6 +56,8 @@ struct sup {
 	struct ipc_msg m;      /* last frame received */
 	struct ipc_submit sub; /* send buffers */
 	struct ipc_prompt_chunk chunk;
+	struct ipc_lease lease;
+	uint64_t salt; /* of the SUBMITs sup_submit2 sends */
 	struct ipc_ready ready;
 	struct ipc_stats stats; /* last STATS */
 	unsigned n_stats;
@@ -270,6 +272,21 @@ static void sup_send(struct sup *s, enum ipc_type type, uint64_t rid, const void
 	assert_int_equal(ipc_send(s->ch, type, rid, p, len), 0);
 	while (ipc_chan_queued(s->ch) > 0)
 		assert_true(ipc_flush(s->ch) >= 0);
+}
+
+/* LEASE of n_prompt tokens for owner; n_tokens of them (from tokens, salt) to match. */
+static void sup_lease(struct sup *s, uint64_t rid, uint32_t n_prompt, uint32_t ttl_ms,
+		      uint64_t owner, uint64_t salt, const int32_t *tokens, uint32_t n_tokens)
+{
+	memset(&s->lease, 0, IPC_LEASE_FIXED);
+	s->lease.n_prompt = n_prompt;
+	s->lease.ttl_ms = ttl_ms;
+	s->lease.owner = owner;
+	s->lease.salt = salt;
+	s->lease.n_tokens = n_tokens;
+	if (n_tokens)
+		memcpy(s->lease.tokens, tokens, 4 * (size_t)n_tokens);
+	sup_send(s, IPC_LEASE, rid, &s->lease, ipc_lease_len(n_tokens));
 }
 
 /* File one TOKEN / ERROR / DONE into its stream, checking the stream's rules. */
@@ -639,17 +656,17 @@ static void wait_leased(struct sup *s, uint32_t leased)
 static void test_leases(void **state)
 {
 	struct sup *s = sup_start(cfg_text);
-	struct ipc_lease l = { .n_prompt = 40, .ttl_ms = 60000, .owner = 1 };
 	struct ipc_lease_free f;
 	struct ipc_msg *m;
 
 	(void)state;
 	sup_handshake(s);
-	sup_send(s, IPC_LEASE, 7, &l, sizeof(l));
+	sup_lease(s, 7, 40, 60000, 1, 0, NULL, 0);
 	m = sup_recv(s);
 	assert_int_equal(m->hdr.type, IPC_LEASED);
 	assert_int_equal(m->hdr.req_id, 7);
 	assert_int_equal(m->u.leased.n_blocks, 3);
+	assert_int_equal(m->u.leased.n_cached, 0);
 	for (int i = 0; i < 3; i++) {
 		assert_true(m->u.leased.blocks[i] >= 0);
 		for (int k = 0; k < i; k++)
@@ -663,15 +680,13 @@ static void test_leases(void **state)
 	sup_send(s, IPC_LEASE_FREE, 7, &f, sizeof(f)); /* stale now: ignored */
 
 	/* 1 ms to live: gone by a later STATS, with no step running. */
-	l.ttl_ms = 1;
-	sup_send(s, IPC_LEASE, 8, &l, sizeof(l));
+	sup_lease(s, 8, 40, 1, 1, 0, NULL, 0);
 	m = sup_recv(s);
 	assert_int_equal(m->hdr.type, IPC_LEASED);
 	wait_leased(s, 0);
 
 	/* Too long for the context: an ERROR for that request, the worker lives on. */
-	l = (struct ipc_lease){ .n_prompt = N_CTX, .ttl_ms = 1000, .owner = 1 };
-	sup_send(s, IPC_LEASE, 9, &l, sizeof(l));
+	sup_lease(s, 9, N_CTX, 1000, 1, 0, NULL, 0);
 	m = sup_recv(s);
 	assert_int_equal(m->hdr.type, IPC_ERROR);
 	assert_int_equal(m->hdr.req_id, 9);
@@ -812,6 +827,7 @@ static void sup_submit2(struct sup *s, uint64_t rid, const int32_t *prompt, uint
 {
 	memset(&s->sub, 0, IPC_SUBMIT_FIXED);
 	s->sub.sampling = (struct ipc_sampling){ .top_p = 1.0f, .repeat_penalty = 1.0f };
+	s->sub.salt = s->salt;
 	s->sub.max_tokens = max_tokens;
 	s->sub.n_prompt = n;
 	s->sub.n_tokens = first < n ? first : n;
@@ -855,6 +871,7 @@ struct split {
 	struct sup *p, *d;
 	struct ipc_ship *ship; /* send buffer */
 	uint32_t n_blocks;     /* of the last lease */
+	uint32_t n_cached;     /* of them cached on the decode side (the SHIP's first) */
 };
 
 static struct split *split_open(const char *text)
@@ -901,22 +918,24 @@ static void split_close(struct split *sp)
 }
 
 /*
- * LEASE (ttl_ms) on the decode worker; its LEASED becomes sp->ship
- * (checksummed, for partition 1, 60 s to live).
+ * LEASE (ttl_ms; tokens[0, n_tokens) under salt to match) on the decode
+ * worker; its LEASED becomes sp->ship (checksummed, for partition 1, 60 s to
+ * live, the cached entries not to be written).
  */
-static void split_lease_ttl(struct split *sp, uint64_t rid, uint32_t n_prompt, uint32_t ttl_ms)
+static void split_lease_match(struct split *sp, uint64_t rid, uint32_t n_prompt, uint32_t ttl_ms,
+			      uint64_t salt, const int32_t *tokens, uint32_t n_tokens)
 {
-	struct ipc_lease l = { .n_prompt = n_prompt, .ttl_ms = ttl_ms, .owner = 0 };
 	const struct ipc_leased *ld;
 	struct ipc_msg *m;
 
-	sup_send(sp->d, IPC_LEASE, rid, &l, sizeof(l));
+	sup_lease(sp->d, rid, n_prompt, ttl_ms, 0, salt, tokens, n_tokens);
 	m = expect_type(sp->d, IPC_LEASED);
 	assert_int_equal(m->hdr.req_id, rid);
 	ld = &m->u.leased;
 	assert_int_equal(ld->n_blocks, (n_prompt + 15) / 16);
 	assert_int_equal(ld->blocks_total, N_BLOCKS);
 	assert_true(ld->block_bytes > 0);
+	assert_true(ld->n_cached <= (n_prompt - 1) / 16);
 	memset(sp->ship, 0, IPC_SHIP_FIXED);
 	sp->ship->partition = 1;
 	sp->ship->lease_id = ld->lease_id;
@@ -927,8 +946,17 @@ static void split_lease_ttl(struct split *sp, uint64_t rid, uint32_t n_prompt, u
 	sp->ship->n_blocks = ld->n_blocks;
 	sp->ship->flags = IPC_SHIP_CHECKSUM;
 	sp->ship->ttl_ms = 60000;
+	sp->ship->first = ld->n_cached;
 	memcpy(sp->ship->blocks, ld->blocks, 4 * ld->n_blocks);
 	sp->n_blocks = ld->n_blocks;
+	sp->n_cached = ld->n_cached;
+}
+
+/* A LEASE without prompt tokens: nothing cached, every block written. */
+static void split_lease_ttl(struct split *sp, uint64_t rid, uint32_t n_prompt, uint32_t ttl_ms)
+{
+	split_lease_match(sp, rid, n_prompt, ttl_ms, 0, NULL, 0);
+	assert_int_equal(sp->n_cached, 0);
 }
 
 static void split_lease(struct split *sp, uint64_t rid, uint32_t n_prompt)
@@ -1198,6 +1226,177 @@ static void test_split_tcp(void **state)
 		 SPLIT_PREFILL_BATCH);
 	split_end_to_end(text);
 	tu_rmtree(dir);
+}
+
+/* STATS until one shows (kv_used, kv_leased) (at most 50 of them); returns it. */
+static const struct ipc_stats *wait_kv(struct sup *s, uint32_t used, uint32_t leased)
+{
+	for (int k = 0; k < 50; k++) {
+		unsigned n0 = s->n_stats;
+
+		do
+			assert_true(sup_recv_any(s, 2000));
+		while (s->n_stats == n0);
+		if (s->stats.kv_used == used && s->stats.kv_leased == leased)
+			return &s->stats;
+	}
+	fail_msg("STATS show kv_used %u, kv_leased %u; expected %u, %u", s->stats.kv_used,
+		 s->stats.kv_leased, used, leased);
+	return NULL;
+}
+
+/* c through prefill -> transfer -> decode after split_lease_match; its record into *rec. */
+static void share_run(struct split *sp, const struct scase *c, struct ipc_kv_record *rec,
+		      struct stream *st)
+{
+	struct shipped x = { .rid = c->rid };
+
+	split_ship(sp, c->rid);
+	sup_submit2(sp->p, c->rid, c->prompt, c->n, 50, c->first, c->chunk, c->n_top);
+	collect_shipped(sp->p, &x, 1);
+	if (!x.have_rec)
+		fail_msg("request %llu: no PREFILLED (%s)", (unsigned long long)c->rid,
+			 x.error_msg);
+	*rec = x.rec;
+	stream_init(st, c);
+	split_adopt(sp, c, rec);
+	sup_collect(sp->d, st, 1);
+	if (st->error)
+		fail_msg("request %llu: %s", (unsigned long long)c->rid, st->error_msg);
+}
+
+/*
+ * Decode-side prefix sharing.  The same 200-token prompt twice under one
+ * salt: the first time nothing is cached on the decode side and all 13
+ * blocks are written; the second time the decode worker's prefix cache
+ * holds the 12 full blocks it adopted, the lease holds them (LEASED
+ * n_cached 12, SHIP first 12) and the prefill worker writes only the last
+ * one.  Both streams equal the mixed partition's (and the greedy
+ * reference), and the checksum over the whole table agrees on both sides
+ * both times (the forward pass is batch invariant).  Another salt finds
+ * nothing.  A lease that pins the prefix and expires gives the blocks back
+ * to the cache (STATS), where the next lease finds them again.
+ */
+static void test_split_prefix_share(void **state)
+{
+	char text[1600];
+	struct scase *c = calloc(1, sizeof(*c));
+	struct stream *mix = calloc(1, sizeof(*mix)), *st = calloc(2, sizeof(*st));
+	struct ipc_kv_record rec[2];
+	struct ipc_lease_free f;
+	uint32_t n_layers = ref.m->n_layers;
+	uint64_t block_bytes, expired;
+	uint32_t cached;
+	struct split *sp;
+	struct sup *m;
+
+	(void)state;
+	assert_non_null(c);
+	assert_non_null(mix);
+	assert_non_null(st);
+	worker_set_step_delay_us(0);
+	*c = (struct scase){ .rid = 500, .n = 200, .max_tokens = 10, .first = 200, .n_top = -1 };
+	make_prompt(c->prompt, (int)c->n, 77);
+
+	m = sup_start(cfg_text);
+	sup_handshake(m);
+	m->salt = 0x5a17;
+	stream_init(mix, c);
+	sup_submit2(m, c->rid, c->prompt, c->n, c->max_tokens, c->first, c->chunk, c->n_top);
+	sup_collect(m, mix, 1);
+	check_against_ref(mix, c->prompt, (int)c->n, (int)c->max_tokens);
+	shutdown_now(m);
+	sup_free(m);
+
+	snprintf(text, sizeof(text), split_fmt, model_path, N_CTX, N_BLOCKS, "shm", "",
+		 SPLIT_PREFILL_BATCH);
+	sp = split_open(text);
+	split_connect(sp);
+	sp->p->salt = sp->d->salt = 0x5a17;
+
+	/* First: nothing cached on the decode side, every block written. */
+	split_lease_match(sp, c->rid, c->n, 60000, 0x5a17, c->prompt, c->n);
+	assert_int_equal(sp->n_cached, 0);
+	block_bytes = sp->ship->block_bytes;
+	share_run(sp, c, &rec[0], &st[0]);
+
+	/* Second: the 12 full blocks the decode worker adopted are held, the 13th written. */
+	c->rid = 501;
+	split_lease_match(sp, c->rid, c->n, 60000, 0x5a17, c->prompt, c->n);
+	assert_int_equal(sp->n_cached, 12);
+	share_run(sp, c, &rec[1], &st[1]);
+
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(st[i].n, mix->n);
+		assert_memory_equal(st[i].tokens, mix->tokens, sizeof(int32_t) * (size_t)mix->n);
+		assert_int_equal(st[i].d.finish, mix->d.finish);
+		assert_true(rec[i].flags & IPC_KV_CHECKSUM);
+		assert_int_equal(rec[i].n_tokens, c->n);
+	}
+	print_message("prefix sharing: first %llu bytes in %u writes, second %llu bytes in %u "
+		      "writes\n",
+		      (unsigned long long)rec[0].bytes, rec[0].writes,
+		      (unsigned long long)rec[1].bytes, rec[1].writes);
+	/* 7 prefill steps of 2 blocks (the last of 1) wrote 13 blocks; then only the last. */
+	assert_int_equal(rec[0].bytes, (uint64_t)n_layers * 13 * block_bytes);
+	assert_int_equal(rec[0].writes, n_layers * 7);
+	assert_int_equal(rec[1].bytes, (uint64_t)n_layers * block_bytes);
+	assert_int_equal(rec[1].writes, n_layers);
+	/* The same KV both times, as the decode side checked against its cached prefix. */
+	assert_true(rec[1].checksum == rec[0].checksum);
+	assert_int_equal(st[0].d.n_cached, 0);
+	assert_int_equal(st[1].d.n_cached, 12 * 16);
+
+	/* Another tenant's salt finds nothing. */
+	split_lease_match(sp, 502, c->n, 60000, 0x0bad, c->prompt, c->n);
+	assert_int_equal(sp->n_cached, 0);
+	f = (struct ipc_lease_free){ .lease_id = sp->ship->lease_id, .epoch = sp->ship->epoch };
+	sup_send(sp->d, IPC_LEASE_FREE, 502, &f, sizeof(f));
+
+	/*
+	 * A lease that pins the prefix (12 blocks in use, 1 leased) and expires: the 12 go
+	 * back to the cache, not to the free list, and the next lease finds them again.
+	 */
+	cached = wait_kv(sp->d, 0, 0)->kv_cached;
+	expired = sp->d->stats.leases_expired;
+	split_lease_match(sp, 503, c->n, 1500, 0x5a17, c->prompt, c->n);
+	assert_int_equal(sp->n_cached, 12);
+	assert_int_equal(wait_kv(sp->d, 12, 1)->kv_cached, cached - 12);
+	assert_int_equal(wait_kv(sp->d, 0, 0)->kv_cached, cached);
+	assert_int_equal(sp->d->stats.leases_expired, expired + 1);
+	split_lease_match(sp, 504, c->n, 60000, 0x5a17, c->prompt, c->n);
+	assert_int_equal(sp->n_cached, 12);
+	f = (struct ipc_lease_free){ .lease_id = sp->ship->lease_id, .epoch = sp->ship->epoch };
+	sup_send(sp->d, IPC_LEASE_FREE, 504, &f, sizeof(f));
+	assert_int_equal(wait_kv(sp->d, 0, 0)->kv_cached, cached);
+	wait_stats(sp->d, 0, 0); /* nothing was refused */
+	split_close(sp);
+
+	/* With kv.prefix_cache off, a lease holds nothing cached. */
+	snprintf(text, sizeof(text), split_fmt, model_path, N_CTX, N_BLOCKS, "shm", "",
+		 SPLIT_PREFILL_BATCH);
+	{
+		char *k = strstr(text, "block_tokens = 16; }");
+		static const char off[] = "block_tokens = 16; prefix_cache = false; }";
+
+		assert_non_null(k);
+		assert_true(strlen(text) + sizeof(off) < sizeof(text));
+		memmove(k + sizeof(off) - 1, k + strlen("block_tokens = 16; }"),
+			strlen(k + strlen("block_tokens = 16; }")) + 1);
+		memcpy(k, off, sizeof(off) - 1);
+	}
+	sp = split_open(text);
+	split_connect(sp);
+	sp->p->salt = sp->d->salt = 0x5a17;
+	c->rid = 505;
+	split_lease_match(sp, c->rid, c->n, 60000, 0x5a17, c->prompt, c->n);
+	share_run(sp, c, &rec[0], &st[0]);
+	split_lease_match(sp, 506, c->n, 60000, 0x5a17, c->prompt, c->n);
+	assert_int_equal(sp->n_cached, 0);
+	split_close(sp);
+	free(c);
+	free(mix);
+	free(st);
 }
 
 /* The decode worker's answer to a rejected ADOPT: ERROR naming why, then DONE(ERROR). */
@@ -1953,6 +2152,7 @@ int main(void)
 		cmocka_unit_test(test_xfer_connect),
 		cmocka_unit_test(test_split_shm),
 		cmocka_unit_test(test_split_tcp),
+		cmocka_unit_test(test_split_prefix_share),
 		cmocka_unit_test(test_split_fail_closed),
 		cmocka_unit_test_teardown(test_split_loopback, hooks_reset),
 		cmocka_unit_test_teardown(test_lb_duplicate_reorder, hooks_reset),
