@@ -511,7 +511,12 @@ static json_t *links_json(struct sup *S)
 
 		if (o) {
 			json_object_set_new(o, "why", l->up ? json_null() : json_string(l->why));
-			/* Bytes over the time spent writing them (transfers overlap compute). */
+			/*
+			 * Writes go layer by layer while the prompt is computed, so a
+			 * transfer's window (first write -> last completion) spans its
+			 * prefill: gbps is the rate KV flowed over those windows, and
+			 * handoff_ms_mean what the transfer adds to TTFT after the prefill.
+			 */
 			json_object_set_new(o, "gbps",
 					    json_real(l->xfer_ns ? (double)l->bytes / (double)l->xfer_ns
 								 : 0.0));
@@ -519,6 +524,9 @@ static json_t *links_json(struct sup *S)
 					    json_real(l->transfers ? (double)l->xfer_ns / 1e6 /
 									     (double)l->transfers
 								   : 0.0));
+			json_object_set_new(o, "handoff_ms_mean",
+					    json_real(l->handoffs ? l->handoff_ms / (double)l->handoffs
+								  : 0.0));
 		}
 		json_array_append_new(a, o);
 	}

@@ -83,7 +83,9 @@ struct sup_link {
 	bool up;
 	char why[160];		/* why it is not up */
 	uint64_t bytes, transfers, failures; /* KV shipped over it */
-	uint64_t xfer_ns;		     /* sum of the transfers' write times */
+	uint64_t xfer_ns;		     /* sum of the transfers' windows: first write -> last done */
+	uint64_t handoffs;		     /* requests adopted on the decode side */
+	double handoff_ms;		     /* their sum of prefill's first token -> adopted */
 };
 
 /*

@@ -777,8 +777,15 @@ bool sup_route_done(struct sup *S, struct sup_worker *w, struct sup_req *r,
 	if (r->phase != SUP_DECODE)
 		return true; /* not in a worker: stale */
 	w->full = false; /* it finished something: blocks may be free */
-	if (d->t_arrival_ns && r->t_first_pre_ns && d->t_arrival_ns >= r->t_first_pre_ns)
+	if (d->t_arrival_ns && r->t_first_pre_ns && d->t_arrival_ns >= r->t_first_pre_ns) {
+		struct sup_link *l = sup_link_of(S, r->pre, w->idx);
+
 		r->xfer_ms = (double)(d->t_arrival_ns - r->t_first_pre_ns) / 1e6;
+		if (l) {
+			l->handoffs++;
+			l->handoff_ms += r->xfer_ms;
+		}
+	}
 	/*
 	 * An error here is the decode side's (a record it refused, a failed
 	 * step): the request was admitted and checked, so it starts again.

@@ -152,6 +152,19 @@ for mode in mixed shm tcp; do
 			and (.queue_ms + .prefill_ms + .transfer_ms + .decode_ms) <= .e2e_ms + 1)' \
 			"$tmp/$mode.status" >/dev/null
 		result $? "$mode: each request has queue, prefill, transfer and decode times within its e2e" "$tmp/$mode.status"
+		# 3b. The decode side keeps the blocks it holds for a prompt's prefix: the same
+		#     long prompt again moves far fewer bytes, with the same text.
+		b0=$(status | "$JQ" '.links[0].bytes')
+		got1=$(complete "In a quiet valley far away, $LONG" 8)
+		b1=$(status | "$JQ" '.links[0].bytes')
+		got2=$(complete "In a quiet valley far away, $LONG" 8)
+		b2=$(status | "$JQ" '.links[0].bytes')
+		want=$("$GEN" -m "$MODEL" -p "In a quiet valley far away, $LONG" -n 8 2>/dev/null)
+		[ "$got1" = "$want" ] && [ "$got2" = "$want" ] && [ $((b1 - b0)) -gt 0 ] &&
+			[ $((4 * (b2 - b1))) -lt $((b1 - b0)) ]
+		result $? "$mode: a repeated prompt ships $((b2 - b1)) bytes instead of $((b1 - b0)) (decode-side prefix), same text" "$tmp/$mode.out"
+		status | jq_true '.links[0].handoff_ms_mean > 0' >/dev/null
+		result $? "$mode: /v1/status reports the hand-off time of the link" "$tmp/$mode.out"
 		# 4. Every reservation was consumed or given back; nothing is in use.
 		wait_status '[.partitions[] | select(.kv.leased != 0 or .kv.used != 0)] | length == 0'
 		result $? "$mode: no KV block leased or in use on either partition afterwards" "$tmp/$mode.status"
