@@ -94,6 +94,8 @@ DRIVER_SRCS := drivers/backend.c drivers/cpu/cpu_backend.c drivers/cpu/threadpoo
 .DEFAULT_GOAL := all
 
 include drivers/net/net.mk
+# The serving benchmark's library and its unit test: BENCH_UNIT_TESTS, SERVE_LIB_OBJ, DEPS_BENCH.
+include tests/bench/bench.mk
 
 LIB_SRCS    := $(CORE_SRCS) $(CONFIG_SRCS) $(MODEL_SRCS) $(KV_SRCS) $(CTL_SRCS) $(DRIVER_SRCS) \
 	       $(KERNEL_SRCS) $(NET_SRCS)
@@ -110,7 +112,7 @@ TINY_MODEL  := $(BUILD)/models/duet-tiny.gguf
 TINY_ARGS   := --dim 128 --layers 4 --heads 4 --kv-heads 2 --ffn 352 --ctx 1024 --type f16 --seed 1
 
 UNIT_TESTS  := core config gguf synth quant tokenizer sampler kernels kv llama sched chat openai ipc \
-	       metrics http worker $(TUI_UNIT_TESTS) $(NET_UNIT_TESTS)
+	       metrics http worker $(TUI_UNIT_TESTS) $(NET_UNIT_TESTS) $(BENCH_UNIT_TESTS)
 TEST_HELPER := tests/unit/testutil.c tests/unit/ggufgen.c
 TEST_HELPER_OBJS := $(TEST_HELPER:%.c=$(BUILD)/obj/%.o)
 TEST_BINS   := $(UNIT_TESTS:%=$(BUILD)/tests/test_%)

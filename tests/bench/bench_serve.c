@@ -5,9 +5,22 @@
  * decoding clients with long prompts.
  *
  *   bench_serve SOCKET [options]      (bench_serve --help lists them)
+ *   bench_serve SOCKET --sweep RATES --profile P --slo-ttft-ms X --slo-tpot-ms Y --json F
  *   bench_serve --selftest
  *
- * Request classes, run side by side:
+ * Two modes.  Trace mode (--profile, --trace, --rate, --sweep or
+ * --write-trace): requests come from a trace (tests/bench/serve_lib.h:
+ * generated from a named profile and a seed, or a JSONL file), each sent at
+ * its arrival time, open loop; at each rate of a sweep the trace is run
+ * whole (generated anew at that rate, or a file's arrivals scaled to it) and
+ * reported as vLLM's and SGLang's serving benchmarks do: request and output
+ * token throughput, TTFT / TPOT / ITL / e2e mean, p50, p90, p99, SLO
+ * attainment; over the sweep, goodput (the highest rate at which --target
+ * of the requests meet both SLOs).  JSON with --json; SVG plots with
+ * gnuplot (attainment and TPOT p99 vs rate) next to it.  The context length
+ * the lengths are scaled to is asked of the server (see probe_context).
+ *
+ * Otherwise, the interference mode below.  Request classes, run side by side:
  *   decode  --decoders K closed-loop clients, each streaming one completion
  *           after another: a short prompt of random words (a different one
  *           every time, so that the prefix cache hides no work) and
@@ -38,6 +51,7 @@
  * (--timeout) is counted under its kind.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
@@ -51,10 +65,13 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
+
+#include "tests/bench/serve_lib.h"
 
 /* Outcomes of a request: name in the report and the JSON (0: it succeeded). */
 #define BS_ERRORS(X)                                                                  \
@@ -98,6 +115,20 @@ struct opts {
 	double timeout; /* s, per read or write */
 	const char *json_path;
 	const char *model; /* NULL = the first of GET /v1/models */
+	/* Trace mode (any of profile, trace, write_trace, sweep, rate): */
+	const char *profile;	 /* chat, summarize, agent, mixed */
+	const char *trace_path;	 /* replay this JSONL trace */
+	const char *write_trace; /* write the generated trace here and exit */
+	const char *sweep;	 /* "R1,R2,..." or "LO..HI" */
+	const char *plot_dir;	 /* default: the directory of json_path */
+	double rate;		 /* requests/s of a single run */
+	double burstiness;	 /* gamma shape of the gaps, 1 = Poisson */
+	double sweep_tol;	 /* bisection: stop when hi - lo <= this, requests/s */
+	int sweep_max;		 /* bisection: at most this many rates */
+	int max_context;	 /* tokens; 0 = ask the server */
+	int num_requests;	 /* per rate, 0 = --duration decides */
+	int senders;		 /* threads sending a trace's requests */
+	double slo_ttft_ms, slo_tpot_ms, target;
 };
 
 static struct opts O = {
@@ -111,7 +142,22 @@ static struct opts O = {
 	.seed = 1,
 	.ban_token = -1,
 	.timeout = 120,
+	.burstiness = 1,
+	.sweep_tol = 0.1,
+	.sweep_max = 8,
+	.senders = 256,
+	.target = 0.9,
 };
+
+static const char *profile_name(void)
+{
+	return O.profile ? O.profile : "mixed";
+}
+
+static bool trace_mode(void)
+{
+	return O.profile || O.trace_path || O.write_trace || O.sweep || O.rate > 0;
+}
 
 static double now_s(void)
 {
@@ -132,22 +178,6 @@ static void sleep_until(double t)
 	ts.tv_nsec = (long)((d - (double)ts.tv_sec) * 1e9);
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 		;
-}
-
-/* splitmix64: small, seedable, one state per thread. */
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	return z ^ (z >> 31);
-}
-
-/* Uniform in (0, 1]. */
-static double rng_unit(uint64_t *s)
-{
-	return ((double)(rng_next(s) >> 11) + 1.0) / 9007199254740992.0;
 }
 
 /* ---------------------------------------------------------------------------
@@ -218,48 +248,12 @@ __attribute__((format(printf, 2, 3))) static int sbuf_printf(struct sbuf *b, con
 	return sbuf_add(b, tmp, (size_t)n);
 }
 
-/* ---------------------------------------------------------------------------
- * Percentiles (nearest rank) over a sorted array.
- * ------------------------------------------------------------------------- */
-static int cmp_double(const void *a, const void *b)
+/* Percentiles of d (sorted in place). */
+static struct sv_stats summarize(struct dvec *d)
 {
-	double x = *(const double *)a, y = *(const double *)b;
+	struct sv_stats s;
 
-	return x < y ? -1 : x > y;
-}
-
-/* The smallest value with at least q of the n values at or below it; NaN when n is 0. */
-static double pct_sorted(const double *v, size_t n, double q)
-{
-	double r = ceil(q * (double)n);
-	size_t i = r < 1 ? 0 : (size_t)r - 1;
-
-	if (!n)
-		return NAN;
-	return v[i >= n ? n - 1 : i];
-}
-
-struct summary {
-	size_t n;
-	double p50, p90, p99, mean, max; /* NaN when n is 0 */
-};
-
-/* Sorts d in place. */
-static struct summary summarize(struct dvec *d)
-{
-	struct summary s = { .n = d->n, .mean = NAN, .max = NAN };
-	double sum = 0;
-
-	qsort(d->v, d->n, sizeof(double), cmp_double);
-	for (size_t i = 0; i < d->n; i++)
-		sum += d->v[i];
-	s.p50 = pct_sorted(d->v, d->n, 0.50);
-	s.p90 = pct_sorted(d->v, d->n, 0.90);
-	s.p99 = pct_sorted(d->v, d->n, 0.99);
-	if (d->n) {
-		s.mean = sum / (double)d->n;
-		s.max = d->v[d->n - 1];
-	}
+	sv_stats_of(d->v, d->n, &s);
 	return s;
 }
 
@@ -698,7 +692,7 @@ static char *request_body(int cls, uint64_t *rng)
 	if (cls == CLS_DECODE) {
 		sbuf_add(&b, ",\"prompt\":\"", 11);
 		for (int i = 0; i < 6; i++) {
-			const char *w = words[rng_next(rng) % NWORDS];
+			const char *w = words[sv_rng_next(rng) % NWORDS];
 
 			if (i)
 				sbuf_add(&b, " ", 1);
@@ -710,7 +704,7 @@ static char *request_body(int cls, uint64_t *rng)
 		sbuf_add(&b, ",\"prompt\":[", 11);
 		for (int i = 0; i < O.long_tokens; i++)
 			sbuf_printf(&b, i ? ",%d" : "%d",
-				    (int)pool_ids[rng_next(rng) % n_pool_ids]);
+				    (int)pool_ids[sv_rng_next(rng) % n_pool_ids]);
 		sbuf_add(&b, "]", 1);
 		add_sampling(&b, O.long_out);
 	}
@@ -831,7 +825,7 @@ static void *arrival_main(void *arg)
 	double t = *(double *)arg;
 
 	for (;;) {
-		t += -log(rng_unit(&rng)) / O.long_rate;
+		t += -log(sv_rng_unit(&rng)) / O.long_rate;
 		if (t >= win_end)
 			break;
 		sleep_until(t);
@@ -861,7 +855,7 @@ static void *sender_main(void *arg)
 			return NULL;
 		}
 		t = arrivals.due.v[arrivals.head++];
-		rng = rng_next(&arrivals.next_rng);
+		rng = sv_rng_next(&arrivals.next_rng);
 		pthread_mutex_unlock(&arrivals.mu);
 		run_one(CLS_LONG, &rng, t);
 	}
@@ -923,7 +917,7 @@ static int setup(void)
 		fprintf(stderr, "bench_serve: --model must be UTF-8\n");
 		return -EINVAL;
 	}
-	if (O.long_rate <= 0 && O.long_clients <= 0)
+	if (O.long_rate <= 0 && O.long_clients <= 0 && !trace_mode())
 		return 0;
 	sbuf_add(&text, "{\"add_special\":false,\"prompt\":\"", 31);
 	for (size_t i = 0; i < NWORDS; i++)
@@ -954,7 +948,7 @@ static json_t *jnum(double x)
 	return isnan(x) ? json_null() : json_real(round(x * 1000) / 1000);
 }
 
-static json_t *jsummary(const struct summary *s, bool with_max)
+static json_t *jsummary(const struct sv_stats *s, bool with_max)
 {
 	json_t *o = json_pack("{s:I,s:o,s:o,s:o,s:o}", "n", (json_int_t)s->n, "p50", jnum(s->p50),
 			      "p90", jnum(s->p90), "p99", jnum(s->p99), "mean", jnum(s->mean));
@@ -980,7 +974,7 @@ static bool cls_active(int c)
 
 static int report(double t_drained)
 {
-	struct summary ttft[NCLS], tpot[NCLS], itl[NCLS], e2e[NCLS];
+	struct sv_stats ttft[NCLS], tpot[NCLS], itl[NCLS], e2e[NCLS];
 	json_t *root = NULL, *classes;
 	long total_ok = 0;
 	int ret = 0;
@@ -1073,6 +1067,688 @@ out:
 }
 
 /* ---------------------------------------------------------------------------
+ * Trace mode: requests from a trace (generated from a profile, or a JSONL
+ * file), sent open loop at their arrival times; per rate, the figures of
+ * serve_lib and SLO attainment; over a sweep of rates, goodput.
+ * ------------------------------------------------------------------------- */
+
+/* An exchange whose answer, whatever its status, is JSON: NULL when it is not. */
+static json_t *call_json(const char *method, const char *path, const char *body, int *status)
+{
+	struct req r;
+	json_t *j = NULL;
+
+	req_init(&r, CLS_DECODE);
+	r.hp.on_body = keep_body;
+	if (!exchange(&r, method, path, body) && !r.err) {
+		*status = r.hp.status;
+		j = json_loads(r.body.p ? r.body.p : "", 0, NULL);
+	}
+	req_fini(&r);
+	return j;
+}
+
+/* "... exceeds the context length N" in an error answer: N, else 0. */
+static int context_in(json_t *j)
+{
+	const char *msg =
+		json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+	const char *p = msg ? strstr(msg, "context length ") : NULL;
+
+	return p ? atoi(p + 15) : 0;
+}
+
+/*
+ * The model's context length, which the API does not state: a request with
+ * max_tokens over any context is refused with a message that names it.  When
+ * api.max_tokens caps max_tokens below that ("an integer in [1, CAP]"), a
+ * prompt of CAP + 1 tokens with max_tokens 1 tells instead (or, accepted,
+ * shows that the context exceeds CAP + 1, which then bounds the trace).
+ */
+static int probe_context(void)
+{
+	struct sbuf b = { 0 };
+	json_t *j;
+	const char *msg, *p;
+	int status = 0, ctx = 0, cap = 0;
+
+	sbuf_printf(&b, "{\"model\":%s,\"prompt\":[%d],\"max_tokens\":1048576}", model_json,
+		    (int)pool_ids[0]);
+	j = b.p ? call_json("POST", "/v1/completions", b.p, &status) : NULL;
+	free(b.p);
+	ctx = context_in(j);
+	msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+	p = msg ? strstr(msg, "an integer in [1, ") : NULL;
+	if (!ctx && p)
+		cap = atoi(p + 18);
+	json_decref(j);
+	if (ctx || cap < 1)
+		return ctx;
+	b = (struct sbuf){ 0 };
+	sbuf_printf(&b, "{\"model\":%s,\"max_tokens\":1,\"prompt\":[", model_json);
+	for (int i = 0; i <= cap; i++)
+		sbuf_printf(&b, i ? ",%d" : "%d", (int)pool_ids[0]);
+	sbuf_add(&b, "]}", 2);
+	j = b.p ? call_json("POST", "/v1/completions", b.p, &status) : NULL;
+	free(b.p);
+	ctx = context_in(j);
+	json_decref(j);
+	if (!ctx && status == 200) {
+		fprintf(stderr,
+			"bench_serve: the context exceeds %d tokens (api.max_tokens); "
+			"using that (--max-context sets it)\n",
+			cap + 1);
+		ctx = cap + 1;
+	}
+	return ctx;
+}
+
+/* The request's body: token ids from the word pool, or the trace's text prompt. */
+static char *trace_body(const struct sv_treq *q, size_t i, unsigned run)
+{
+	/* Prompts differ between runs (else a sweep's later rates would hit the prefix
+	 * cache); within a run, the requests of a prefix group share their group's stream. */
+	uint64_t rng = O.seed * 0x100000001B3ull ^ ((uint64_t)run << 40) ^
+		       (q->group >= 0 ? 0x8000000000000000ull | (uint64_t)q->group : (uint64_t)i);
+	struct sbuf b = { 0 };
+
+	sbuf_add(&b, "{\"model\":", 9);
+	sbuf_add(&b, model_json, strlen(model_json));
+	if (q->prompt) {
+		json_t *s = json_string(q->prompt);
+		char *js = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
+
+		json_decref(s);
+		if (!js) {
+			free(b.p);
+			return NULL;
+		}
+		sbuf_add(&b, ",\"prompt\":", 10);
+		sbuf_add(&b, js, strlen(js));
+		free(js);
+	} else {
+		sv_rng_next(&rng);
+		sbuf_add(&b, ",\"prompt\":[", 11);
+		for (int k = 0; k < q->prompt_tokens; k++)
+			sbuf_printf(&b, k ? ",%d" : "%d",
+				    (int)pool_ids[sv_rng_next(&rng) % n_pool_ids]);
+		sbuf_add(&b, "]", 1);
+	}
+	add_sampling(&b, q->max_tokens);
+	return b.p;
+}
+
+/* One run of a trace. */
+static struct {
+	const struct sv_trace *tr;
+	unsigned run; /* 0, 1, ... over a sweep */
+	double t0;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	size_t released, taken; /* requests due so far; taken by a sender */
+	struct sv_run *sv;
+	double t_last; /* the last answer */
+	long err[BS_NERR], early_stop, late;
+	char last_err[BS_NERR][128];
+	double late_max;
+} T = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+static void trace_one(size_t i)
+{
+	const struct sv_treq *q = sv_trace_at(T.tr, i);
+	double due = T.t0 + q->arrival_s;
+	char *body = trace_body(q, i, T.run);
+	struct sv_rec rec;
+	struct req r;
+	int ret;
+
+	req_init(&r, CLS_DECODE);
+	if (body) {
+		ret = exchange(&r, "POST", "/v1/completions", body);
+	} else {
+		r.t_write = r.t_done = now_s();
+		r.err = BS_ERR_WRITE;
+		snprintf(r.err_code, sizeof(r.err_code), "out of memory");
+		ret = 0;
+	}
+	req_settle(&r, ret);
+	rec = (struct sv_rec){ .ok = !r.err,
+			       .t_sent = r.t_write,
+			       .t_done = r.t_done,
+			       .tok_t = r.tok_t.v,
+			       .n_tok = r.tok_t.n,
+			       .tokens = r.usage_tokens };
+	pthread_mutex_lock(&T.mu);
+	if (sv_run_add(T.sv, &rec))
+		fprintf(stderr, "bench_serve: out of memory: a request's figures are lost\n");
+	if (r.err) {
+		T.err[r.err]++;
+		snprintf(T.last_err[r.err], sizeof(T.last_err[0]), "%s", r.err_code);
+	}
+	if (!r.err && r.finish_stop)
+		T.early_stop++;
+	if (r.t_write - due > 0.010)
+		T.late++;
+	if (r.t_write - due > T.late_max)
+		T.late_max = r.t_write - due;
+	if (r.t_done > T.t_last)
+		T.t_last = r.t_done;
+	pthread_mutex_unlock(&T.mu);
+	free(body);
+	req_fini(&r);
+}
+
+static void *trace_sender(void *arg)
+{
+	for (;;) {
+		size_t i;
+
+		pthread_mutex_lock(&T.mu);
+		while (T.taken == T.released && T.released < sv_trace_len(T.tr))
+			pthread_cond_wait(&T.cv, &T.mu);
+		if (T.taken == sv_trace_len(T.tr)) {
+			pthread_mutex_unlock(&T.mu);
+			return NULL;
+		}
+		i = T.taken++;
+		pthread_mutex_unlock(&T.mu);
+		trace_one(i);
+	}
+}
+
+/* Run tr (arrivals from now), fill res; 0 or -ENOMEM / -EAGAIN. */
+static int trace_run(const struct sv_trace *tr, unsigned run, const struct sv_slo *slo,
+		     struct sv_result *res)
+{
+	size_t n = sv_trace_len(tr), n_th = n < (size_t)O.senders ? n : (size_t)O.senders;
+	pthread_t *th = calloc(n_th ? n_th : 1, sizeof(*th));
+	size_t started = 0;
+	int ret = 0;
+
+	memset(T.err, 0, sizeof(T.err));
+	T.tr = tr;
+	T.run = run;
+	T.released = T.taken = 0;
+	T.t_last = 0;
+	T.early_stop = T.late = 0;
+	T.late_max = 0;
+	T.sv = NULL;
+	if (!th || sv_run_create(slo, &T.sv)) {
+		free(th);
+		return -ENOMEM;
+	}
+	for (; started < n_th; started++)
+		if (pthread_create(&th[started], NULL, trace_sender, NULL))
+			break;
+	if (started < n_th)
+		fprintf(stderr, "bench_serve: only %zu of %zu sender threads started\n", started,
+			n_th);
+	if (!started && n) {
+		ret = -EAGAIN;
+		goto out;
+	}
+	T.t0 = now_s();
+	for (size_t i = 0; i < n; i++) {
+		sleep_until(T.t0 + sv_trace_at(tr, i)->arrival_s);
+		pthread_mutex_lock(&T.mu);
+		T.released = i + 1;
+		pthread_cond_signal(&T.cv);
+		pthread_mutex_unlock(&T.mu);
+	}
+	pthread_mutex_lock(&T.mu);
+	pthread_cond_broadcast(&T.cv);
+	pthread_mutex_unlock(&T.mu);
+out:
+	for (size_t i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	free(th);
+	/* Like vLLM's benchmark: from the start of the trace to the last answer. */
+	sv_run_result(T.sv, T.t_last > T.t0 ? T.t_last - T.t0 : 0, res);
+	sv_run_destroy(T.sv);
+	T.sv = NULL;
+	return ret;
+}
+
+/* What a sweep measures: one trace per rate. */
+struct sweep_ctx {
+	struct sv_trace *file; /* --trace, scaled in place to each rate; NULL: generate */
+	double file_rate;      /* its current mean rate */
+	int max_context;
+	struct sv_slo slo;
+	bool has_slo;
+	unsigned runs;
+	json_t *rates; /* one object per measured rate */
+};
+
+static json_t *jstats(const struct sv_stats *s)
+{
+	return json_pack("{s:I,s:o,s:o,s:o,s:o,s:o}", "n", (json_int_t)s->n, "mean", jnum(s->mean),
+			 "p50", jnum(s->p50), "p90", jnum(s->p90), "p99", jnum(s->p99), "max",
+			 jnum(s->max));
+}
+
+static int gen_trace(double rate, int max_context, struct sv_trace **out)
+{
+	struct sv_gen g = {
+		.profile = sv_profile_parse(profile_name()),
+		.rate = rate,
+		.burstiness = O.burstiness,
+		.duration_s = O.num_requests ? 0 : O.duration,
+		.max_requests = (size_t)O.num_requests,
+		.max_context = max_context,
+		.seed = O.seed,
+	};
+
+	return sv_trace_generate(&g, out);
+}
+
+static int sweep_measure(void *arg, double rate, double *attainment)
+{
+	struct sweep_ctx *c = arg;
+	struct sv_trace *tr = c->file;
+	struct sv_result r;
+	json_t *o, *errs;
+	char att[16] = "-";
+	int ret;
+
+	if (c->file && rate > 0 && c->file_rate > 0) {
+		sv_trace_scale(c->file, c->file_rate / rate);
+		c->file_rate = rate;
+	} else if (!c->file && (ret = gen_trace(rate, c->max_context, &tr)) != 0) {
+		fprintf(stderr, "bench_serve: cannot generate a trace at %g/s: %s\n", rate,
+			strerror(-ret));
+		return ret;
+	}
+	if (!rate)
+		rate = sv_trace_rate(tr);
+	if (!sv_trace_len(tr)) {
+		fprintf(stderr, "bench_serve: no arrivals within %g s at %g/s: raise --duration\n",
+			O.duration, rate);
+		if (tr != c->file)
+			sv_trace_destroy(tr);
+		return -ENODATA;
+	}
+	ret = trace_run(tr, c->runs++, &c->slo, &r);
+	if (tr != c->file)
+		sv_trace_destroy(tr);
+	if (ret) {
+		fprintf(stderr, "bench_serve: run at %g/s failed: %s\n", rate, strerror(-ret));
+		return ret;
+	}
+	*attainment = isnan(r.attainment) ? 0 : r.attainment;
+	if (c->has_slo && !isnan(r.attainment))
+		snprintf(att, sizeof(att), "%5.1f%%", r.attainment * 100);
+	printf("%7.3f %5zu %5zu %4zu %6.2f %8.1f | %7.1f %7.1f %7.1f | %6.2f %6.2f %6.2f | %7.2f "
+	       "| %8.1f | %s\n",
+	       rate, r.sent, r.ok, r.failed, r.req_per_s, r.out_tok_per_s, r.ttft.p50, r.ttft.p90,
+	       r.ttft.p99, r.tpot.p50, r.tpot.p90, r.tpot.p99, r.itl.p99, r.e2e.p50, att);
+	fflush(stdout);
+	for (int e = 1; e < BS_NERR; e++)
+		if (T.err[e])
+			printf("  errors: %ld %s (last: %s)\n", T.err[e], bs_err_name[e],
+			       T.last_err[e]);
+	if (T.late)
+		printf("  %ld requests written > 10 ms after they were due (max %.1f ms): raise "
+		       "--senders\n",
+		       T.late, T.late_max * 1e3);
+	errs = json_object();
+	for (int e = 1; e < BS_NERR; e++)
+		json_object_set_new(errs, bs_err_name[e], json_integer(T.err[e]));
+	o = json_pack("{s:o,s:I,s:I,s:I,s:o,s:o,s:o,s:o,s:I,s:I,s:o,s:o,s:o,s:o,s:o,s:I,s:I,s:o}",
+		      "rate", jnum(rate), "requests", (json_int_t)r.sent, "ok", (json_int_t)r.ok,
+		      "failed", (json_int_t)r.failed, "errors_by_kind", errs, "duration_s",
+		      jnum(r.duration_s), "request_throughput", jnum(r.req_per_s),
+		      "output_tokens_per_s", jnum(r.out_tok_per_s), "output_tokens",
+		      (json_int_t)r.out_tokens, "slo_ok", (json_int_t)r.slo_ok, "attainment",
+		      c->has_slo ? jnum(r.attainment) : json_null(), "ttft_ms", jstats(&r.ttft),
+		      "tpot_ms", jstats(&r.tpot), "itl_ms", jstats(&r.itl), "e2e_ms",
+		      jstats(&r.e2e), "early_stop", (json_int_t)T.early_stop, "late",
+		      (json_int_t)T.late, "late_max_ms", jnum(T.late_max * 1e3));
+	if (!o || json_array_append_new(c->rates, o))
+		return -ENOMEM;
+	return 0;
+}
+
+/*
+ * SVG plots next to the data: BASE-attainment.svg (SLO attainment vs rate)
+ * and BASE-tpot-p99.svg (TPOT p99 vs rate), drawn by gnuplot from BASE.dat
+ * with BASE.gp (both kept, to redraw or combine by hand).  Without gnuplot
+ * it says so and succeeds.  0, or -EIO when a file cannot be written.
+ */
+static int cmp_rate(const void *a, const void *b)
+{
+	double x = json_number_value(json_object_get(*(json_t *const *)a, "rate"));
+	double y = json_number_value(json_object_get(*(json_t *const *)b, "rate"));
+
+	return x < y ? -1 : x > y;
+}
+
+static int plot(const char *dir, const char *base, json_t *rates, const struct sweep_ctx *c)
+{
+	char path[4096], title[256];
+	size_t i, n_rows;
+	json_t **rows;
+	FILE *f;
+	pid_t pid;
+	int st;
+
+	if (strchr(base, '\'') || strchr(base, '/')) {
+		fprintf(stderr, "bench_serve: plots: the name %s cannot go into a gnuplot script\n",
+			base);
+		return -EINVAL;
+	}
+	snprintf(path, sizeof(path), "%s/%s.dat", dir, base);
+	f = fopen(path, "w");
+	if (!f)
+		goto io;
+	fprintf(f, "# rate attainment ttft_p99_ms tpot_p50_ms tpot_p99_ms itl_p99_ms "
+		   "output_tok_per_s  ('?' = no value)\n");
+	/* Rows by rate (a bisection measures them out of order). */
+	n_rows = json_array_size(rates);
+	rows = calloc(n_rows ? n_rows : 1, sizeof(*rows));
+	if (!rows) {
+		fclose(f);
+		errno = ENOMEM;
+		goto io;
+	}
+	for (i = 0; i < n_rows; i++)
+		rows[i] = json_array_get(rates, i);
+	qsort(rows, n_rows, sizeof(*rows), cmp_rate);
+	for (i = 0; i < n_rows; i++) {
+		static const char *const col[][2] = {
+			{ "rate", NULL },
+			{ "attainment", NULL },
+			{ "ttft_ms", "p99" },
+			{ "tpot_ms", "p50" },
+			{ "tpot_ms", "p99" },
+			{ "itl_ms", "p99" },
+			{ "output_tokens_per_s", NULL },
+		};
+
+		for (size_t k = 0; k < sizeof(col) / sizeof(col[0]); k++) {
+			json_t *v = json_object_get(rows[i], col[k][0]);
+
+			if (col[k][1])
+				v = json_object_get(v, col[k][1]);
+			fprintf(f, json_is_number(v) ? "%s%.6g" : "%s?", k ? " " : "",
+				json_number_value(v));
+		}
+		fputc('\n', f);
+	}
+	free(rows);
+	if (fclose(f))
+		goto io;
+	snprintf(title, sizeof(title), "%s%s, %s", c->file ? "trace " : "profile ",
+		 c->file ? O.trace_path : profile_name(), O.model);
+	for (char *p = title; *p; p++)
+		if (*p == '\'' || *p == '\\')
+			*p = '_';
+	snprintf(path, sizeof(path), "%s/%s.gp", dir, base);
+	f = fopen(path, "w");
+	if (!f)
+		goto io;
+	fprintf(f,
+		"# Drawn by bench_serve from %s.dat: gnuplot %s.gp (in this directory)\n"
+		"set terminal svg size 720,440 dynamic font 'sans,12' background '#ffffff'\n"
+		"set datafile missing '?'\n"
+		"set grid\nset key bottom left\n"
+		"set xlabel 'request rate (requests/s)'\nset xrange [0:*]\n"
+		"set output '%s-attainment.svg'\n"
+		"set title 'SLO attainment (TTFT <= %g ms and TPOT <= %g ms): %s'\n"
+		"set ylabel 'requests meeting both SLOs (%%)'\nset yrange [0:105]\n"
+		"plot '%s.dat' using 1:($2*100) with linespoints lw 2 pt 7 title 'attainment', \\\n"
+		"     %g with lines dt 2 lc rgb 'gray40' title 'target %g%%'\n"
+		"set output '%s-tpot-p99.svg'\n"
+		"set title 'TPOT p99: %s'\n"
+		"set ylabel 'TPOT p99 (ms)'\nset yrange [0:*]\nset key top left\n"
+		"plot '%s.dat' using 1:5 with linespoints lw 2 pt 7 title 'TPOT p99', \\\n"
+		"     %g with lines dt 2 lc rgb 'gray40' title 'TPOT SLO'\n",
+		base, base, base, c->slo.ttft_ms, c->slo.tpot_ms, title, base, O.target * 100,
+		O.target * 100, base, title, base, c->slo.tpot_ms);
+	if (fclose(f))
+		goto io;
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		if (null >= 0)
+			dup2(null, STDOUT_FILENO);
+		if (chdir(dir) == 0)
+			execlp("gnuplot", "gnuplot", path + strlen(dir) + 1, (char *)NULL);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &st, 0) != pid) {
+		fprintf(stderr, "bench_serve: plots skipped: cannot run gnuplot: %s\n",
+			strerror(errno));
+		return 0;
+	}
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
+		printf("plots skipped: gnuplot not found (apt-get install gnuplot-nox); the data "
+		       "and script are %s/%s.dat and %s.gp\n",
+		       dir, base, base);
+	else if (!WIFEXITED(st) || WEXITSTATUS(st))
+		printf("plots skipped: gnuplot failed on %s/%s.gp\n", dir, base);
+	else
+		printf("plots: %s/%s-attainment.svg %s/%s-tpot-p99.svg\n", dir, base, dir, base);
+	return 0;
+io:
+	fprintf(stderr, "bench_serve: cannot write %s: %s\n", path, strerror(errno));
+	return -EIO;
+}
+
+static int trace_main(void)
+{
+	struct sweep_ctx c = { .slo = { INFINITY, INFINITY } };
+	double rates[64], lo = 0, hi = 0, goodput = NAN;
+	struct sv_point pts[64];
+	size_t n_rates = 0, n_pts = 0;
+	enum sv_bound bound = SV_EXACT;
+	const char *bound_name = NULL, *kind;
+	json_t *root = NULL, *slo, *workload, *sweep;
+	bool bisect;
+	int ret = 1, rc;
+
+	c.has_slo = O.slo_ttft_ms > 0 && O.slo_tpot_ms > 0;
+	if (c.has_slo)
+		c.slo = (struct sv_slo){ O.slo_ttft_ms, O.slo_tpot_ms };
+	if (O.trace_path) {
+		char err[256] = "";
+		FILE *f = fopen(O.trace_path, "r");
+
+		if (!f || sv_trace_read(f, &c.file, err, sizeof(err))) {
+			fprintf(stderr, "bench_serve: %s: %s\n", O.trace_path,
+				f ? err : strerror(errno));
+			if (f)
+				fclose(f);
+			return 1;
+		}
+		fclose(f);
+		c.file_rate = sv_trace_rate(c.file);
+		if (!sv_trace_len(c.file)) {
+			fprintf(stderr, "bench_serve: %s: no requests\n", O.trace_path);
+			goto out;
+		}
+	} else if (sv_profile_parse(profile_name()) < 0) {
+		fprintf(stderr, "bench_serve: --profile: chat, summarize, agent or mixed\n");
+		return 2;
+	}
+	if (O.sweep) {
+		if (sv_rates_parse(O.sweep, rates, 64, &n_rates, &lo, &hi)) {
+			fprintf(stderr, "bench_serve: --sweep: R1,R2,... (increasing, > 0, at most "
+					"64) or LO..HI\n");
+			goto out;
+		}
+		if (!c.has_slo) {
+			fprintf(stderr,
+				"bench_serve: a sweep needs --slo-ttft-ms and --slo-tpot-ms\n");
+			goto out;
+		}
+	} else if (O.rate > 0 || c.file) {
+		rates[n_rates++] = O.rate; /* 0: a trace file as recorded */
+	} else {
+		fprintf(stderr, "bench_serve: give --rate R or --sweep RATES\n");
+		goto out;
+	}
+	if (O.sock && setup())
+		goto out;
+	c.max_context = O.max_context;
+	if (!c.max_context && !c.file) {
+		if (O.sock)
+			c.max_context = probe_context();
+		if (!c.max_context) {
+			fprintf(stderr, "bench_serve: the model's context length is unknown: give "
+					"--max-context\n");
+			goto out;
+		}
+	}
+	if (O.write_trace) {
+		struct sv_trace *tr = NULL;
+		double r = n_rates ? rates[0] : lo;
+		bool out_std = !strcmp(O.write_trace, "-");
+		FILE *f;
+
+		if (c.file) {
+			fprintf(stderr,
+				"bench_serve: --write-trace writes generated traces only\n");
+			goto out;
+		}
+		if ((rc = gen_trace(r, c.max_context, &tr)) != 0) {
+			fprintf(stderr, "bench_serve: cannot generate the trace: %s\n",
+				strerror(-rc));
+			goto out;
+		}
+		f = out_std ? stdout : fopen(O.write_trace, "w");
+		rc = f ? sv_trace_write(tr, f) : -errno;
+		if (f && !out_std && fclose(f))
+			rc = -EIO;
+		if (rc)
+			fprintf(stderr, "bench_serve: cannot write %s\n", O.write_trace);
+		else if (!out_std)
+			fprintf(stderr,
+				"bench_serve: %zu requests (%s at %g/s, context %d, seed "
+				"%llu) written to %s\n",
+				sv_trace_len(tr), profile_name(), r, c.max_context,
+				(unsigned long long)O.seed, O.write_trace);
+		sv_trace_destroy(tr);
+		ret = rc ? 1 : 0;
+		goto out;
+	}
+	if (!O.sock) {
+		fprintf(stderr, "bench_serve: need a SOCKET to run against\n");
+		goto out;
+	}
+	c.rates = json_array();
+	printf("bench_serve: model %s on %s; %s %s; ", O.model, O.sock,
+	       c.file ? "trace" : "profile", c.file ? O.trace_path : profile_name());
+	if (c.file)
+		printf("%zu requests at %.3g/s as recorded", sv_trace_len(c.file), c.file_rate);
+	else if (O.num_requests)
+		printf("%d requests per rate", O.num_requests);
+	else
+		printf("%g s of arrivals per rate", O.duration);
+	if (!c.file)
+		printf(" (%s, seed %llu, context %d)", O.burstiness == 1 ? "Poisson" : "gamma gaps",
+		       (unsigned long long)O.seed, c.max_context);
+	printf("\n");
+	if (c.has_slo)
+		printf("SLO: TTFT <= %g ms and TPOT <= %g ms; goodput: highest rate with >= %g%% "
+		       "meeting both\n",
+		       c.slo.ttft_ms, c.slo.tpot_ms, O.target * 100);
+	printf("%7s %5s %5s %4s %6s %8s | %-23s | %-20s | %7s | %8s | %s\n", "rate/s", "sent", "ok",
+	       "fail", "req/s", "tok/s", "TTFT ms p50  p90  p99", "TPOT ms p50 p90 p99", "ITL p99",
+	       "e2e p50", "SLO ok");
+	if (O.sweep && !n_rates) {
+		rc = sv_sweep_bisect(lo, hi, O.sweep_tol, (size_t)O.sweep_max, O.target,
+				     sweep_measure, &c, pts, &n_pts, &goodput, &bound);
+	} else {
+		rc = sv_sweep_list(rates, n_rates, O.target, sweep_measure, &c, pts, &goodput);
+		n_pts = n_rates;
+		if (!rc && n_pts) {
+			double top = pts[n_pts - 1].rate;
+
+			bound = goodput == 0 ? SV_BELOW
+				: goodput == top && pts[n_pts - 1].attainment >= O.target
+					? SV_AT_LEAST
+					: SV_EXACT;
+		}
+	}
+	if (rc)
+		goto out;
+	if (O.sweep) {
+		bound_name = bound == SV_BELOW	    ? "below_lowest"
+			     : bound == SV_AT_LEAST ? "at_least"
+						    : "exact";
+		if (bound == SV_BELOW)
+			printf("goodput: below %g requests/s (the lowest rate misses the SLO "
+			       "target)\n",
+			       pts[0].rate);
+		else
+			printf("goodput: %s%.3g requests/s\n", bound == SV_AT_LEAST ? ">= " : "",
+			       goodput);
+	} else {
+		goodput = NAN;
+	}
+	ret = 0;
+	for (size_t i = 0; i < json_array_size(c.rates); i++)
+		if (!json_integer_value(json_object_get(json_array_get(c.rates, i), "ok")))
+			ret = 1; /* a rate where nothing went through */
+	bisect = O.sweep && !n_rates;
+	slo = c.has_slo ? json_pack("{s:f,s:f,s:f}", "ttft_ms", c.slo.ttft_ms, "tpot_ms",
+				    c.slo.tpot_ms, "target", O.target)
+			: json_null();
+	workload = json_pack("{s:s?,s:s?,s:f,s:I,s:i,s:f,s:i,s:i}", "profile",
+			     c.file ? NULL : profile_name(), "trace", O.trace_path, "burstiness",
+			     O.burstiness, "seed", (json_int_t)O.seed, "max_context", c.max_context,
+			     "duration_s", O.duration, "num_requests", O.num_requests, "ban_token",
+			     O.ban_token);
+	kind = !O.sweep ? "single" : bisect ? "bisect" : "list";
+	sweep = json_pack("{s:s,s:o,s:o,s:o}", "kind", kind, "lo", bisect ? jnum(lo) : json_null(),
+			  "hi", bisect ? jnum(hi) : json_null(), "tol",
+			  bisect ? jnum(O.sweep_tol) : json_null());
+	root = json_pack("{s:s,s:s,s:o,s:o,s:o,s:O,s:o,s:s?}", "model", O.model, "socket", O.sock,
+			 "workload", workload, "slo", slo, "sweep", sweep, "rates", c.rates,
+			 "goodput", jnum(goodput), "goodput_bound", bound_name);
+	if (!O.json_path)
+		goto out;
+	if (!root || json_dump_file(root, O.json_path, JSON_INDENT(2) | JSON_REAL_PRECISION(9))) {
+		fprintf(stderr, "bench_serve: cannot write %s\n", O.json_path);
+		ret = 1;
+		goto out;
+	}
+	if (c.has_slo && (O.plot_dir || O.sweep)) {
+		/* BASE: the JSON's file name less its extension; DIR: its directory. */
+		const char *slash = strrchr(O.json_path, '/');
+		char *jp = strdup(O.json_path), *base = strdup(slash ? slash + 1 : O.json_path);
+		const char *dir = O.plot_dir;
+		char *dot;
+
+		if (!jp || !base) {
+			ret = 1;
+		} else {
+			if (!dir && slash) {
+				jp[slash - O.json_path] = '\0';
+				dir = jp[0] ? jp : "/";
+			}
+			if (!dir)
+				dir = ".";
+			dot = strrchr(base, '.');
+			if (dot && dot != base)
+				*dot = '\0';
+			if (plot(dir, base, c.rates, &c) == -EIO)
+				ret = 1;
+		}
+		free(jp);
+		free(base);
+	}
+out:
+	json_decref(root);
+	json_decref(c.rates);
+	sv_trace_destroy(c.file);
+	return ret;
+}
+
+/* ---------------------------------------------------------------------------
  * --selftest: percentiles, and the HTTP + SSE parser fed a canned answer in
  * every split.
  * ------------------------------------------------------------------------- */
@@ -1109,17 +1785,17 @@ static int selftest(void)
 
 	for (int i = 0; i < 100; i++)
 		v[i] = i + 1;
-	CHECK(pct_sorted(v, 100, 0.50) == 50);
-	CHECK(pct_sorted(v, 100, 0.90) == 90);
-	CHECK(pct_sorted(v, 100, 0.99) == 99);
-	CHECK(pct_sorted(v, 100, 1.00) == 100);
-	CHECK(pct_sorted(v, 100, 0.00) == 1);
-	CHECK(pct_sorted(v, 10, 0.99) == 10);
-	CHECK(pct_sorted(v, 10, 0.50) == 5);
-	CHECK(pct_sorted(&one, 1, 0.5) == 7);
-	CHECK(isnan(pct_sorted(v, 0, 0.5)));
+	CHECK(sv_pct_sorted(v, 100, 0.50) == 50);
+	CHECK(sv_pct_sorted(v, 100, 0.90) == 90);
+	CHECK(sv_pct_sorted(v, 100, 0.99) == 99);
+	CHECK(sv_pct_sorted(v, 100, 1.00) == 100);
+	CHECK(sv_pct_sorted(v, 100, 0.00) == 1);
+	CHECK(sv_pct_sorted(v, 10, 0.99) == 10);
+	CHECK(sv_pct_sorted(v, 10, 0.50) == 5);
+	CHECK(sv_pct_sorted(&one, 1, 0.5) == 7);
+	CHECK(isnan(sv_pct_sorted(v, 0, 0.5)));
 	{
-		struct summary s = summarize(&d);
+		struct sv_stats s = summarize(&d);
 
 		CHECK(s.p50 == 2 && s.p90 == 3 && s.p99 == 3 && s.mean == 2 && s.max == 3);
 	}
@@ -1204,7 +1880,25 @@ static void usage(FILE *f)
 		"  --ban-token ID      logit_bias ID: -100 on every request (instead of ignore_eos)\n"
 		"  --timeout S         limit on each read and write, seconds (120)\n"
 		"  --model NAME        model field of the requests (first of /v1/models)\n"
-		"  --json FILE         also write the results as JSON\n");
+		"  --json FILE         also write the results as JSON\n"
+		"Trace mode (open-loop requests from a trace; any of these options selects it):\n"
+		"  --profile P         chat, summarize, agent or mixed (mixed)\n"
+		"  --trace FILE        replay a JSONL trace (as recorded, or scaled to --rate/--sweep)\n"
+		"  --rate R            one run at R requests/s\n"
+		"  --sweep RATES       R1,R2,... (each measured) or LO..HI (bisection for goodput)\n"
+		"  --write-trace FILE  write the trace of --rate (or the sweep's first rate) and exit\n"
+		"                      (- = stdout; SOCKET optional with --max-context)\n"
+		"  --burstiness K      gamma shape of the gaps: 1 Poisson, < 1 burstier (1)\n"
+		"  --duration S        seconds of arrivals per rate (30)\n"
+		"  --num-requests N    or N requests per rate\n"
+		"  --max-context N     tokens the model takes (asked of the server)\n"
+		"  --slo-ttft-ms X     TTFT SLO (needed by --sweep)\n"
+		"  --slo-tpot-ms Y     TPOT SLO (needed by --sweep)\n"
+		"  --target F          attainment that counts for goodput (0.9)\n"
+		"  --sweep-tol R       bisection: stop when the bounds are R apart (0.1)\n"
+		"  --sweep-max N       bisection: at most N rates (8)\n"
+		"  --senders N         threads sending a trace's requests (256)\n"
+		"  --plot-dir DIR      SVG plots with gnuplot of a sweep (default: next to --json)\n");
 }
 
 /* Numeric and string options: --name VALUE sets *p. */
@@ -1227,6 +1921,21 @@ static const struct opt_def {
 	{ "timeout", 'd', &O.timeout },
 	{ "model", 's', &O.model },
 	{ "json", 's', &O.json_path },
+	{ "profile", 's', &O.profile },
+	{ "trace", 's', &O.trace_path },
+	{ "write-trace", 's', &O.write_trace },
+	{ "sweep", 's', &O.sweep },
+	{ "plot-dir", 's', &O.plot_dir },
+	{ "rate", 'd', &O.rate },
+	{ "burstiness", 'd', &O.burstiness },
+	{ "sweep-tol", 'd', &O.sweep_tol },
+	{ "sweep-max", 'i', &O.sweep_max },
+	{ "max-context", 'i', &O.max_context },
+	{ "num-requests", 'i', &O.num_requests },
+	{ "senders", 'i', &O.senders },
+	{ "slo-ttft-ms", 'd', &O.slo_ttft_ms },
+	{ "slo-tpot-ms", 'd', &O.slo_tpot_ms },
+	{ "target", 'd', &O.target },
 };
 #define N_OPT_DEFS (sizeof(opt_defs) / sizeof(opt_defs[0]))
 
@@ -1277,11 +1986,22 @@ static int parse_opts(int argc, char **argv)
 			return -1;
 		}
 	}
-	if (optind != argc - 1) {
+	if (optind == argc - 1) {
+		O.sock = argv[optind];
+	} else if (optind != argc || !O.write_trace) {
 		fprintf(stderr, "bench_serve: need exactly one SOCKET\n");
 		return -1;
 	}
-	O.sock = argv[optind];
+	if (trace_mode()) {
+		if (O.rate < 0 || !(O.burstiness > 0) || !(O.sweep_tol > 0) || O.sweep_max < 2 ||
+		    O.sweep_max > 64 || O.max_context < 0 || O.num_requests < 0 || O.senders < 1 ||
+		    O.senders > 4096 || O.slo_ttft_ms < 0 || O.slo_tpot_ms < 0 ||
+		    !(O.target > 0 && O.target <= 1) || !(O.timeout > 0) || !(O.duration > 0)) {
+			fprintf(stderr, "bench_serve: an option is out of range (see --help)\n");
+			return -1;
+		}
+		return 0;
+	}
 	if (!(O.duration > 0) || O.warmup < 0 || O.decoders < 0 || O.decoders > 1024 ||
 	    O.decode_tokens < 1 || O.long_rate < 0 || O.long_clients < 0 || O.long_clients > 1024 ||
 	    O.long_tokens < 1 || O.long_out < 1 || O.long_pool < 1 || O.long_pool > 1024 ||
@@ -1315,6 +2035,8 @@ int main(int argc, char **argv)
 		return selftest();
 	for (int c = 0; c < NCLS; c++)
 		pthread_mutex_init(&stats[c].mu, NULL);
+	if (trace_mode())
+		return trace_main();
 	if (setup())
 		return 1;
 
