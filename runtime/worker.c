@@ -53,6 +53,7 @@ void worker_set_step_delay_us(unsigned us)
 #define TEST_MAX_FAULTS 8
 static const char *test_driver;
 static _Atomic unsigned test_timeout_ms;
+static _Atomic unsigned test_quarantine_ms;
 static atomic_bool test_release;
 static pthread_mutex_t test_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
@@ -69,6 +70,11 @@ void worker_test_xfer_driver(const char *driver)
 void worker_test_xfer_timeout_ms(unsigned ms)
 {
 	atomic_store(&test_timeout_ms, ms);
+}
+
+void worker_test_kv_quarantine_ms(unsigned ms)
+{
+	atomic_store(&test_quarantine_ms, ms);
 }
 
 void worker_test_inject(enum xfer_fault fault, unsigned nth)
@@ -94,6 +100,18 @@ static unsigned xfer_timeout_ms(void)
 	unsigned ms = atomic_load(&test_timeout_ms);
 
 	return ms ? ms : WORKER_XFER_TIMEOUT_MS;
+}
+
+/*
+ * How long an expired lease's fresh blocks stay quarantined: the longest a
+ * write posted before its deadline may take to land (the prefill side's
+ * xfer timeout), + 1 s (WORKER_KV_QUARANTINE_MS unless tested).
+ */
+static unsigned kv_quarantine_ms(void)
+{
+	unsigned ms = atomic_load(&test_quarantine_ms);
+
+	return ms ? ms : xfer_timeout_ms() + (WORKER_KV_QUARANTINE_MS - WORKER_XFER_TIMEOUT_MS);
 }
 
 /* The faults tests armed go onto ep, the link of the SHIP request starting now. */
@@ -1521,7 +1539,8 @@ static void send_stats(struct worker *w)
 	st.kv_total = (uint32_t)ss.kv.total;
 	st.kv_used = (uint32_t)ss.kv.in_use;
 	st.kv_cached = (uint32_t)ss.kv.cached;
-	st.kv_leased = (uint32_t)ss.kv.leased;
+	/* Quarantined blocks (expired leases) are neither free nor cached: counted as leased. */
+	st.kv_leased = (uint32_t)(ss.kv.leased + ss.kv.quarantined);
 	st.prefix_queries = ss.kv.queries;
 	st.prefix_hits = ss.kv.hits;
 	st.prompt_tokens = w->prompt_tokens;
@@ -1869,6 +1888,7 @@ static int engine_open(struct worker *w, char *err, size_t errlen)
 		.prefix_cache = cfg->kv.prefix_cache,
 		/* Decode-capable partitions take reservations for incoming KV. */
 		.max_leases = p->role == CFG_ROLE_PREFILL ? 0 : w->n_reqs,
+		.kv_quarantine_ns = (uint64_t)kv_quarantine_ms() * NS_PER_MS, /* mono_ns clock */
 	};
 	ret = sched_create(w->llm, &sc, is_eog, w->tok, &w->s);
 	if (ret) {

@@ -68,6 +68,12 @@
  *   and the request decodes from there: TOKEN 0 is the record's
  *   first token.  A lease past its deadline is expired at that check
  *   (counted in STATS.leases_expired, as the timer would) and is stale.
+ *   The fresh blocks of a lease that expired (timer or that check) stay
+ *   quarantined for WORKER_KV_QUARANTINE_MS before another request may
+ *   have them: a write the prefill side posted before the deadline may
+ *   land until WORKER_XFER_TIMEOUT_MS after it.  STATS.kv_leased counts
+ *   them with the leased blocks (neither is free); LEASE_FREE, sent once
+ *   the prefill side finished or died, frees a lease's blocks at once.
  *   A record that fails a check releases the lease and sends ERROR(rid,
  *   "KV transfer record rejected: <why> (lease L epoch E)") + DONE(rid,
  *   ERROR); STATS.xfer_rejected counts it.
@@ -97,6 +103,8 @@
 #define WORKER_SEND_TIMEOUT_MS 5000  /* a full send queue for this long: supervisor dead */
 #define WORKER_FLUSH_MS 1000	     /* waiting for queued frames to leave at exit */
 #define WORKER_XFER_TIMEOUT_MS 10000 /* a KV write not posted / completed for this long fails */
+/* An expired lease's fresh blocks are not reused for this long (a late write may land). */
+#define WORKER_KV_QUARANTINE_MS (WORKER_XFER_TIMEOUT_MS + 1000)
 
 /* Process exit statuses worker_run returns. */
 enum worker_exit {
@@ -132,6 +140,10 @@ void worker_set_step_delay_us(unsigned us);
  * worker_test_xfer_timeout_ms: WORKER_XFER_TIMEOUT_MS becomes ms (a dropped
  * write then fails its request quickly); 0: the default.
  *
+ * worker_test_kv_quarantine_ms: workers opened from now on quarantine the
+ * blocks of expired leases for ms instead of WORKER_KV_QUARANTINE_MS (the
+ * xfer timeout, as the hook above sets it, + 1 s); 0: the default.
+ *
  * worker_test_inject: arm fault on the nth write (1 = the first) posted
  * over the KV link of the next SHIP request a prefill worker starts (its
  * SUBMIT passed the checks), counted from that moment on that link.
@@ -145,6 +157,7 @@ void worker_set_step_delay_us(unsigned us);
  */
 void worker_test_xfer_driver(const char *driver);
 void worker_test_xfer_timeout_ms(unsigned ms);
+void worker_test_kv_quarantine_ms(unsigned ms);
 void worker_test_inject(enum xfer_fault fault, unsigned nth);
 void worker_test_release(bool on);
 

@@ -290,7 +290,8 @@ static_assert(sizeof(struct ipc_error) == 264, "ipc_error wire size");
 struct ipc_stats {
 	uint32_t running, waiting;		/* requests now */
 	uint32_t kv_total;			/* blocks */
-	uint32_t kv_used, kv_cached, kv_leased; /* sum <= kv_total */
+	uint32_t kv_used, kv_cached, kv_leased; /* sum <= kv_total; leased includes blocks
+						   quarantined after an expired lease */
 	uint64_t prefix_queries, prefix_hits;	/* hits <= queries */
 	uint64_t prompt_tokens, gen_tokens;
 	uint64_t preemptions;

@@ -12,7 +12,9 @@
  *   seqs[]      sequence slots, each with a table of max_table block ids;
  *   leases[]    lease slots, each with up to max_table block ids: first the
  *               registered blocks it matched (kv_lease_prefix), on which it
- *               holds a reference like a block table, then LEASED ones.
+ *               holds a reference like a block table, then LEASED ones;
+ *   quarantine  QUARANTINED blocks, linked through blk[].next in the order
+ *               they came, each with the time it may go FREE.
  */
 #include "runtime/kv/kv.h"
 
@@ -27,13 +29,14 @@
 #define KV_SUB "kv"
 
 struct kv_block {
-	uint64_t hash;	/* chain hash h_i, when registered */
-	uint64_t gen;	/* registration generation, unique over the pool's life */
-	uint64_t pgen;	/* parent's gen at registration */
-	uint64_t salt;	/* tenant salt of the chain */
-	int32_t parent; /* previous block of the chain, -1 for the first */
-	int32_t ref;	/* block table references */
-	int32_t prev;	/* LRU links, when CACHED */
+	uint64_t hash;	  /* chain hash h_i, when registered */
+	uint64_t gen;	  /* registration generation, unique over the pool's life */
+	uint64_t pgen;	  /* parent's gen at registration */
+	uint64_t salt;	  /* tenant salt of the chain */
+	uint64_t free_at; /* when QUARANTINED: may go FREE from this time on */
+	int32_t parent;	  /* previous block of the chain, -1 for the first */
+	int32_t ref;	  /* block table references */
+	int32_t prev;	  /* LRU links, when CACHED; next: the quarantine list, when QUARANTINED */
 	int32_t next;
 	int32_t lease;	    /* lease slot, when LEASED */
 	uint8_t state;	    /* enum kv_block_state */
@@ -91,9 +94,15 @@ struct kv_pool {
 	int n_leases;
 	uint64_t epoch_next;
 
-	int n_free, n_in_use, n_cached, n_leased;
+	uint64_t quarantine_ns;
+	int32_t quar_head; /* oldest QUARANTINED block, -1 when none */
+	int32_t quar_tail;
+	uint64_t quar_due; /* <= every quarantined block's free_at (UINT64_MAX when none) */
+	bool quar_warned;  /* -ENOSPC while blocks are quarantined logged; reset when none are */
+
+	int n_free, n_in_use, n_cached, n_leased, n_quarantined;
 	uint64_t queries, hits, query_tokens, hit_tokens, evictions, cow_copies, dedups;
-	uint64_t leases_expired;
+	uint64_t leases_expired, quarantine_stalls;
 
 	int32_t *scratch; /* [n_blocks] for kv_pool_check */
 };
@@ -424,6 +433,85 @@ static void kv_put(struct kv_pool *p, int32_t b)
 	}
 }
 
+/* ---- quarantine ---- */
+
+/* b, a fresh block of a lease that expired at now_ns, waits out quarantine_ns before FREE. */
+static void kv_quarantine(struct kv_pool *p, int32_t b, uint64_t now_ns)
+{
+	struct kv_block *k = &p->blk[b];
+	uint64_t at;
+
+	if (__builtin_add_overflow(now_ns, p->quarantine_ns, &at))
+		at = UINT64_MAX;
+	k->state = KV_BLOCK_QUARANTINED;
+	k->ref = 0;
+	k->lease = -1;
+	k->free_at = at;
+	k->next = -1;
+	if (p->quar_tail >= 0)
+		p->blk[p->quar_tail].next = b;
+	else
+		p->quar_head = b;
+	p->quar_tail = b;
+	if (at < p->quar_due)
+		p->quar_due = at;
+	p->n_quarantined++;
+}
+
+/* Quarantined blocks with free_at <= now_ns go FREE; returns how many. */
+static int kv_quarantine_release(struct kv_pool *p, uint64_t now_ns)
+{
+	uint64_t due = UINT64_MAX;
+	int32_t prev = -1, next;
+	int n = 0;
+
+	if (now_ns < p->quar_due)
+		return 0;
+	for (int32_t b = p->quar_head; b >= 0; b = next) {
+		struct kv_block *k = &p->blk[b];
+
+		next = k->next;
+		if (now_ns < k->free_at) {
+			due = k->free_at < due ? k->free_at : due;
+			prev = b;
+			continue;
+		}
+		if (prev >= 0)
+			p->blk[prev].next = next;
+		else
+			p->quar_head = next;
+		if (next < 0)
+			p->quar_tail = prev;
+		k->next = -1;
+		p->n_quarantined--;
+		kv_to_free(p, b);
+		n++;
+	}
+	p->quar_due = due;
+	if (!p->n_quarantined)
+		p->quar_warned = false;
+	return n;
+}
+
+/*
+ * An allocation found too few FREE and CACHED blocks.  Quarantined ones are
+ * not taken early (a late write may still land in them); the first such
+ * failure while any are quarantined says so.
+ */
+static int kv_nospc(struct kv_pool *p)
+{
+	if (p->n_quarantined) {
+		p->quarantine_stalls++;
+		if (!p->quar_warned)
+			log_warn(
+				KV_SUB,
+				"out of KV blocks: %d block(s) quarantined after expired leases, not reused yet",
+				p->n_quarantined);
+		p->quar_warned = true;
+	}
+	return -ENOSPC;
+}
+
 /* ---- pool ---- */
 
 static int kv_config_valid(const struct kv_pool_config *c)
@@ -454,6 +542,9 @@ int kv_pool_create(const struct kv_pool_config *c, struct kv_pool **out)
 	p->max_seqs = c->max_seqs;
 	p->max_table = (int)(((int64_t)c->max_seq_tokens + c->block_tokens - 1) / c->block_tokens);
 	p->max_leases = c->max_leases;
+	p->quarantine_ns = c->quarantine_ns;
+	p->quar_head = p->quar_tail = -1;
+	p->quar_due = UINT64_MAX;
 	p->n_words = (c->n_blocks + 63) / 64;
 	p->hash = kv_hash_default;
 	p->lru_head = p->lru_tail = -1;
@@ -536,6 +627,7 @@ void kv_pool_stats(const struct kv_pool *p, struct kv_stats *o)
 	o->in_use = p->n_in_use;
 	o->cached = p->n_cached;
 	o->leased = p->n_leased;
+	o->quarantined = p->n_quarantined;
 	o->seqs = p->n_seqs;
 	o->leases = p->n_leases;
 	o->queries = p->queries;
@@ -546,6 +638,7 @@ void kv_pool_stats(const struct kv_pool *p, struct kv_stats *o)
 	o->cow_copies = p->cow_copies;
 	o->dedups = p->dedups;
 	o->leases_expired = p->leases_expired;
+	o->quarantine_stalls = p->quarantine_stalls;
 }
 
 int kv_pool_drop_cache(struct kv_pool *p)
@@ -602,12 +695,13 @@ const int32_t *kv_block_tokens(const struct kv_pool *p, int32_t b)
 
 static int kv_check_blocks(const struct kv_pool *p)
 {
-	int cnt[4] = { 0 }, reg = 0;
+	int cnt[KV_BLOCK_QUARANTINED + 1] = { 0 }, reg = 0;
 
 	for (int32_t b = 0; b < p->n_blocks; b++) {
 		const struct kv_block *k = &p->blk[b];
 
-		KV_CHECK(k->state <= KV_BLOCK_LEASED, "block %d has bad state %d", b, k->state);
+		KV_CHECK(k->state <= KV_BLOCK_QUARANTINED, "block %d has bad state %d", b,
+			 k->state);
 		cnt[k->state]++;
 		KV_CHECK(kv_is_free_bit(p, b) == (k->state == KV_BLOCK_FREE),
 			 "free bitmap disagrees with state of block %d", b);
@@ -630,9 +724,12 @@ static int kv_check_blocks(const struct kv_pool *p)
 		 cnt[KV_BLOCK_CACHED]);
 	KV_CHECK(cnt[KV_BLOCK_LEASED] == p->n_leased, "leased count %d, scanned %d", p->n_leased,
 		 cnt[KV_BLOCK_LEASED]);
-	KV_CHECK(p->n_free + p->n_in_use + p->n_cached + p->n_leased == p->n_blocks,
-		 "free + in_use + cached + leased != total (%d + %d + %d + %d != %d)", p->n_free,
-		 p->n_in_use, p->n_cached, p->n_leased, p->n_blocks);
+	KV_CHECK(cnt[KV_BLOCK_QUARANTINED] == p->n_quarantined, "quarantined count %d, scanned %d",
+		 p->n_quarantined, cnt[KV_BLOCK_QUARANTINED]);
+	KV_CHECK(p->n_free + p->n_in_use + p->n_cached + p->n_leased + p->n_quarantined ==
+			 p->n_blocks,
+		 "free + in_use + cached + leased + quarantined != total (%d + %d + %d + %d + %d != %d)",
+		 p->n_free, p->n_in_use, p->n_cached, p->n_leased, p->n_quarantined, p->n_blocks);
 	KV_CHECK(reg == p->n_registered, "registered count %d, scanned %d", p->n_registered, reg);
 	for (int w = 0; w < p->n_words; w++) {
 		uint64_t tail = p->n_blocks - w * 64 < 64 ? ~0ULL << (p->n_blocks - w * 64) : 0;
@@ -657,6 +754,28 @@ static int kv_check_lru(const struct kv_pool *p)
 	}
 	KV_CHECK(p->lru_tail == prev, "LRU tail is %d, walk ended at %d", p->lru_tail, prev);
 	KV_CHECK(n == p->n_cached, "LRU holds %d blocks, cached count %d", n, p->n_cached);
+	return 0;
+}
+
+static int kv_check_quarantine(const struct kv_pool *p)
+{
+	int n = 0;
+	int32_t last = -1;
+
+	for (int32_t b = p->quar_head; b >= 0; b = p->blk[b].next) {
+		KV_CHECK(b < p->n_blocks, "quarantine link %d out of range", b);
+		KV_CHECK(p->blk[b].state == KV_BLOCK_QUARANTINED,
+			 "quarantine list holds block %d in state %d", b, p->blk[b].state);
+		KV_CHECK(p->blk[b].free_at >= p->quar_due,
+			 "quarantined block %d is due before the earliest due time", b);
+		KV_CHECK(++n <= p->n_quarantined,
+			 "quarantine list longer than the quarantined count (cycle?)");
+		last = b;
+	}
+	KV_CHECK(p->quar_tail == last, "quarantine tail is %d, walk ended at %d", p->quar_tail,
+		 last);
+	KV_CHECK(n == p->n_quarantined, "quarantine list holds %d blocks, quarantined count %d", n,
+		 p->n_quarantined);
 	return 0;
 }
 
@@ -801,6 +920,8 @@ int kv_pool_check(const struct kv_pool *p)
 	if (!rc)
 		rc = kv_check_lru(p);
 	if (!rc)
+		rc = kv_check_quarantine(p);
+	if (!rc)
 		rc = kv_check_index(p);
 	if (!rc)
 		rc = kv_check_seqs(p);
@@ -925,7 +1046,7 @@ int kv_seq_append(struct kv_seq *s, const int32_t *tokens, int n, int32_t *slots
 	new_blocks = (int)((total + bt - 1) / bt) - s->n_blocks;
 	need = new_blocks + do_cow;
 	if (need > p->n_free + p->n_cached)
-		return -ENOSPC;
+		return kv_nospc(p);
 
 	if (do_cow) {
 		int last = s->n_blocks - 1;
@@ -1059,11 +1180,20 @@ static struct kv_lease_slot *kv_lease_get(struct kv_pool *p, struct kv_lease_ref
 	return l->active && l->epoch == ref.epoch ? l : NULL;
 }
 
-/* The lease ends unused: LEASED blocks go FREE, matched ones lose its reference (tail first). */
-static void kv_lease_drop(struct kv_pool *p, struct kv_lease_slot *l)
+/*
+ * The lease ends unused: matched blocks lose its reference (tail first);
+ * LEASED blocks go FREE, or, when it expired at now_ns (a write posted
+ * before the deadline may still land), into quarantine.  Matched blocks are
+ * never written by the transfer and need none.
+ */
+static void kv_lease_drop(struct kv_pool *p, struct kv_lease_slot *l, bool expired, uint64_t now_ns)
 {
-	for (int i = l->n_blocks - 1; i >= l->n_pinned; i--)
-		kv_to_free(p, l->blocks[i]);
+	for (int i = l->n_blocks - 1; i >= l->n_pinned; i--) {
+		if (expired && p->quarantine_ns)
+			kv_quarantine(p, l->blocks[i], now_ns);
+		else
+			kv_to_free(p, l->blocks[i]);
+	}
 	for (int i = l->n_pinned - 1; i >= 0; i--)
 		kv_put(p, l->blocks[i]);
 	p->n_leased -= l->n_blocks - l->n_pinned;
@@ -1118,7 +1248,7 @@ int kv_lease_prefix(struct kv_pool *p, int n, uint64_t salt, const int32_t *toke
 	}
 	/* Matched CACHED blocks leave the LRU: they cannot be evicted for the rest. */
 	if (n - m > p->n_free + p->n_cached - revived)
-		return -ENOSPC;
+		return kv_nospc(p);
 	if (full > 0) {
 		p->queries++;
 		p->query_tokens += (uint64_t)full * bt;
@@ -1162,7 +1292,7 @@ int kv_lease_release(struct kv_pool *p, struct kv_lease_ref ref)
 	l = kv_lease_get(p, ref);
 	if (!l)
 		return -ESTALE;
-	kv_lease_drop(p, l);
+	kv_lease_drop(p, l, false, 0);
 	return 0;
 }
 
@@ -1207,7 +1337,7 @@ int kv_lease_commit(struct kv_pool *p, struct kv_lease_ref ref, uint64_t now_ns,
 			return -EILSEQ;
 	}
 	if (now_ns >= l->deadline) {
-		kv_lease_drop(p, l);
+		kv_lease_drop(p, l, true, now_ns);
 		p->leases_expired++; /* as if kv_lease_expire() had found it first */
 		return -ETIMEDOUT;
 	}
@@ -1246,11 +1376,12 @@ int kv_lease_expire(struct kv_pool *p, uint64_t now_ns)
 
 	if (!p)
 		return -EINVAL;
+	kv_quarantine_release(p, now_ns);
 	for (int i = 0; i < p->max_leases; i++) {
 		struct kv_lease_slot *l = &p->leases[i];
 
 		if (l->active && l->deadline <= now_ns) {
-			kv_lease_drop(p, l);
+			kv_lease_drop(p, l, true, now_ns);
 			p->leases_expired++;
 			n++;
 		}
@@ -1268,7 +1399,7 @@ int kv_lease_release_owner(struct kv_pool *p, uint64_t owner)
 		struct kv_lease_slot *l = &p->leases[i];
 
 		if (l->active && l->owner == owner) {
-			kv_lease_drop(p, l);
+			kv_lease_drop(p, l, false, 0);
 			n++;
 		}
 	}

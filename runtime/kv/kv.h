@@ -14,10 +14,13 @@
  *   IN_USE   referenced by refcount >= 1 sequence block tables;
  *   CACHED   refcount 0, but its tokens are registered in the prefix index,
  *            kept in an LRU until allocation needs the block;
- *   LEASED   reserved for an incoming transfer (owner, epoch, deadline).
- * and free + in_use + cached + leased == total at all times.  A lease may
- * also hold references on registered blocks that already hold the start of
- * its prompt (kv_lease_prefix); those count as IN_USE.
+ *   LEASED   reserved for an incoming transfer (owner, epoch, deadline);
+ *   QUARANTINED  a fresh block of a lease that passed its deadline, held
+ *            until a write the transfer posted before the deadline can no
+ *            longer land in it (kv_pool_config.quarantine_ns), then FREE.
+ * and free + in_use + cached + leased + quarantined == total at all times.
+ * A lease may also hold references on registered blocks that already hold
+ * the start of its prompt (kv_lease_prefix); those count as IN_USE.
  *
  * Everything is sized at kv_pool_create; no other function allocates.  A
  * pool is not thread-safe: one thread (a worker's event loop) owns it.
@@ -42,6 +45,7 @@ enum kv_block_state {
 	KV_BLOCK_IN_USE,
 	KV_BLOCK_CACHED,
 	KV_BLOCK_LEASED,
+	KV_BLOCK_QUARANTINED,
 };
 
 struct kv_pool_config {
@@ -50,6 +54,13 @@ struct kv_pool_config {
 	int max_seqs;	    /* sequences alive at once, > 0 */
 	int max_seq_tokens; /* tokens per sequence, > 0 (sizes each block table) */
 	int max_leases;	    /* leases outstanding at once, >= 0 */
+	/*
+	 * Grace in ns (the clock of kv_lease_expire / kv_lease_commit) before
+	 * the fresh blocks of a lease that passed its deadline go FREE: the
+	 * longest a write posted before the deadline may still land.  0: FREE
+	 * at once.
+	 */
+	uint64_t quarantine_ns;
 };
 
 /*
@@ -73,7 +84,8 @@ struct kv_lease_ref {
 };
 
 struct kv_stats {
-	int total, free, in_use, cached, leased; /* blocks; the four add up to total */
+	int total, free, in_use, cached, leased; /* blocks; with quarantined, add up to total */
+	int quarantined;			 /* expired leases' blocks waiting out quarantine_ns */
 	int seqs, leases;			 /* alive now */
 	uint64_t queries;			 /* kv_seq_match_prefix, kv_lease_prefix calls */
 	uint64_t hits;				 /* ... that matched at least one block */
@@ -83,6 +95,7 @@ struct kv_stats {
 	uint64_t cow_copies;			 /* copy instructions issued */
 	uint64_t dedups; /* full blocks replaced by an identical cached one on publish */
 	uint64_t leases_expired;
+	uint64_t quarantine_stalls; /* -ENOSPC (append, lease) while blocks were quarantined */
 };
 
 /*
@@ -104,9 +117,10 @@ void kv_pool_destroy(struct kv_pool *p);
 void kv_pool_stats(const struct kv_pool *p, struct kv_stats *out);
 /*
  * Verifies every invariant by scanning: per-state counts, the free bitmap,
- * reference counts against the block tables, the LRU list, the hash index,
- * sequence and lease bookkeeping.  0, or -EFAULT after a log_alert naming
- * the broken invariant.  O(n_blocks + tables); for tests and debug builds.
+ * reference counts against the block tables, the LRU and quarantine lists,
+ * the hash index, sequence and lease bookkeeping.  0, or -EFAULT after a
+ * log_alert naming the broken invariant.  O(n_blocks + tables); for tests
+ * and debug builds.
  */
 int kv_pool_check(const struct kv_pool *p);
 /* Evicts every CACHED block (they become FREE); returns how many. */
@@ -149,7 +163,8 @@ int kv_seq_fork(struct kv_seq *src, struct kv_seq **out);
  * first moves to a fresh block and *cow says what to copy (see struct
  * kv_copy); otherwise cow->n_tokens = 0.  With cow NULL, an append that
  * would need a copy fails with -EINVAL.
- * All or nothing: -ENOSPC (no block to be had: preempt someone), -E2BIG
+ * All or nothing: -ENOSPC (no FREE or CACHED block to be had: preempt
+ * someone; QUARANTINED blocks are never taken), -E2BIG
  * (beyond max_seq_tokens), -EINVAL; on error nothing changed.
  */
 int kv_seq_append(struct kv_seq *s, const int32_t *tokens, int n, int32_t *slots,
@@ -209,15 +224,18 @@ int kv_lease_prefix(struct kv_pool *p, int n, uint64_t salt, const int32_t *toke
  * published; n_tokens must go beyond them.  Call kv_seq_publish to enter
  * the rest in the prefix cache.  Returns the number of matched prefix blocks
  * (0 for a kv_lease), -ESTALE for an unknown lease or epoch, -ETIMEDOUT when
- * now_ns >= its deadline (the lease is released), -EBUSY when s is not
+ * now_ns >= its deadline (the lease ends as kv_lease_expire(now_ns) would
+ * end it: fresh blocks quarantined, counted expired), -EBUSY when s is not
  * empty, -EILSEQ when tokens[] or s's salt are not what the prefix was
  * matched with, -EINVAL; the lease lives on after -EBUSY, -EILSEQ, -EINVAL.
  */
 int kv_lease_commit(struct kv_pool *p, struct kv_lease_ref ref, uint64_t now_ns, struct kv_seq *s,
 		    const int32_t *tokens, int n_tokens);
 /*
- * The blocks go FREE (matched prefix blocks: the reference is dropped).
- * -ESTALE for an unknown lease or epoch.
+ * The blocks go FREE at once, deadline or not (matched prefix blocks: the
+ * reference is dropped): the caller knows no write into them is on its way
+ * (the transfer ended or its writer died).  -ESTALE for an unknown lease or
+ * epoch.
  */
 int kv_lease_release(struct kv_pool *p, struct kv_lease_ref ref);
 /*
@@ -228,9 +246,18 @@ int kv_lease_release(struct kv_pool *p, struct kv_lease_ref ref);
  * checked: kv_lease_commit does that), -EINVAL.
  */
 int kv_lease_blocks(const struct kv_pool *p, struct kv_lease_ref ref, const int32_t **blocks);
-/* Releases every lease with deadline <= now_ns; returns how many. */
+/*
+ * First frees the quarantined blocks whose grace ended (now_ns >= the time
+ * they were quarantined + quarantine_ns), then ends every lease with
+ * deadline <= now_ns: its fresh blocks are quarantined until now_ns +
+ * quarantine_ns (FREE at once when that is 0), its matched prefix blocks
+ * lose its reference.  Returns how many leases expired.  Call it
+ * periodically: nothing else frees quarantined blocks, and no allocation
+ * takes them early (an append or lease that would need them fails with
+ * -ENOSPC; the first such failure of a quarantine episode is logged).
+ */
 int kv_lease_expire(struct kv_pool *p, uint64_t now_ns);
-/* Releases every lease of owner (a peer that died); returns how many. */
+/* Releases every lease of owner (a peer that died) as kv_lease_release; returns how many. */
 int kv_lease_release_owner(struct kv_pool *p, uint64_t owner);
 
 #endif /* DUET_KV_H */

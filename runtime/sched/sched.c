@@ -142,6 +142,7 @@ int sched_create(struct llm *llm, const struct sched_config *c,
 		.max_seqs = c->max_requests,
 		.max_seq_tokens = s->n_ctx,
 		.max_leases = c->max_leases,
+		.quarantine_ns = c->kv_quarantine_ns,
 	};
 	ret = kv_pool_create(&kc, &s->pool);
 	if (ret)

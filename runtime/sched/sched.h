@@ -28,6 +28,11 @@ struct sched_config {
 	int max_requests; /* requests known at once (waiting + running + finished, not yet released) */
 	bool prefix_cache; /* match prompts against cached blocks */
 	int max_leases;	   /* decode side: reservations for incoming KV outstanding at once */
+	/*
+	 * Decode side: ns the fresh blocks of an expired lease stay quarantined
+	 * (kv_pool_config.quarantine_ns; 0: none), on the clock sched_step uses.
+	 */
+	uint64_t kv_quarantine_ns;
 };
 
 enum sched_state {
@@ -171,7 +176,7 @@ void sched_release(struct sched *s, uint64_t id);
  * partition will write (blocks[] receives ceil(n_prompt / block_tokens) ids,
  * in table order; block i holds positions i*block_tokens...); the lease
  * expires at deadline_ns (the clock sched_step is given), when sched_step
- * frees it.  Prefix sharing: with the prefix cache on, the leading full
+ * frees it (its fresh blocks then quarantined for kv_quarantine_ns).  Prefix sharing: with the prefix cache on, the leading full
  * blocks of prompt[0, n_known) (the prompt's first n_known tokens; NULL, 0:
  * none), at most (n_prompt - 1) / block_tokens as the scheduler's own
  * match, that are cached under salt lead the table, held by the lease
@@ -181,9 +186,16 @@ void sched_release(struct sched *s, uint64_t id);
 int sched_lease(struct sched *s, int n_prompt, uint64_t salt, const int32_t *prompt, int n_known,
 		uint64_t owner, uint64_t deadline_ns, int32_t *blocks, int *n_blocks, int *n_cached,
 		struct kv_lease_ref *ref);
-/* Frees the leases past their deadline (sched_step does it too); returns how many. */
+/*
+ * Ends the leases past their deadline and frees quarantined blocks whose
+ * time has come (kv_lease_expire; sched_step does it too); returns how many
+ * leases expired.
+ */
 int sched_expire_leases(struct sched *s, uint64_t now_ns);
-/* Give the blocks back (transfer abandoned).  -ESTALE for an unknown lease or epoch. */
+/*
+ * Give the blocks back at once (the transfer ended or its writer died: no
+ * write is on its way).  -ESTALE for an unknown lease or epoch.
+ */
 int sched_lease_release(struct sched *s, struct kv_lease_ref ref);
 /*
  * The transfer under ref is complete: q's prompt is in the leased blocks

@@ -16,8 +16,8 @@
 #include "runtime/kv/kv.h"
 #include "tests/unit/testutil.h"
 
-static struct kv_pool *mkpool(int n_blocks, int bt, int max_seqs, int max_seq_tokens,
-			      int max_leases)
+static struct kv_pool *mkpool_q(int n_blocks, int bt, int max_seqs, int max_seq_tokens,
+				int max_leases, uint64_t quarantine_ns)
 {
 	struct kv_pool_config c = {
 		.n_blocks = n_blocks,
@@ -25,6 +25,7 @@ static struct kv_pool *mkpool(int n_blocks, int bt, int max_seqs, int max_seq_to
 		.max_seqs = max_seqs,
 		.max_seq_tokens = max_seq_tokens,
 		.max_leases = max_leases,
+		.quarantine_ns = quarantine_ns,
 	};
 	struct kv_pool *p = NULL;
 
@@ -34,10 +35,17 @@ static struct kv_pool *mkpool(int n_blocks, int bt, int max_seqs, int max_seq_to
 	return p;
 }
 
+static struct kv_pool *mkpool(int n_blocks, int bt, int max_seqs, int max_seq_tokens,
+			      int max_leases)
+{
+	return mkpool_q(n_blocks, bt, max_seqs, max_seq_tokens, max_leases, 0);
+}
+
 static void stats(const struct kv_pool *p, struct kv_stats *st)
 {
 	kv_pool_stats(p, st);
-	assert_int_equal(st->free + st->in_use + st->cached + st->leased, st->total);
+	assert_int_equal(st->free + st->in_use + st->cached + st->leased + st->quarantined,
+			 st->total);
 }
 
 /* Appends n tokens and asserts success; returns the copy instruction. */
@@ -762,6 +770,188 @@ static void test_lease_prefix(void **state)
 	kv_pool_destroy(p);
 }
 
+static void assert_states(const struct kv_pool *p, const int32_t *ids, int n, int state)
+{
+	for (int i = 0; i < n; i++)
+		assert_int_equal(kv_block_state(p, ids[i]), state);
+}
+
+/*
+ * Quarantine: the fresh blocks of a lease that expired (kv_lease_expire, or
+ * a commit found late) are neither FREE nor allocatable until quarantine_ns
+ * after the expiry, whatever the pressure; kv_lease_expire frees them then.
+ * A release, a dead owner's release and a successful commit free at once,
+ * and matched prefix blocks go back to the cache at once.  The pool checks
+ * after every step.
+ */
+static void test_lease_quarantine(void **state)
+{
+	struct kv_pool *p = mkpool_q(16, 4, 8, 64, 4, 1000);
+	int32_t ids[16], big[16], more[16], tok[64], slots[64];
+	struct kv_lease_ref l1, l2, l3;
+	struct kv_seq *s, *t;
+	const int32_t *tab;
+	struct kv_stats st;
+	struct kv_copy cow;
+	int nc;
+
+	(void)state;
+	for (int i = 0; i < 64; i++)
+		tok[i] = 300 + i;
+
+	/* expired: quarantined, not FREE, until 100 + 1000 */
+	assert_int_equal(kv_lease(p, 3, 7, 100, ids, &l1), 0);
+	assert_int_equal(kv_lease_expire(p, 100), 1);
+	assert_int_equal(kv_pool_check(p), 0);
+	assert_states(p, ids, 3, KV_BLOCK_QUARANTINED);
+	stats(p, &st);
+	assert_int_equal(st.quarantined, 3);
+	assert_int_equal(st.free, 13);
+	assert_int_equal(st.leased, 0);
+	assert_int_equal(st.leases, 0);
+	assert_int_equal(st.leases_expired, 1);
+	assert_int_equal(kv_lease_release(p, l1), -ESTALE);
+	assert_int_equal(kv_lease_blocks(p, l1, &tab), -ESTALE);
+
+	/* under pressure they are not taken: not by a lease, not by an append; warned once */
+	tu_log_capture_start();
+	assert_int_equal(kv_lease(p, 13, 8, 5000, big, &l2), 0);
+	assert_int_equal(kv_lease(p, 1, 8, 5000, more, &l3), -ENOSPC);
+	assert_int_equal(kv_seq_create(p, 1, &s), 0);
+	assert_int_equal(kv_seq_append(s, tok, 1, slots, &cow), -ENOSPC);
+	assert_int_equal(kv_lease_prefix(p, 2, 1, tok, 7, 8, 5000, more, &nc, &l3), -ENOSPC);
+	assert_true(tu_log_contains("[warn] kv: out of KV blocks: 3 block(s) quarantined"));
+	assert_null(strstr(strstr(tu_log_text(), "quarantined") + 1, "quarantined")); /* once */
+	tu_log_capture_stop();
+	assert_states(p, ids, 3, KV_BLOCK_QUARANTINED);
+	stats(p, &st);
+	assert_int_equal(st.quarantine_stalls, 3);
+	assert_int_equal(st.free, 0);
+	assert_int_equal(kv_pool_check(p), 0);
+	/* a normal release frees at once, however late */
+	assert_int_equal(kv_lease_release(p, l2), 0);
+	assert_states(p, big, 13, KV_BLOCK_FREE);
+	stats(p, &st);
+	assert_int_equal(st.free, 13);
+	assert_int_equal(st.quarantined, 3);
+	assert_int_equal(kv_pool_check(p), 0);
+
+	/* not yet at 1099; FREE at 1100 */
+	assert_int_equal(kv_lease_expire(p, 1099), 0);
+	assert_states(p, ids, 3, KV_BLOCK_QUARANTINED);
+	assert_int_equal(kv_pool_check(p), 0);
+	assert_int_equal(kv_lease_expire(p, 1100), 0);
+	assert_states(p, ids, 3, KV_BLOCK_FREE);
+	stats(p, &st);
+	assert_int_equal(st.quarantined, 0);
+	assert_int_equal(st.free, 16);
+	assert_int_equal(kv_pool_check(p), 0);
+	/* and usable again: 16 blocks fit */
+	assert_int_equal(kv_seq_append(s, tok, 64, slots, &cow), 0);
+	kv_seq_free(s);
+	assert_int_equal(kv_pool_check(p), 0);
+
+	/* a commit found late quarantines too, until its now + 1000 */
+	assert_int_equal(kv_lease(p, 2, 7, 2000, ids, &l1), 0);
+	assert_int_equal(kv_seq_create(p, 1, &s), 0);
+	assert_int_equal(kv_lease_commit(p, l1, 2500, s, tok, 8), -ETIMEDOUT);
+	assert_states(p, ids, 2, KV_BLOCK_QUARANTINED);
+	stats(p, &st);
+	assert_int_equal(st.quarantined, 2);
+	assert_int_equal(st.leases_expired, 2);
+	assert_int_equal(kv_pool_check(p), 0);
+	assert_int_equal(kv_lease_expire(p, 3499), 0);
+	assert_states(p, ids, 2, KV_BLOCK_QUARANTINED);
+	assert_int_equal(kv_lease_expire(p, 3500), 0);
+	assert_states(p, ids, 2, KV_BLOCK_FREE);
+	assert_int_equal(kv_pool_check(p), 0);
+
+	/* a successful commit frees the blocks it does not need at once; a dead owner's too */
+	assert_int_equal(kv_lease(p, 3, 7, 5000, ids, &l1), 0);
+	assert_int_equal(kv_lease_commit(p, l1, 4000, s, tok, 5), 0);
+	assert_int_equal(kv_block_state(p, ids[2]), KV_BLOCK_FREE);
+	assert_int_equal(kv_lease(p, 2, 9, 5000, ids, &l1), 0);
+	assert_int_equal(kv_lease_release_owner(p, 9), 1);
+	assert_states(p, ids, 2, KV_BLOCK_FREE);
+	stats(p, &st);
+	assert_int_equal(st.quarantined, 0);
+	assert_int_equal(kv_pool_check(p), 0);
+	assert_int_equal(kv_seq_publish(s), 1);
+	kv_seq_free(s); /* one full block cached */
+
+	/* a prefix lease: the matched block back to the cache at once, the fresh ones held */
+	assert_int_equal(kv_lease_prefix(p, 3, 1, tok, 11, 7, 6000, ids, &nc, &l1), 0);
+	assert_int_equal(nc, 1);
+	assert_int_equal(kv_lease_expire(p, 6000), 1);
+	assert_int_equal(kv_block_state(p, ids[0]), KV_BLOCK_CACHED);
+	assert_states(p, ids + 1, 2, KV_BLOCK_QUARANTINED);
+	stats(p, &st);
+	assert_int_equal(st.cached, 1);
+	assert_int_equal(st.quarantined, 2);
+	assert_int_equal(kv_pool_check(p), 0);
+
+	/*
+	 * Several batches, due in another order than they came (a commit's now may
+	 * be earlier than an expiry's): each goes when its own time comes.
+	 */
+	assert_int_equal(kv_lease(p, 1, 7, 6200, more, &l2), 0);
+	assert_int_equal(kv_lease_expire(p, 6500), 1); /* more[0] until 7500 */
+	assert_int_equal(kv_lease(p, 1, 7, 100, more + 1, &l3), 0);
+	assert_int_equal(kv_seq_create(p, 1, &t), 0);
+	assert_int_equal(kv_lease_commit(p, l3, 6100, t, tok, 4), -ETIMEDOUT); /* until 7100 */
+	assert_int_equal(kv_pool_check(p), 0);
+	assert_int_equal(kv_lease_expire(p, 6999), 0);
+	stats(p, &st);
+	assert_int_equal(st.quarantined, 4);
+	assert_int_equal(kv_lease_expire(p, 7000), 0); /* ids[1..2] */
+	assert_states(p, ids + 1, 2, KV_BLOCK_FREE);
+	assert_int_equal(kv_block_state(p, more[0]), KV_BLOCK_QUARANTINED);
+	assert_int_equal(kv_block_state(p, more[1]), KV_BLOCK_QUARANTINED);
+	assert_int_equal(kv_pool_check(p), 0);
+	assert_int_equal(kv_lease_expire(p, 7100), 0); /* more[1], the tail */
+	assert_int_equal(kv_block_state(p, more[0]), KV_BLOCK_QUARANTINED);
+	assert_int_equal(kv_block_state(p, more[1]), KV_BLOCK_FREE);
+	assert_int_equal(kv_pool_check(p), 0);
+	assert_int_equal(kv_lease_expire(p, 7500), 0);
+	assert_int_equal(kv_block_state(p, more[0]), KV_BLOCK_FREE);
+	stats(p, &st);
+	assert_int_equal(st.quarantined, 0);
+	assert_int_equal(st.free + st.cached, 16);
+	assert_int_equal(kv_pool_check(p), 0);
+
+	/* quarantine over, the warning is armed again */
+	assert_int_equal(kv_lease(p, 1, 7, 8000, ids, &l1), 0);
+	assert_int_equal(kv_lease_expire(p, 8000), 1);
+	assert_int_equal(kv_lease(p, 15, 8, 9000, big, &l2), 0); /* the cached block evicted */
+	tu_log_capture_start();
+	assert_int_equal(kv_seq_append(t, tok, 1, slots, &cow), -ENOSPC);
+	assert_true(tu_log_contains("[warn] kv: out of KV blocks: 1 block(s) quarantined"));
+	tu_log_capture_stop();
+	assert_int_equal(kv_lease_release(p, l2), 0);
+	assert_int_equal(kv_lease_expire(p, UINT64_MAX), 0);
+	stats(p, &st);
+	assert_int_equal(st.free, 16);
+	assert_int_equal(kv_pool_check(p), 0);
+	kv_seq_free(t);
+	kv_pool_destroy(p);
+
+	/* quarantine 0: FREE at once, as before */
+	p = mkpool(4, 4, 1, 16, 1);
+	assert_int_equal(kv_lease(p, 4, 7, 100, ids, &l1), 0);
+	assert_int_equal(kv_lease_expire(p, 100), 1);
+	assert_states(p, ids, 4, KV_BLOCK_FREE);
+	assert_int_equal(kv_lease(p, 4, 7, 200, ids, &l1), 0);
+	assert_int_equal(kv_seq_create(p, 1, &s), 0);
+	assert_int_equal(kv_lease_commit(p, l1, 200, s, tok, 4), -ETIMEDOUT);
+	assert_states(p, ids, 4, KV_BLOCK_FREE);
+	stats(p, &st);
+	assert_int_equal(st.free, 4);
+	assert_int_equal(st.quarantined, 0);
+	assert_int_equal(kv_pool_check(p), 0);
+	kv_seq_free(s);
+	kv_pool_destroy(p);
+}
+
 /* The checker notices a table entry changed behind the pool's back, and says what broke. */
 static void test_check_detects(void **state)
 {
@@ -795,6 +985,7 @@ static void test_check_detects(void **state)
 #define R_LEASES 4
 #define R_DOCS 4
 #define R_OPS 100000
+#define R_GRACE 30 /* quarantine of the third run, in units of the random clock */
 
 static uint64_t rng_state;
 
@@ -824,6 +1015,13 @@ struct r_lease {
 	uint64_t salt;
 };
 
+/* A transfer that outlived its lease: it may write into its fresh blocks until `until`. */
+struct r_ghost {
+	int32_t ids[R_MAXTOK / R_BT];
+	int n;
+	uint64_t until;
+};
+
 struct r_world {
 	struct kv_pool *p;
 	struct r_seq seq[R_SEQS];
@@ -831,7 +1029,49 @@ struct r_world {
 	int32_t kvmem[R_BLOCKS * R_BT]; /* what a backend would hold: the token of each slot */
 	int32_t doc[R_DOCS][R_MAXTOK];
 	uint64_t now;
+	uint64_t grace;			/* the pool's quarantine_ns */
+	struct r_ghost ghost[R_BLOCKS]; /* each holds >= 1 quarantined block */
+	int n_ghosts;
+	unsigned long late_writes;
 };
+
+/* Lease l expired now: with a quarantine, its writer may go on writing for grace. */
+static void r_haunt(struct r_world *w, const struct r_lease *l)
+{
+	struct r_ghost *g;
+
+	if (!w->grace)
+		return;
+	assert_true(w->n_ghosts < R_BLOCKS);
+	g = &w->ghost[w->n_ghosts++];
+	g->n = l->n - l->n_cached;
+	memcpy(g->ids, &l->ids[l->n_cached], (size_t)g->n * sizeof(int32_t));
+	g->until = w->now + w->grace;
+}
+
+/*
+ * Late writes land in the blocks of every ghost still within its grace,
+ * which must be quarantined (so r_verify sees the garbage if a sequence got
+ * one); ghosts past it are gone, like their blocks' quarantine.
+ */
+static void r_ghosts_write(struct r_world *w)
+{
+	for (int i = 0; i < w->n_ghosts;) {
+		struct r_ghost *g = &w->ghost[i];
+
+		if (w->now >= g->until) {
+			*g = w->ghost[--w->n_ghosts];
+			continue;
+		}
+		for (int j = 0; j < g->n; j++) {
+			assert_int_equal(kv_block_state(w->p, g->ids[j]), KV_BLOCK_QUARANTINED);
+			for (int k = 0; k < R_BT; k++)
+				w->kvmem[g->ids[j] * R_BT + k] = -1 - (int32_t)rnd(1000);
+		}
+		w->late_writes++;
+		i++;
+	}
+}
 
 /* The "backend" side of an append: execute the copy, then store the new rows. */
 static int r_append(struct r_world *w, struct r_seq *rs, const int32_t *tok, int n)
@@ -925,7 +1165,7 @@ static const char *const op_name[OP__N] = { "new+match", "append",  "fork",	 "fr
 					    "mismatch",	 "release", "stale",	 "expire",
 					    "drop" };
 
-static void r_run(uint64_t seed, bool weak_hash)
+static void r_run(uint64_t seed, bool weak_hash, uint64_t grace)
 {
 	static struct r_world w;
 	unsigned long done[OP__N] = { 0 }, nospc = 0;
@@ -935,12 +1175,16 @@ static void r_run(uint64_t seed, bool weak_hash)
 
 	memset(&w, 0, sizeof(w));
 	rng_state = seed;
-	w.p = mkpool(R_BLOCKS, R_BT, R_SEQS, R_MAXTOK, R_LEASES);
+	w.grace = grace;
+	w.p = mkpool_q(R_BLOCKS, R_BT, R_SEQS, R_MAXTOK, R_LEASES, grace);
 	if (weak_hash)
 		assert_int_equal(kv_pool_set_hash(w.p, hash_weak), 0);
 	for (int d = 0; d < R_DOCS; d++)
 		for (int i = 0; i < R_MAXTOK; i++)
 			w.doc[d][i] = (int32_t)rnd(3); /* tiny vocabulary: equal blocks abound */
+	/* a warning each time the pool runs out while blocks are quarantined */
+	if (grace)
+		tu_log_capture_start();
 	duet_mem_fail_at(1); /* from here on, any allocation would fail and be counted */
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (int op = 0; op < R_OPS; op++) {
@@ -1079,6 +1323,7 @@ static void r_run(uint64_t seed, bool weak_hash)
 			}
 			l->live = false;
 			if (rc == -ETIMEDOUT) {
+				r_haunt(&w, l);
 				kv_seq_free(rs->s);
 				rs->s = NULL;
 				continue;
@@ -1121,6 +1366,7 @@ static void r_run(uint64_t seed, bool weak_hash)
 				if (l->live && l->deadline <= w.now) {
 					assert_int_equal(kv_lease_release(w.p, l->ref), -ESTALE);
 					l->live = false;
+					r_haunt(&w, l);
 				}
 			}
 			done[OP_EXPIRE]++;
@@ -1128,10 +1374,15 @@ static void r_run(uint64_t seed, bool weak_hash)
 			kv_pool_drop_cache(w.p);
 			done[OP_DROP]++;
 		}
+		r_ghosts_write(&w);
 		r_verify(&w);
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+	if (grace) {
+		assert_true(tu_log_contains("block(s) quarantined after expired leases"));
+		tu_log_capture_stop();
+	}
 
 	/* everything released: only FREE and CACHED remain, then only FREE */
 	for (int i = 0; i < R_SEQS; i++) {
@@ -1142,10 +1393,12 @@ static void r_run(uint64_t seed, bool weak_hash)
 		if (w.lease[i].live)
 			assert_int_equal(kv_lease_release(w.p, w.lease[i].ref), 0);
 	}
+	assert_int_equal(kv_lease_expire(w.p, w.now + grace), 0); /* the quarantine ends */
 	assert_int_equal(kv_pool_check(w.p), 0);
 	stats(w.p, &st);
 	assert_int_equal(st.in_use, 0);
 	assert_int_equal(st.leased, 0);
+	assert_int_equal(st.quarantined, 0);
 	assert_int_equal(st.free + st.cached, R_BLOCKS);
 	for (int b = 0; b < R_BLOCKS; b++) {
 		int s = kv_block_state(w.p, b);
@@ -1158,12 +1411,19 @@ static void r_run(uint64_t seed, bool weak_hash)
 	assert_int_equal(st.free, R_BLOCKS);
 	assert_int_equal(kv_pool_check(w.p), 0);
 
-	print_message("seed %#llx%s: %d ops in %.3f s (%.0f ops/s, each checked)\n",
-		      (unsigned long long)seed, weak_hash ? " (weak hash)" : "", R_OPS, secs,
-		      R_OPS / secs);
+	print_message("seed %#llx%s%s: %d ops in %.3f s (%.0f ops/s, each checked)\n",
+		      (unsigned long long)seed, weak_hash ? " (weak hash)" : "",
+		      grace ? " (quarantine)" : "", R_OPS, secs, R_OPS / secs);
 	for (int i = 0; i < OP__N; i++)
 		print_message("  %-10s %lu\n", op_name[i], done[i]);
-	print_message("  -ENOSPC    %lu\n", nospc);
+	print_message("  -ENOSPC    %lu (%llu with blocks quarantined)\n", nospc,
+		      (unsigned long long)st.quarantine_stalls);
+	if (grace) {
+		print_message("  late writes into quarantined blocks: %lu\n", w.late_writes);
+		assert_true(w.late_writes > 0 && st.quarantine_stalls > 0);
+	} else {
+		assert_int_equal(st.quarantine_stalls, 0);
+	}
 	print_message("  queries %llu hits %llu hit_tokens %llu evictions %llu cow %llu "
 		      "dedups %llu expired %llu\n",
 		      (unsigned long long)st.queries, (unsigned long long)st.hits,
@@ -1179,13 +1439,23 @@ static void r_run(uint64_t seed, bool weak_hash)
 static void test_random(void **state)
 {
 	(void)state;
-	r_run(0x5eed1234abcdULL, false);
+	r_run(0x5eed1234abcdULL, false, 0);
 }
 
 static void test_random_collisions(void **state)
 {
 	(void)state;
-	r_run(0xc0111de5ULL, true);
+	r_run(0xc0111de5ULL, true, 0);
+}
+
+/*
+ * With a quarantine: the writer of every expired lease scribbles over its
+ * fresh blocks until the grace ends, and no sequence ever sees it.
+ */
+static void test_random_quarantine(void **state)
+{
+	(void)state;
+	r_run(0xdeadbeefcafeULL, false, R_GRACE);
 }
 
 int main(void)
@@ -1202,9 +1472,11 @@ int main(void)
 		cmocka_unit_test(test_collision),
 		cmocka_unit_test(test_leases),
 		cmocka_unit_test(test_lease_prefix),
+		cmocka_unit_test(test_lease_quarantine),
 		cmocka_unit_test(test_check_detects),
 		cmocka_unit_test(test_random),
 		cmocka_unit_test(test_random_collisions),
+		cmocka_unit_test(test_random_quarantine),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -44,7 +44,8 @@ struct eng {
 	struct sched *s;
 };
 
-static bool eng_shared_kv; /* the next eng_open's KV pool in a memfd */
+static bool eng_shared_kv;	   /* the next eng_open's KV pool in a memfd */
+static uint64_t eng_quarantine_ns; /* the next eng_open's kv_quarantine_ns */
 
 static void eng_open(struct eng *e, const char *path, enum ggml_type kv, int batch_tokens,
 		     int batch_seqs, int n_blocks, int threads)
@@ -61,7 +62,8 @@ static void eng_open(struct eng *e, const char *path, enum ggml_type kv, int bat
 				   .max_batch_seqs = batch_seqs,
 				   .max_requests = 64,
 				   .prefix_cache = true,
-				   .max_leases = 64 };
+				   .max_leases = 64,
+				   .kv_quarantine_ns = eng_quarantine_ns };
 
 	memset(e, 0, sizeof(*e));
 	if (gguf_open(path, &e->f, err, sizeof(err)) ||
@@ -311,7 +313,9 @@ static void test_disaggregated(void **state)
 	make_jobs(jobs);
 	reference(path, jobs);
 	eng_open(&p, path, GGML_TYPE_F16, 512, 4, 0, 1);
+	eng_quarantine_ns = 1000000000ull;
 	eng_open(&d, path, GGML_TYPE_F16, 64, 8, 0, 1);
+	eng_quarantine_ns = 0;
 	assert_int_equal(llm_seq_init(&seq, p.llm), 0);
 	logits = calloc(p.m->n_vocab, sizeof(float));
 	assert_non_null(logits);
@@ -374,7 +378,10 @@ static void test_disaggregated(void **state)
 		sched_release(d.s, ids[j]);
 	}
 
-	/* A lease past its deadline is freed by the next step; adopting it is stale. */
+	/*
+	 * A lease past its deadline ends at the next step, its blocks quarantined
+	 * for a second (a late write may still land); adopting it is stale.
+	 */
 	now = clock_ns();
 	assert_int_equal(
 		sched_lease(d.s, 20, 0, NULL, 0, 7, now, blocks[0], &n_blocks, &n_cached, &ref), 0);
@@ -382,6 +389,10 @@ static void test_disaggregated(void **state)
 	sched_get_stats(d.s, &st);
 	assert_int_equal(st.kv.leases_expired, 1);
 	assert_int_equal(st.kv.leased, 0);
+	assert_int_equal(st.kv.quarantined, n_blocks);
+	for (int i = 0; i < n_blocks; i++)
+		assert_int_equal(kv_block_state(sched_pool(d.s), blocks[0][i]),
+				 KV_BLOCK_QUARANTINED);
 	assert_int_equal(sched_adopt(d.s,
 				     &(struct sched_request){ .prompt = jobs[1].prompt,
 							      .n_prompt = 20,
@@ -389,7 +400,7 @@ static void test_disaggregated(void **state)
 							      .sampling = smp_params_default() },
 				     ref, 5, NULL, clock_ns(), &ids[0]),
 			 -ESTALE);
-	/* A commit after the deadline: -ETIMEDOUT, and the blocks come back. */
+	/* A commit after the deadline: -ETIMEDOUT, and the blocks come back after the quarantine. */
 	now = clock_ns();
 	assert_int_equal(sched_lease(d.s, 20, 0, NULL, 0, 7, now + 1000000000ull, blocks[0],
 				     &n_blocks, &n_cached, &ref),
@@ -401,6 +412,15 @@ static void test_disaggregated(void **state)
 							      .sampling = smp_params_default() },
 				     ref, 5, NULL, now + 2000000000ull, &ids[0]),
 			 -ETIMEDOUT);
+	sched_get_stats(d.s, &st);
+	assert_true(st.kv.quarantined >= n_blocks); /* the first lease's may be free by now */
+	assert_int_equal(sched_expire_leases(d.s, now + 2999999999ull), 0);
+	sched_get_stats(d.s, &st);
+	assert_int_equal(st.kv.quarantined, n_blocks);
+	assert_int_equal(sched_expire_leases(d.s, now + 3000000000ull), 0);
+	sched_get_stats(d.s, &st);
+	assert_int_equal(st.kv.quarantined, 0);
+	assert_int_equal(st.kv.free + st.kv.cached + st.kv.in_use, st.kv.total);
 	/* A wrong epoch is stale and leaves the real lease alone; release then frees it. */
 	assert_int_equal(sched_lease(d.s, 20, 0, NULL, 0, 7, now + 60000000000ull, blocks[0],
 				     &n_blocks, &n_cached, &ref),

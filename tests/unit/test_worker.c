@@ -37,6 +37,8 @@
 #define N_CTX 512
 #define N_BLOCKS 256
 #define TIMEOUT_MS 30000 /* any single wait; generous for sanitizer builds */
+/* KV quarantine of expired leases in these tests (the default is 11 s) */
+#define TEST_QUARANTINE_MS 300
 #define MAX_REQ 16
 #define MAX_GEN 512
 
@@ -443,11 +445,14 @@ static int group_setup(void **state)
 		return -1;
 	n_vocab_model = (int32_t)ref.m->n_vocab;
 	ref.logits = calloc((size_t)n_vocab_model, sizeof(float));
+	/* Expired leases' blocks come back soon enough for tests that wait for them. */
+	worker_test_kv_quarantine_ms(TEST_QUARANTINE_MS);
 	return ref.logits ? 0 : -1;
 }
 
 static int group_teardown(void **state)
 {
+	worker_test_kv_quarantine_ms(0);
 	free(ref.logits);
 	if (ref.seq.llm)
 		llm_seq_free(&ref.seq);
@@ -691,6 +696,49 @@ static void test_leases(void **state)
 	assert_int_equal(m->hdr.type, IPC_ERROR);
 	assert_int_equal(m->hdr.req_id, 9);
 	assert_int_equal(m->u.error.code, -E2BIG);
+	shutdown_now(s);
+	sup_free(s);
+}
+
+/*
+ * The blocks of an expired lease are quarantined: STATS count them in
+ * kv_leased (not free) from the expiry until the quarantine has passed,
+ * then they are free.
+ */
+static void test_lease_quarantine(void **state)
+{
+	const uint64_t q_ns = 1000 * 1000000ull;
+	struct sup *s;
+	struct ipc_msg *m;
+	uint64_t t_expired;
+
+	(void)state;
+	worker_test_kv_quarantine_ms(1000);
+	s = sup_start(cfg_text);
+	sup_handshake(s);
+	sup_lease(s, 8, 40, 1, 1, 0, NULL, 0); /* 3 blocks, 1 ms to live */
+	m = sup_recv(s);
+	assert_int_equal(m->hdr.type, IPC_LEASED);
+	do
+		assert_true(sup_recv_any(s, 2000));
+	while (s->stats.leases_expired == 0);
+	/* the STATS right after the expiry, which the same timer tick did */
+	assert_int_equal(s->stats.kv_leased, 3);
+	assert_int_equal(s->stats.kv_used, 0);
+	t_expired = s->stats.t_ns;
+	do {
+		unsigned n0 = s->n_stats;
+
+		do
+			assert_true(sup_recv_any(s, 2000));
+		while (s->n_stats == n0);
+		if (s->stats.kv_leased)
+			assert_int_equal(s->stats.kv_leased, 3);
+	} while (s->stats.kv_leased);
+	/* free no earlier than the quarantine allows (the expiry came a moment before its STATS) */
+	assert_true(s->stats.t_ns - t_expired >= q_ns - 20 * 1000000ull);
+	assert_int_equal(s->stats.kv_used, 0);
+	worker_test_kv_quarantine_ms(TEST_QUARANTINE_MS);
 	shutdown_now(s);
 	sup_free(s);
 }
@@ -2149,6 +2197,7 @@ int main(void)
 		cmocka_unit_test(test_cancel_frees_kv),
 		cmocka_unit_test(test_eight_concurrent),
 		cmocka_unit_test(test_leases),
+		cmocka_unit_test(test_lease_quarantine),
 		cmocka_unit_test(test_xfer_connect),
 		cmocka_unit_test(test_split_shm),
 		cmocka_unit_test(test_split_tcp),
