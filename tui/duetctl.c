@@ -7,10 +7,14 @@
  * Speaks HTTP/1.1 itself over AF_UNIX (one request per connection,
  * "Connection: close"); reads Content-Length, chunked and until-EOF bodies,
  * and parses SSE "data:" frames as they arrive for --stream.  JSON through
- * jansson.  Exit codes: 0 ok, 1 the request failed, 2 usage.
+ * jansson.  `profile` and `plan` measure and use the planner's cost model
+ * (tui/plan.h, docs/benchmarks.md "Planning").  Exit codes: 0 ok, 1 the
+ * request failed, 2 usage.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -22,6 +26,7 @@
 #include <unistd.h>
 
 #include "tui/client.h"
+#include "tui/plan.h"
 
 #define PROG "duetctl"
 
@@ -54,6 +59,28 @@ static void usage(FILE *fp)
 		"  status [--json]            GET /v1/status as a summary and a partition table\n"
 		"                             (--json: the JSON as the daemon sent it)\n"
 		"  partitions                 the partition table of /v1/status\n"
+		"  profile [options]          measure the planner's cost model (seconds): prefill\n"
+		"                             time per prompt length, decode step per batch size,\n"
+		"                             KV transfer; JSON to stdout or --out\n"
+		"      --out FILE             write the JSON there and print a summary\n"
+		"      --cores N              cores of each partition (default: its cpus)\n"
+		"      --ban-token ID         logit_bias -100 on ID (an EOS) so answers run full\n"
+		"      --max-context N        the model's context (default: asked of the server)\n"
+		"      --decode-tokens N      tokens per decode request (default 32)\n"
+		"\n"
+		"Planning (no daemon needed):\n"
+		"  plan --profile FILE --slo-ttft-ms X --slo-tpot-ms Y [options]\n"
+		"                             simulate a trace on every split of the cores (mixed N,\n"
+		"                             1p(N-1)d, ...); print predicted goodput, recommend one\n"
+		"      --cores N              cores to split (default: the profiled machine's)\n"
+		"      --trace-profile P      chat (default), summarize, agent or mixed\n"
+		"      --trace FILE           a JSONL trace (bench_serve's format) instead\n"
+		"      --duration S           seconds of generated arrivals at each rate (default 60)\n"
+		"      --requests N           at most N requests (with --duration 0: exactly N)\n"
+		"      --seed S, --burstiness K (1: Poisson), --max-context N   as bench_serve's\n"
+		"      --max-seqs N, --max-batch-tokens N   partitions' limits (default 64, 2048)\n"
+		"      --target F             attainment goodput asks for (default 0.9)\n"
+		"      --prefill-exp E, --decode-exp E   speed vs cores: time x (c0/c)^E\n"
 		"\n"
 		"Commands (admin.sock; group duet-admin):\n"
 		"  drain NAME                 stop routing new requests to partition NAME\n"
@@ -73,7 +100,8 @@ static void usage(FILE *fp)
 		"                             else admin.sock in the socket dir\n"
 		"  -h, --help                 this text\n"
 		"\n"
-		"Exit status: 0 ok, 1 the request failed (connection, HTTP or API error), 2 usage.\n"
+		"Exit status: 0 ok, 1 the request failed (connection, HTTP or API error) or a file\n"
+		"was bad, 2 usage.\n"
 		"api.sock is usually group duet, admin.sock group duet-admin.\n");
 }
 
@@ -910,6 +938,819 @@ __attribute__((format(printf, 1, 2))) static int bad_usage(const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
+/* --- profile: the planner's cost model, measured ------------------------------------ */
+
+/*
+ * Every figure comes from the daemon's own per-request record (GET
+ * /v1/status "requests": prefill_ms, transfer_ms, tpot_ms), found by the
+ * completion's id; the client's clock is not used.  Prompts are random
+ * token ids (from what /v1/tokenize makes of a word list, so valid for any
+ * vocabulary), drawn from a seed that changes each run so that the prefix
+ * cache holds none of them.
+ */
+static const char *const prof_words =
+	"the river stone quiet morning engine paper window garden silver thunder village "
+	"ancient market bridge orange winter captain letter mountain forest kitchen violin "
+	"harbor lantern meadow copper signal desert feather castle journey";
+
+struct prof {
+	char model[256];
+	int32_t *pool; /* token ids prompts are drawn from */
+	size_t n_pool;
+	int ban_token; /* -1: none */
+	uint64_t rng;
+	pthread_mutex_t lock; /* rng, from the decode threads */
+};
+
+/* One completion, not streamed, greedy: its id into ID.  0 or the exit code. */
+static int prof_complete(struct prof *p, int n_prompt, int max_tokens, char *id, size_t cap)
+{
+	json_t *req, *ids = json_array(), *resp = NULL;
+	int rc;
+
+	pthread_mutex_lock(&p->lock);
+	for (int i = 0; ids && i < n_prompt; i++)
+		json_array_append_new(ids, json_integer(p->pool[sv_rng_next(&p->rng) % p->n_pool]));
+	pthread_mutex_unlock(&p->lock);
+	req = json_pack("{ss so si sf}", "model", p->model, "prompt", ids, "max_tokens", max_tokens,
+			"temperature", 0.0);
+	if (!req)
+		return EXIT_FAIL;
+	if (p->ban_token >= 0) {
+		char k[16];
+
+		snprintf(k, sizeof(k), "%d", p->ban_token);
+		json_object_set_new(req, "logit_bias", json_pack("{si}", k, -100));
+	}
+	rc = post_json("/v1/completions", req, &resp);
+	json_decref(req);
+	if (rc)
+		return rc;
+	snprintf(id, cap, "%s", str(resp, "id", ""));
+	json_decref(resp);
+	if (!id[0]) {
+		fprintf(stderr, PROG ": /v1/completions answered without an id\n");
+		return EXIT_FAIL;
+	}
+	return 0;
+}
+
+/* The record of request ID in a /v1/status answer, or NULL. */
+static json_t *prof_record(json_t *status, const char *id)
+{
+	json_t *r;
+	size_t i;
+
+	json_array_foreach(json_object_get(status, "requests"), i, r)
+	{
+		if (!strcmp(str(r, "id", ""), id))
+			return r;
+	}
+	return NULL;
+}
+
+/* CPUs in a partition's "cpus" ("0-1,3"; "all": this machine's). */
+static int prof_count_cpus(const char *s)
+{
+	int n = 0;
+
+	if (!s || !strcmp(s, "all") || !s[0]) {
+		long c = sysconf(_SC_NPROCESSORS_ONLN);
+
+		return c > 0 ? (int)c : 1;
+	}
+	while (*s) {
+		char *end;
+		long a = strtol(s, &end, 10), b = a;
+
+		if (end == s)
+			break;
+		if (*end == '-')
+			b = strtol(end + 1, &end, 10);
+		n += b >= a ? (int)(b - a + 1) : 1;
+		s = *end == ',' ? end + 1 : end;
+		if (*end && *end != ',')
+			break;
+	}
+	return n > 0 ? n : 1;
+}
+
+/* Cores of the partition NAME in a /v1/status answer. */
+static int prof_cores(json_t *status, const char *name)
+{
+	json_t *p;
+	size_t i;
+
+	json_array_foreach(json_object_get(status, "partitions"), i, p)
+	{
+		if (!strcmp(str(p, "name", ""), name))
+			return prof_count_cpus(str(p, "cpus", "all"));
+	}
+	return 1;
+}
+
+/* "... context length N" in an error answer's message: N, else 0; the cap of "an integer in [1, CAP]" into *cap. */
+static int prof_context_in(const struct client_buf *b, int *cap)
+{
+	char msg[512];
+	const char *c;
+
+	if (!client_error_message(b->p, msg, sizeof(msg)))
+		return 0;
+	if (cap && (c = strstr(msg, "an integer in [1, ")))
+		*cap = atoi(c + 18);
+	c = strstr(msg, "context length ");
+	return c ? atoi(c + 15) : 0;
+}
+
+/*
+ * The model's context, which the API does not state (as bench_serve finds
+ * it): max_tokens 2^20 is refused naming it, or naming api.max_tokens' cap,
+ * and then a prompt of cap + 1 tokens is (or, accepted, bounds it).  0 unknown.
+ */
+static int prof_context(struct prof *p)
+{
+	struct client_buf b = { 0 };
+	char *body;
+	size_t len, o;
+	int st, ctx, cap = 0;
+
+	body = calloc(1, 512);
+	if (!body)
+		return 0;
+	snprintf(body, 512, "{\"model\":\"%s\",\"prompt\":[%d],\"max_tokens\":1048576}", p->model,
+		 (int)p->pool[0]);
+	st = request("POST", "/v1/completions", body, NULL, NULL, &b);
+	free(body);
+	ctx = st >= 400 ? prof_context_in(&b, &cap) : 0;
+	client_buf_free(&b);
+	if (ctx || cap < 1 || cap > 1 << 20)
+		return ctx;
+	len = 512 + (size_t)(cap + 1) * 12;
+	body = malloc(len);
+	if (!body)
+		return 0;
+	o = (size_t)snprintf(body, len, "{\"model\":\"%s\",\"max_tokens\":1,\"prompt\":[",
+			     p->model);
+	for (int i = 0; i <= cap; i++)
+		o += (size_t)snprintf(body + o, len - o, i ? ",%d" : "%d", (int)p->pool[0]);
+	snprintf(body + o, len - o, "]}");
+	st = request("POST", "/v1/completions", body, NULL, NULL, &b);
+	free(body);
+	ctx = st >= 400 ? prof_context_in(&b, NULL) : st == 200 ? cap + 1 : 0;
+	client_buf_free(&b);
+	return ctx;
+}
+
+struct prof_job {
+	struct prof *p;
+	int n_prompt, max_tokens, rc;
+	char id[128];
+};
+
+static void *prof_thread(void *arg)
+{
+	struct prof_job *j = arg;
+
+	j->rc = prof_complete(j->p, j->n_prompt, j->max_tokens, j->id, sizeof(j->id));
+	return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Sums for a least-squares line of transfer_ms on prompt tokens. */
+struct prof_fit {
+	double n, sx, sy, sxx, sxy;
+};
+
+static void fit_add(struct prof_fit *f, json_t *rec, int n_prompt)
+{
+	json_t *x = json_object_get(rec, "transfer_ms");
+
+	if (!json_is_number(x))
+		return;
+	f->n++;
+	f->sx += n_prompt;
+	f->sy += json_number_value(x);
+	f->sxx += (double)n_prompt * n_prompt;
+	f->sxy += n_prompt * json_number_value(x);
+}
+
+/*
+ * K concurrent requests of n_prompt tokens and max_tokens each: the median
+ * of their tpot_ms into *tpot, their transfers into fit, and the decode
+ * partition's name into dec when it is still empty.  0 or the exit code.
+ */
+static int prof_batch(struct prof *p, int k, int n_prompt, int max_tokens, double *tpot, char *dec,
+		      size_t dec_cap, struct prof_fit *fit)
+{
+	struct prof_job jobs[16];
+	pthread_t th[16];
+	double v[16];
+	struct client_buf raw = { 0 };
+	json_t *status = NULL;
+	int rc = 0, n = 0, started = 0;
+
+	for (int i = 0; i < k; i++) {
+		jobs[i] =
+			(struct prof_job){ .p = p, .n_prompt = n_prompt, .max_tokens = max_tokens };
+		if (pthread_create(&th[i], NULL, prof_thread, &jobs[i])) {
+			fprintf(stderr, PROG ": pthread_create failed\n");
+			rc = EXIT_FAIL;
+			break;
+		}
+		started++;
+	}
+	for (int i = 0; i < started; i++) {
+		pthread_join(th[i], NULL);
+		rc = rc ?: jobs[i].rc;
+	}
+	if (rc)
+		return rc;
+	rc = get_status(sock_path, &status, &raw);
+	client_buf_free(&raw);
+	if (rc)
+		return rc < 0 ? EXIT_FAIL : rc;
+	for (int i = 0; i < k; i++) {
+		json_t *r = prof_record(status, jobs[i].id);
+		json_t *t = json_object_get(r, "tpot_ms");
+
+		if (json_is_number(t) && json_number_value(t) > 0)
+			v[n++] = json_number_value(t);
+		if (r && dec[0] == '\0')
+			snprintf(dec, dec_cap, "%s", str(r, "partition", ""));
+		fit_add(fit, r, n_prompt);
+	}
+	json_decref(status);
+	if (n == 0) {
+		fprintf(stderr, PROG ": /v1/status has no tpot_ms for the decode requests "
+				     "(do they stop early? try --ban-token)\n");
+		return EXIT_FAIL;
+	}
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	*tpot = v[n / 2];
+	return 0;
+}
+
+/* One max_tokens-1 request of n tokens: its prefill_ms, the prefill partition's name. */
+static int prof_prefill(struct prof *p, int n, double *ms, char *pre, size_t pre_cap,
+			struct prof_fit *fit)
+{
+	struct client_buf raw = { 0 };
+	json_t *status = NULL, *r, *x;
+	char id[128];
+	int rc = prof_complete(p, n, 1, id, sizeof(id));
+
+	if (rc)
+		return rc;
+	rc = get_status(sock_path, &status, &raw);
+	client_buf_free(&raw);
+	if (rc)
+		return rc < 0 ? EXIT_FAIL : rc;
+	r = prof_record(status, id);
+	x = json_object_get(r, "prefill_ms");
+	if (!json_is_number(x)) {
+		fprintf(stderr, PROG ": /v1/status has no prefill_ms for %s\n", id);
+		json_decref(status);
+		return EXIT_FAIL;
+	}
+	*ms = json_number_value(x);
+	snprintf(pre, pre_cap, "%s", str(r, "prefill_partition", str(r, "partition", "")));
+	fit_add(fit, r, n);
+	json_decref(status);
+	return 0;
+}
+
+#define PROF_DECODE_PROMPT 16
+
+static int cmd_profile(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "out", required_argument, NULL, 'o' },
+		{ "cores", required_argument, NULL, 'c' },
+		{ "ban-token", required_argument, NULL, 'b' },
+		{ "max-context", required_argument, NULL, 'x' },
+		{ "decode-tokens", required_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	static const int lens[] = { 16, 64, 256, 512, 1024 };
+	static const int batches[] = { 1, 2, 4, 8 };
+	struct prof p = { .ban_token = -1, .lock = PTHREAD_MUTEX_INITIALIZER };
+	struct plan_model m;
+	struct prof_fit fit = { 0 };
+	const char *out = NULL;
+	long cores = 0, ctx = 0, dtok = 32, v;
+	char pre[128] = "", dec[128] = "", *end;
+	struct client_buf raw = { 0 };
+	json_t *tok = NULL, *status = NULL, *o;
+	struct timespec ts;
+	double tpot1 = 0, tpot_long = 0;
+	int c, rc, long_prompt;
+	FILE *f;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "o:h", lopts, NULL)) != -1) {
+		if (c == 'o') {
+			out = optarg;
+			continue;
+		}
+		if (c == 'h') {
+			usage(stdout);
+			return EXIT_OK;
+		}
+		if (c == '?' || c == ':')
+			return bad_usage("'profile': unknown option or missing value: %s",
+					 argv[optind - 1]);
+		errno = 0;
+		v = strtol(optarg, &end, 10);
+		if (errno || *end || v < (c == 'b' ? 0 : 1) || v > 1 << 20)
+			return bad_usage("bad --%s '%s'",
+					 c == 'c'   ? "cores"
+					 : c == 'b' ? "ban-token"
+					 : c == 'x' ? "max-context"
+						    : "decode-tokens",
+					 optarg);
+		if (c == 'c')
+			cores = v;
+		else if (c == 'b')
+			p.ban_token = (int)v;
+		else if (c == 'x')
+			ctx = v;
+		else
+			dtok = v < 2 ? 2 : v;
+	}
+	if (optind != argc)
+		return bad_usage("'profile' takes no arguments");
+
+	if ((rc = first_model(p.model, sizeof(p.model))))
+		return rc;
+	tok = json_pack("{sb ss}", "add_special", 0, "prompt", prof_words);
+	if (!tok)
+		return EXIT_FAIL;
+	rc = post_json("/v1/tokenize", tok, &o);
+	json_decref(tok);
+	if (rc)
+		return rc;
+	p.n_pool = json_array_size(json_object_get(o, "tokens"));
+	p.pool = calloc(p.n_pool ? p.n_pool : 1, sizeof(*p.pool));
+	for (size_t i = 0; p.pool && i < p.n_pool; i++)
+		p.pool[i] = (int32_t)json_integer_value(
+			json_array_get(json_object_get(o, "tokens"), i));
+	json_decref(o);
+	if (!p.pool || !p.n_pool) {
+		fprintf(stderr, PROG ": /v1/tokenize gave no tokens to make prompts of\n");
+		free(p.pool);
+		return EXIT_FAIL;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	p.rng = (uint64_t)ts.tv_sec * 1000000007u ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid();
+	if (!ctx)
+		ctx = prof_context(&p);
+	if (!ctx) {
+		fprintf(stderr,
+			PROG ": the model's context length is unknown: give --max-context\n");
+		rc = EXIT_FAIL;
+		goto out;
+	}
+
+	plan_model_defaults(&m);
+	m.max_context = (int)ctx;
+	/* Prefill: one request per length (the better of two), up to half the context. */
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		double a, b;
+
+		if (i && lens[i] > ctx / 2)
+			break;
+		if ((rc = prof_prefill(&p, lens[i], &a, pre, sizeof(pre), &fit)) ||
+		    (rc = prof_prefill(&p, lens[i], &b, pre, sizeof(pre), &fit)))
+			goto out;
+		m.prefill.x[m.prefill.n] = lens[i];
+		m.prefill.y[m.prefill.n++] = (a < b ? a : b) > 0.001 ? (a < b ? a : b) : 0.001;
+	}
+	/* Decode: K requests at once, short prompts; then one with a long prompt for the context term. */
+	for (size_t i = 0; i < sizeof(batches) / sizeof(batches[0]); i++) {
+		double t;
+
+		if ((rc = prof_batch(&p, batches[i], PROF_DECODE_PROMPT, (int)dtok, &t, dec,
+				     sizeof(dec), &fit)))
+			goto out;
+		m.decode.x[m.decode.n] = batches[i];
+		m.decode.y[m.decode.n++] = t;
+		if (i == 0)
+			tpot1 = t;
+	}
+	m.decode_ctx = PROF_DECODE_PROMPT + dtok / 2.0;
+	long_prompt = (int)(ctx / 2 < 512 ? ctx / 2 : 512);
+	if (long_prompt > 4 * PROF_DECODE_PROMPT && long_prompt + dtok < ctx) {
+		if ((rc = prof_batch(&p, 1, long_prompt, (int)dtok, &tpot_long, dec, sizeof(dec),
+				     &fit)))
+			goto out;
+		m.decode_ms_per_ctx = (tpot_long - tpot1) / (long_prompt - PROF_DECODE_PROMPT);
+		if (m.decode_ms_per_ctx < 0)
+			m.decode_ms_per_ctx = 0;
+	}
+	/* Transfer: least squares of transfer_ms on prompt tokens, when the daemon splits. */
+	if (fit.n > 0) {
+		double den = fit.n * fit.sxx - fit.sx * fit.sx;
+		double slope = den > 0 ? (fit.n * fit.sxy - fit.sx * fit.sy) / den : 0;
+
+		if (slope < 0)
+			slope = 0;
+		m.transfer_ms_per_token = slope;
+		m.transfer_ms = (fit.sy - slope * fit.sx) / fit.n;
+		if (m.transfer_ms < 0)
+			m.transfer_ms = 0;
+	}
+	if ((rc = get_status(sock_path, &status, &raw)) != 0) {
+		rc = rc < 0 ? EXIT_FAIL : rc;
+		goto out;
+	}
+	m.prefill_cores = cores ? (int)cores : prof_cores(status, pre);
+	m.decode_cores = cores ? (int)cores : prof_cores(status, dec);
+
+	o = plan_model_json(&m);
+	if (!o) {
+		rc = EXIT_FAIL;
+		goto out;
+	}
+	json_object_set_new(o, "model", json_string(p.model));
+	json_object_set_new(json_object_get(o, "prefill"), "partition", json_string(pre));
+	json_object_set_new(json_object_get(o, "decode"), "partition", json_string(dec));
+	json_object_set_new(json_object_get(o, "transfer"), "measured", json_boolean(fit.n > 0));
+	json_object_set_new(json_object_get(o, "scaling"), "assumed", json_true());
+	json_object_set_new(o, "cores_total",
+			    json_integer(sysconf(_SC_NPROCESSORS_ONLN) > 0
+						 ? sysconf(_SC_NPROCESSORS_ONLN)
+						 : 1));
+	f = out ? fopen(out, "w") : stdout;
+	if (!f) {
+		fprintf(stderr, PROG ": %s: %s\n", out, strerror(errno));
+		json_decref(o);
+		rc = EXIT_FAIL;
+		goto out;
+	}
+	rc = json_dumpf(o, f, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) || fputc('\n', f) == EOF;
+	if (out)
+		rc |= fclose(f) != 0;
+	json_decref(o);
+	if (rc) {
+		fprintf(stderr, PROG ": writing %s failed\n", out ? out : "stdout");
+		rc = EXIT_FAIL;
+		goto out;
+	}
+	if (out) {
+		printf("profile of %s written to %s\n", p.model, out);
+		printf("prefill (%s, %d cores):", pre, m.prefill_cores);
+		for (size_t i = 0; i < m.prefill.n; i++)
+			printf(" %g tok %.2f ms%s", m.prefill.x[i], m.prefill.y[i],
+			       i + 1 < m.prefill.n ? "," : "\n");
+		printf("decode (%s, %d cores):", dec, m.decode_cores);
+		for (size_t i = 0; i < m.decode.n; i++)
+			printf(" batch %g %.2f ms%s", m.decode.x[i], m.decode.y[i],
+			       i + 1 < m.decode.n ? "," : "\n");
+		if (fit.n > 0)
+			printf("transfer: %.3f ms + %.5f ms/token\n", m.transfer_ms,
+			       m.transfer_ms_per_token);
+		else
+			printf("transfer: not measured (no split partitions): 0 assumed\n");
+	}
+out:
+	json_decref(status);
+	client_buf_free(&raw);
+	free(p.pool);
+	return rc;
+}
+
+/* --- plan: predicted goodput per split ------------------------------------------------ */
+
+static int read_file(const char *path, char **out)
+{
+	FILE *f = fopen(path, "r");
+	char *buf = NULL;
+	size_t len = 0, cap = 0, n;
+
+	if (!f) {
+		fprintf(stderr, PROG ": %s: %s\n", path, strerror(errno));
+		return EXIT_FAIL;
+	}
+	do {
+		if (len + 4096 + 1 > cap) {
+			char *b = realloc(buf, cap = cap ? 2 * cap : 8192);
+
+			if (!b) {
+				free(buf);
+				fclose(f);
+				fprintf(stderr, PROG ": out of memory\n");
+				return EXIT_FAIL;
+			}
+			buf = b;
+		}
+		n = fread(buf + len, 1, 4096, f);
+		len += n;
+	} while (n > 0);
+	fclose(f);
+	buf[len] = '\0';
+	*out = buf;
+	return 0;
+}
+
+struct plan_opts {
+	const char *profile, *trace;
+	int trace_profile, cores, max_context, max_seqs, max_batch_tokens;
+	long requests;
+	double duration;
+	unsigned long long seed;
+	double ttft, tpot, target, burstiness, prefill_exp, decode_exp;
+};
+
+static int cmd_plan(int argc, char **argv)
+{
+	enum {
+		P_PROFILE = 400,
+		P_TPROF,
+		P_TRACE,
+		P_TTFT,
+		P_TPOT,
+		P_CORES,
+		P_REQS,
+		P_SEED,
+		P_TARGET,
+		P_BURST,
+		P_CTX,
+		P_PEXP,
+		P_DEXP,
+		P_DUR,
+		P_SEQS,
+		P_MBT
+	};
+	static const struct option lopts[] = {
+		{ "profile", required_argument, NULL, P_PROFILE },
+		{ "trace-profile", required_argument, NULL, P_TPROF },
+		{ "trace", required_argument, NULL, P_TRACE },
+		{ "slo-ttft-ms", required_argument, NULL, P_TTFT },
+		{ "slo-tpot-ms", required_argument, NULL, P_TPOT },
+		{ "cores", required_argument, NULL, P_CORES },
+		{ "requests", required_argument, NULL, P_REQS },
+		{ "seed", required_argument, NULL, P_SEED },
+		{ "target", required_argument, NULL, P_TARGET },
+		{ "burstiness", required_argument, NULL, P_BURST },
+		{ "max-context", required_argument, NULL, P_CTX },
+		{ "prefill-exp", required_argument, NULL, P_PEXP },
+		{ "decode-exp", required_argument, NULL, P_DEXP },
+		{ "duration", required_argument, NULL, P_DUR },
+		{ "max-seqs", required_argument, NULL, P_SEQS },
+		{ "max-batch-tokens", required_argument, NULL, P_MBT },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct plan_opts o = { .trace_profile = SV_PROF_CHAT,
+			       .duration = 60,
+			       .seed = 1,
+			       .target = 0.9,
+			       .burstiness = 1,
+			       .prefill_exp = -1,
+			       .decode_exp = -1 };
+	struct plan_model m;
+	struct sv_trace *tr = NULL;
+	struct plan_req *reqs = NULL;
+	struct plan_eval *ev = NULL;
+	struct sv_slo slo;
+	struct sv_gen g;
+	struct plan_workload w;
+	json_t *prof = NULL;
+	char *text = NULL, err[256], *end;
+	size_t n = 0, best = 0;
+	double base_rate = 1, d;
+	int c, rc, ret;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+		const char *name = c >= P_PROFILE ? lopts[c - P_PROFILE].name : "";
+
+		switch (c) {
+		case 'h':
+			usage(stdout);
+			return EXIT_OK;
+		case P_PROFILE:
+			o.profile = optarg;
+			continue;
+		case P_TRACE:
+			o.trace = optarg;
+			continue;
+		case P_TPROF:
+			o.trace_profile = sv_profile_parse(optarg);
+			if (o.trace_profile < 0)
+				return bad_usage(
+					"bad --trace-profile '%s' (chat, summarize, agent, "
+					"mixed)",
+					optarg);
+			continue;
+		case '?':
+		case ':':
+			return bad_usage("'plan': unknown option or missing value: %s",
+					 argv[optind - 1]);
+		}
+		errno = 0;
+		d = strtod(optarg, &end);
+		if (errno || *end || end == optarg || !isfinite(d) || d < 0)
+			return bad_usage("bad --%s '%s' (want a number >= 0)", name, optarg);
+		switch (c) {
+		case P_TTFT:
+			o.ttft = d;
+			break;
+		case P_TPOT:
+			o.tpot = d;
+			break;
+		case P_TARGET:
+			if (!(d > 0 && d <= 1))
+				return bad_usage("bad --target '%s' (want (0, 1])", optarg);
+			o.target = d;
+			break;
+		case P_BURST:
+			o.burstiness = d;
+			break;
+		case P_PEXP:
+			o.prefill_exp = d;
+			break;
+		case P_DEXP:
+			o.decode_exp = d;
+			break;
+		case P_DUR:
+			o.duration = d;
+			break;
+		default: /* counts */
+			if (d != floor(d) || d < 1 || d > 1e7)
+				return bad_usage("bad --%s '%s' (want a whole number >= 1)", name,
+						 optarg);
+			if (c == P_CORES && d > 256)
+				return bad_usage("bad --cores '%s' (at most 256)", optarg);
+			if (c == P_CORES)
+				o.cores = (int)d;
+			else if (c == P_REQS)
+				o.requests = (long)d;
+			else if (c == P_SEED)
+				o.seed = (unsigned long long)d;
+			else if (c == P_SEQS)
+				o.max_seqs = (int)d;
+			else if (c == P_MBT)
+				o.max_batch_tokens = (int)d;
+			else
+				o.max_context = (int)d;
+		}
+	}
+	if (optind != argc)
+		return bad_usage("'plan' takes no arguments");
+	if (!o.profile)
+		return bad_usage("'plan' needs --profile FILE (from '" PROG
+				 " profile --out FILE')");
+	if (!(o.ttft > 0) || !(o.tpot > 0))
+		return bad_usage("'plan' needs --slo-ttft-ms and --slo-tpot-ms (> 0)");
+	slo = (struct sv_slo){ .ttft_ms = o.ttft, .tpot_ms = o.tpot };
+
+	if ((rc = read_file(o.profile, &text)))
+		return rc;
+	rc = EXIT_FAIL;
+	if (plan_model_from_json(text, &m, err, sizeof(err))) {
+		fprintf(stderr, PROG ": %s: %s\n", o.profile, err);
+		goto out;
+	}
+	prof = json_loads(text, 0, NULL);
+	if (o.prefill_exp >= 0)
+		m.prefill_exp = o.prefill_exp;
+	if (o.decode_exp >= 0)
+		m.decode_exp = o.decode_exp;
+	if (o.max_seqs)
+		m.max_seqs = o.max_seqs;
+	if (o.max_batch_tokens)
+		m.max_batch_tokens = o.max_batch_tokens;
+	if (m.max_seqs > m.max_batch_tokens) {
+		fprintf(stderr, PROG ": max_seqs %d is more than max_batch_tokens %d\n", m.max_seqs,
+			m.max_batch_tokens);
+		goto out;
+	}
+	if (!o.cores)
+		o.cores = json_is_integer(json_object_get(prof, "cores_total"))
+				  ? (int)json_integer_value(json_object_get(prof, "cores_total"))
+				  : 2;
+	if (o.cores < 1 || o.cores > 256)
+		o.cores = 2;
+	if (!o.max_context)
+		o.max_context = m.max_context ? m.max_context : 2048;
+
+	if (o.trace) {
+		FILE *f = fopen(o.trace, "r");
+
+		if (!f) {
+			fprintf(stderr, PROG ": %s: %s\n", o.trace, strerror(errno));
+			goto out;
+		}
+		ret = sv_trace_read(f, &tr, err, sizeof(err));
+		fclose(f);
+		if (ret) {
+			fprintf(stderr, PROG ": %s: %s\n", o.trace,
+				ret == -ENOMEM ? "out of memory" : err);
+			goto out;
+		}
+		base_rate = sv_trace_rate(tr);
+		if (!(base_rate > 0)) {
+			fprintf(stderr, PROG ": %s: needs arrivals spread over time\n", o.trace);
+			goto out;
+		}
+		if ((ret = plan_reqs_of_trace(tr, &reqs, &n))) {
+			fprintf(stderr, PROG ": %s: no requests\n", o.trace);
+			goto out;
+		}
+		w = (struct plan_workload){ .reqs = reqs, .n = n, .base_rate = base_rate };
+	} else {
+		g = (struct sv_gen){ .profile = o.trace_profile,
+				     .rate = 1,
+				     .burstiness = o.burstiness,
+				     .duration_s = o.duration,
+				     .max_requests = (size_t)o.requests,
+				     .max_context = o.max_context,
+				     .seed = o.seed };
+		if (!(o.duration > 0) && !o.requests) {
+			rc = bad_usage("'plan' needs --duration > 0 or --requests");
+			goto out;
+		}
+		if (sv_trace_generate(&g, &tr)) {
+			fprintf(stderr, PROG ": cannot generate the trace (bad --burstiness or "
+					     "--max-context?)\n");
+			goto out;
+		}
+		w = (struct plan_workload){ .gen = &g };
+	}
+	ev = calloc((size_t)o.cores, sizeof(*ev));
+	if (!ev || plan_recommend(&m, o.cores, &w, &slo, o.target, ev, &best)) {
+		fprintf(stderr, PROG ": the simulation failed\n");
+		goto out;
+	}
+
+	if (o.trace)
+		printf("trace %s: %zu requests, replayed at each rate\n", o.trace, n);
+	else if (o.duration > 0)
+		printf("trace: %s profile, %g s of %s arrivals at each rate%s, seed %llu, context %d\n",
+		       sv_profile_name(o.trace_profile), o.duration,
+		       o.burstiness == 1 || o.burstiness == 0 ? "Poisson" : "gamma",
+		       o.requests ? " (capped by --requests)" : "", o.seed, o.max_context);
+	else
+		printf("trace: %s profile, %ld requests at each rate, %s arrivals, seed %llu, "
+		       "context %d\n",
+		       sv_profile_name(o.trace_profile), o.requests,
+		       o.burstiness == 1 || o.burstiness == 0 ? "Poisson" : "gamma", o.seed,
+		       o.max_context);
+	printf("SLO: TTFT <= %g ms and TPOT <= %g ms for %g%% of requests; %d cores\n", o.ttft,
+	       o.tpot, 100 * o.target, o.cores);
+	printf("model: prefill measured on %d core(s), decode on %d; time x (measured/cores)^exp, "
+	       "exp %.2f prefill, %.2f decode%s\n",
+	       m.prefill_cores, m.decode_cores, m.prefill_exp, m.decode_exp,
+	       o.prefill_exp < 0 && o.decode_exp < 0 ? " (assumed)" : "");
+	printf("\n%-10s %7s %6s %14s %12s %12s %14s\n", "CONFIG", "PREFILL", "DECODE",
+	       "GOODPUT req/s", "TTFT p90 ms", "TPOT p90 ms", "CAPACITY req/s");
+	for (int i = 0; i < o.cores; i++) {
+		char name[32], gp[32];
+
+		plan_config_name(&ev[i].cfg, name, sizeof(name));
+		snprintf(gp, sizeof(gp), "%s%.3g",
+			 ev[i].bound == SV_AT_LEAST ? ">="
+			 : ev[i].bound == SV_BELOW  ? "<"
+						    : "",
+			 ev[i].bound == SV_BELOW ? ev[i].capacity / 1000 : ev[i].goodput);
+		printf("%-10s %7d %6d %14s %12.1f %12.1f %14.3g%s\n", name,
+		       ev[i].cfg.prefill ? ev[i].cfg.prefill : ev[i].cfg.decode, ev[i].cfg.decode,
+		       gp, ev[i].at_goodput.ttft.p90, ev[i].at_goodput.tpot.p90, ev[i].capacity,
+		       i == (int)best && ev[best].goodput > 0 ? "  *" : "");
+	}
+	printf("(TTFT and TPOT p90 at the goodput; * the recommendation)\n\n");
+	if (ev[best].goodput > 0) {
+		char name[32];
+
+		plan_config_name(&ev[best].cfg, name, sizeof(name));
+		printf("recommendation: %s, predicted goodput %.3g req/s\n", name,
+		       ev[best].goodput);
+	} else {
+		printf("recommendation: none: no split meets the SLOs for %g%% of requests even at "
+		       "the lowest rate tried\n",
+		       100 * o.target);
+	}
+	rc = EXIT_OK;
+out:
+	free(ev);
+	free(reqs);
+	sv_trace_destroy(tr);
+	json_decref(prof);
+	free(text);
+	return rc;
+}
+
 enum { OPT_TEMP = 256, OPT_SEED, OPT_STREAM, OPT_SYSTEM, OPT_JSON };
 
 /* Parse a command's own options from ARGV (ARGV[0] is the command). */
@@ -933,6 +1774,10 @@ static int run_command(int argc, char **argv)
 	int c, nargs;
 	char *end;
 
+	if (!strcmp(cmd, "profile"))
+		return cmd_profile(argc, argv);
+	if (!strcmp(cmd, "plan"))
+		return cmd_plan(argc, argv);
 	gen = !strcmp(cmd, "generate");
 	chat = !strcmp(cmd, "chat");
 	optind = 0;

@@ -3,7 +3,7 @@
 # TUI_UNIT_TESTS: names N of tests/unit/test_N.c added to the cmocka suite.
 # TUI_DEPS_BUILD / TUI_DEPS_TEST: Debian packages (pkg:reason), as in DEPS_*.
 TUI_BINS       := $(BUILD)/bin/duet-console
-TUI_UNIT_TESTS := console
+TUI_UNIT_TESTS := console plan
 TUI_DEPS_BUILD := libncurses-dev:console
 TUI_DEPS_TEST  := tmux:console-tests
 
@@ -26,10 +26,17 @@ $(BUILD)/bin/duet-console: $(TUI_CONSOLE_OBJS)
 	@echo "  LD      $@"
 	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(NCURSES_LIBS)
 
-# duetctl shares the socket client (the Makefile's recipe links $^).
-$(BUILD)/bin/duetctl: $(TUI_CLIENT_OBJS)
+# The planner (duetctl profile / plan): its simulation, over serve_lib's
+# traces and goodput search (SERVE_LIB_OBJ, from tests/bench/bench.mk).
+TUI_PLAN_OBJS    := $(BUILD)/obj/tui/plan.o $(SERVE_LIB_OBJ)
+
+# duetctl shares the socket client and the planner (the Makefile's recipe links $^).
+$(BUILD)/bin/duetctl: $(TUI_CLIENT_OBJS) $(TUI_PLAN_OBJS)
 
 # test_console: the model, layout, canvas, panels and client, no curses.
 $(BUILD)/tests/test_console: $(TUI_MODEL_OBJS) $(TUI_CLIENT_OBJS)
+
+# test_plan: the planner against hand-computed queues.
+$(BUILD)/tests/test_plan: $(TUI_PLAN_OBJS)
 
 .SECONDARY: $(BUILD)/obj/tests/unit/test_console.o

@@ -1,0 +1,123 @@
+#!/bin/sh
+# Integration: the planner end to end.  `duetctl profile` measures the cost
+# model against duetd (one prefill and one decode partition over shm, the
+# tiny model) and writes JSON with increasing prefill points, four decode
+# batch sizes and a measured transfer; `duetctl plan` on it prints every
+# split of 2 cores with a predicted goodput and a recommendation, for a
+# generated trace and for a JSONL trace file; bad usage exits 2, a bad
+# profile or no daemon exits 1; duetd exits 0 with a clean log.  Needs jq.
+# Usage: plan_smoke.sh BUILD_DIR
+set -u
+BUILD=${1:-build}
+DUETD="$BUILD/bin/duetd"
+CTL="$BUILD/bin/duetctl"
+MODEL="$(pwd)/$BUILD/models/duet-tiny.gguf"
+JQ=$(command -v jq || true)
+. "$(dirname "$0")/../tap.sh"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/duet-plan-XXXXXX")
+pid=
+cleanup() {
+	[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+if [ -z "$JQ" ]; then
+	skip "planner: jq not found (make test installs it)"
+	tap_done
+	exit
+fi
+
+api="$tmp/api.sock"
+printf 'duet plan test key 0123456789abcdef\n' >"$tmp/psk"
+chmod 600 "$tmp/psk"
+cat >"$tmp/duet.cfg" <<CFG
+model = { path = "$MODEL"; };
+kv = { memory_mb = 64; };
+transport = { driver = "shm"; psk_file = "$tmp/psk"; };
+partitions = ( { name = "pre"; role = "prefill"; threads = 1; },
+	       { name = "dec"; role = "decode"; threads = 1; } );
+api = { socket_dir = "$tmp"; canary_interval_ms = 300; };
+CFG
+
+"$CTL" -s "$api" profile --out "$tmp/x.json" >"$tmp/nodaemon.out" 2>&1
+rc=$?
+[ $rc -eq 1 ] && grep -q 'no daemon' "$tmp/nodaemon.out"
+result $? "profile without a daemon: exit 1, says so (got $rc)" "$tmp/nodaemon.out"
+
+"$DUETD" -c "$tmp/duet.cfg" >"$tmp/duetd.out" 2>&1 &
+pid=$!
+up=1
+for _ in $(seq 1 300); do
+	"$CTL" -s "$api" status --json 2>/dev/null | jq_true '.state == "up" and .health.ok == true and
+		([.links[] | select(.state != "up")] | length == 0) and (.links | length == 1)' \
+		>/dev/null 2>&1 && { up=0; break; }
+	sleep 0.1
+done
+result $up "duetd up with a prefill and a decode partition, link up" "$tmp/duetd.out"
+
+# 1. profile: the tiny model's EOS is id 2; ban it so decode requests run full.
+"$CTL" -s "$api" profile --ban-token 2 --cores 1 --out "$tmp/prof.json" >"$tmp/profile.out" 2>&1
+rc=$?
+[ $rc -eq 0 ] && grep -q 'written to' "$tmp/profile.out"
+result $? "duetctl profile --out runs (exit $rc)" "$tmp/profile.out"
+jq_true '.prefill.points | length >= 3 and
+	([.[][0]] == ([.[][0]] | sort)) and all(.[]; .[1] > 0)' "$tmp/prof.json" >/dev/null &&
+	jq_true '.prefill.partition == "pre" and .prefill.cores == 1' "$tmp/prof.json" >/dev/null
+result $? "profile: prefill times at >= 3 increasing prompt lengths, on partition pre" "$tmp/prof.json"
+jq_true '([.decode.points[][0]] == [1, 2, 4, 8]) and all(.decode.points[]; .[1] > 0) and
+	.decode.partition == "dec" and .decode.ms_per_context_token >= 0 and
+	.transfer.measured == true and .transfer.ms >= 0 and .limits.max_context == 1024' \
+	"$tmp/prof.json" >/dev/null
+result $? "profile: decode steps at batch 1, 2, 4, 8 on dec; transfer measured; context 1024" "$tmp/prof.json"
+
+# 2. plan on it.
+"$CTL" plan --profile "$tmp/prof.json" --trace-profile chat --slo-ttft-ms 500 --slo-tpot-ms 50 \
+	--cores 2 --duration 20 >"$tmp/plan.out" 2>&1
+rc=$?
+[ $rc -eq 0 ] && grep -q '^mixed 2 ' "$tmp/plan.out" && grep -q '^1p1d ' "$tmp/plan.out" &&
+	grep -Eq '^recommendation: (mixed 2|1p1d), predicted goodput [0-9.e+]+ req/s' "$tmp/plan.out"
+result $? "duetctl plan: mixed 2 and 1p1d with goodput, and a recommendation (exit $rc)" "$tmp/plan.out"
+
+printf '%s\n' '{"arrival_s":0.0,"prompt_tokens":100,"max_tokens":20}' \
+	'{"arrival_s":0.5,"prompt_tokens":400,"max_tokens":8}' \
+	'{"arrival_s":1.0,"prompt":"a text prompt of some forty bytes or so.","max_tokens":30}' \
+	>"$tmp/trace.jsonl"
+"$CTL" plan --profile "$tmp/prof.json" --trace "$tmp/trace.jsonl" --slo-ttft-ms 500 \
+	--slo-tpot-ms 50 --cores 3 >"$tmp/plantrace.out" 2>&1
+rc=$?
+[ $rc -eq 0 ] && [ "$(grep -Ec '^(mixed 3|1p2d|2p1d) ' "$tmp/plantrace.out")" -eq 3 ] &&
+	grep -q '^recommendation: ' "$tmp/plantrace.out"
+result $? "duetctl plan --trace FILE --cores 3: three splits and a recommendation (exit $rc)" "$tmp/plantrace.out"
+
+# 3. Exit codes.
+"$CTL" plan --slo-ttft-ms 1 --slo-tpot-ms 1 >"$tmp/usage1.out" 2>&1
+r1=$?
+"$CTL" plan --profile "$tmp/prof.json" --slo-ttft-ms 1 --slo-tpot-ms 1 --trace-profile nope \
+	>"$tmp/usage2.out" 2>&1
+r2=$?
+"$CTL" -s "$api" profile --bogus >"$tmp/usage3.out" 2>&1
+r3=$?
+[ $r1 -eq 2 ] && [ $r2 -eq 2 ] && [ $r3 -eq 2 ]
+result $? "bad usage exits 2 (no --profile $r1, bad --trace-profile $r2, unknown option $r3)" "$tmp/usage2.out"
+echo '{"prefill":{"points":[[10,1],[5,2]]},"decode":{"points":[[1,1]]}}' >"$tmp/bad.json"
+"$CTL" plan --profile "$tmp/bad.json" --slo-ttft-ms 1 --slo-tpot-ms 1 >"$tmp/bad.out" 2>&1
+rc=$?
+[ $rc -eq 1 ] && grep -q 'increasing' "$tmp/bad.out"
+result $? "a bad profile exits 1 and says why (got $rc)" "$tmp/bad.out"
+
+fails=0
+for f in profile plan plantrace bad; do
+	clean_log "$tmp/$f.out" || { fails=1; cat "$tmp/$f.out" >>"$tmp/ctl.logs"; }
+done
+[ $fails -eq 0 ]
+result $? "duetctl's output has no sanitizer report" "$tmp/ctl.logs"
+
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+pid=
+[ $rc -eq 0 ] && clean_log "$tmp/duetd.out"
+result $? "SIGTERM exits 0 (got $rc), no [alert]" "$tmp/duetd.out"
+
+tap_done

@@ -1,0 +1,647 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The planner's cost model, its discrete-event simulation of duetd's
+ * partitions, and the goodput search per split (see plan.h for the model
+ * and its assumptions).
+ */
+#include "tui/plan.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+/* ---------------------------------------------------------------------------
+ * The cost model.
+ * ------------------------------------------------------------------------- */
+void plan_model_defaults(struct plan_model *m)
+{
+	*m = (struct plan_model){
+		.prefill_cores = 1,
+		.decode_cores = 1,
+		.prefill_exp = 0.8,
+		.decode_exp = 0.8,
+		.max_batch_tokens = 2048,
+		.max_seqs = 64,
+	};
+}
+
+/* Linear through points i and i + 1 of c, at x. */
+static double seg(const struct plan_curve *c, size_t i, double x)
+{
+	return c->y[i] + (c->y[i + 1] - c->y[i]) * (x - c->x[i]) / (c->x[i + 1] - c->x[i]);
+}
+
+/* Piecewise linear; extended along the last segment; below x[0]: through (0, 0) or flat. */
+static double curve_at(const struct plan_curve *c, double x, bool origin)
+{
+	size_t i;
+
+	if (x <= c->x[0])
+		return origin ? c->y[0] * x / c->x[0] : c->y[0];
+	if (c->n == 1)
+		return origin ? c->y[0] * x / c->x[0] : c->y[0];
+	for (i = 0; i + 2 < c->n && x > c->x[i + 1]; i++)
+		;
+	return seg(c, i, x);
+}
+
+static double scale(int c0, int c, double e)
+{
+	return pow((double)c0 / (double)c, e);
+}
+
+double plan_prefill_ms(const struct plan_model *m, double tokens, int cores)
+{
+	double t = curve_at(&m->prefill, tokens, true);
+
+	return (t > 0 ? t : 0) * scale(m->prefill_cores, cores, m->prefill_exp);
+}
+
+double plan_decode_ms(const struct plan_model *m, int batch, double sum_ctx, int cores)
+{
+	double base = curve_at(&m->decode, batch, false);
+	double t = base + m->decode_ms_per_ctx * (sum_ctx - batch * m->decode_ctx);
+
+	if (t < base / 2)
+		t = base / 2;
+	return t * scale(m->decode_cores, cores, m->decode_exp);
+}
+
+static bool curve_ok(const struct plan_curve *c)
+{
+	if (c->n < 1 || c->n > PLAN_MAX_POINTS)
+		return false;
+	for (size_t i = 0; i < c->n; i++) {
+		if (!(c->x[i] > 0) || !(c->y[i] > 0) || !isfinite(c->x[i]) || !isfinite(c->y[i]))
+			return false;
+		if (i && !(c->x[i] > c->x[i - 1]))
+			return false;
+	}
+	return true;
+}
+
+static const char *model_bad(const struct plan_model *m)
+{
+	if (!curve_ok(&m->prefill))
+		return "prefill points: 1-16 of them, tokens increasing, times > 0";
+	if (!curve_ok(&m->decode))
+		return "decode points: 1-16 of them, batch sizes increasing, times > 0";
+	if (m->prefill_cores < 1 || m->decode_cores < 1)
+		return "cores must be >= 1";
+	if (!(m->prefill_exp >= 0 && m->prefill_exp <= 2) ||
+	    !(m->decode_exp >= 0 && m->decode_exp <= 2))
+		return "scaling exponents must be in [0, 2]";
+	if (!(m->decode_ctx >= 0) || !(m->decode_ms_per_ctx >= 0) || !(m->transfer_ms >= 0) ||
+	    !(m->transfer_ms_per_token >= 0))
+		return "context and transfer figures must be >= 0";
+	if (m->max_batch_tokens < 1 || m->max_seqs < 1 || m->max_context < 0)
+		return "limits must be >= 1";
+	return NULL;
+}
+
+/* ---------------------------------------------------------------------------
+ * Profile JSON.
+ * ------------------------------------------------------------------------- */
+__attribute__((format(printf, 3, 4))) static int bad(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+static int read_curve(json_t *arr, const char *what, struct plan_curve *c, char *err, size_t errlen)
+{
+	json_t *p;
+	size_t i;
+
+	if (!json_is_array(arr) || !json_array_size(arr) || json_array_size(arr) > PLAN_MAX_POINTS)
+		return bad(err, errlen, "%s.points: want an array of 1-%d [x, ms] pairs", what,
+			   PLAN_MAX_POINTS);
+	c->n = json_array_size(arr);
+	json_array_foreach(arr, i, p)
+	{
+		if (json_array_size(p) != 2 || !json_is_number(json_array_get(p, 0)) ||
+		    !json_is_number(json_array_get(p, 1)))
+			return bad(err, errlen, "%s.points[%zu]: want [x, ms]", what, i);
+		c->x[i] = json_number_value(json_array_get(p, 0));
+		c->y[i] = json_number_value(json_array_get(p, 1));
+	}
+	return 0;
+}
+
+/* An optional number field: *v unchanged when absent; false when present but not a number. */
+static bool opt_num(json_t *o, const char *key, double *v)
+{
+	json_t *x = json_object_get(o, key);
+
+	if (!x)
+		return true;
+	if (!json_is_number(x))
+		return false;
+	*v = json_number_value(x);
+	return true;
+}
+
+static bool opt_int(json_t *o, const char *key, int *v)
+{
+	double d = *v;
+
+	if (!opt_num(o, key, &d) || d != floor(d) || fabs(d) > 1e9)
+		return false;
+	*v = (int)d;
+	return true;
+}
+
+int plan_model_from_json(const char *text, struct plan_model *m, char *err, size_t errlen)
+{
+	json_error_t jerr;
+	json_t *root = json_loads(text, 0, &jerr), *pre, *dec, *xf, *sc, *lim;
+	const char *why;
+	int ret = -EINVAL;
+
+	plan_model_defaults(m);
+	if (!root)
+		return bad(err, errlen, "not JSON: line %d: %s", jerr.line, jerr.text);
+	pre = json_object_get(root, "prefill");
+	dec = json_object_get(root, "decode");
+	xf = json_object_get(root, "transfer");
+	sc = json_object_get(root, "scaling");
+	lim = json_object_get(root, "limits");
+	if (!json_is_object(pre) || !json_is_object(dec)) {
+		bad(err, errlen, "no \"prefill\" and \"decode\" objects");
+		goto out;
+	}
+	if ((ret = read_curve(json_object_get(pre, "points"), "prefill", &m->prefill, err,
+			      errlen)) ||
+	    (ret = read_curve(json_object_get(dec, "points"), "decode", &m->decode, err, errlen)))
+		goto out;
+	ret = -EINVAL;
+	if (!opt_int(pre, "cores", &m->prefill_cores) || !opt_int(dec, "cores", &m->decode_cores) ||
+	    !opt_num(dec, "context", &m->decode_ctx) ||
+	    !opt_num(dec, "ms_per_context_token", &m->decode_ms_per_ctx) ||
+	    !opt_num(xf, "ms", &m->transfer_ms) ||
+	    !opt_num(xf, "ms_per_token", &m->transfer_ms_per_token) ||
+	    !opt_num(sc, "prefill_exp", &m->prefill_exp) ||
+	    !opt_num(sc, "decode_exp", &m->decode_exp) ||
+	    !opt_int(lim, "max_batch_tokens", &m->max_batch_tokens) ||
+	    !opt_int(lim, "max_seqs", &m->max_seqs) ||
+	    !opt_int(lim, "max_context", &m->max_context)) {
+		bad(err, errlen, "a field that should be a number is not");
+		goto out;
+	}
+	why = model_bad(m);
+	if (why) {
+		bad(err, errlen, "%s", why);
+		goto out;
+	}
+	ret = 0;
+out:
+	json_decref(root);
+	return ret;
+}
+
+static json_t *curve_json(const struct plan_curve *c)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < c->n; i++)
+		json_array_append_new(a, json_pack("[f f]", c->x[i], c->y[i]));
+	return a;
+}
+
+json_t *plan_model_json(const struct plan_model *m)
+{
+	return json_pack(
+		"{si s{si so} s{si sf sf so} s{sf sf} s{sf sf} s{si si si}}", "version", 1,
+		"prefill", "cores", m->prefill_cores, "points", curve_json(&m->prefill), "decode",
+		"cores", m->decode_cores, "context", m->decode_ctx, "ms_per_context_token",
+		m->decode_ms_per_ctx, "points", curve_json(&m->decode), "transfer", "ms",
+		m->transfer_ms, "ms_per_token", m->transfer_ms_per_token, "scaling", "prefill_exp",
+		m->prefill_exp, "decode_exp", m->decode_exp, "limits", "max_batch_tokens",
+		m->max_batch_tokens, "max_seqs", m->max_seqs, "max_context", m->max_context);
+}
+
+int plan_model_write(const struct plan_model *m, FILE *f)
+{
+	json_t *o = plan_model_json(m);
+	int ret;
+
+	if (!o)
+		return -EIO;
+	ret = json_dumpf(o, f, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) || fputc('\n', f) == EOF
+		      ? -EIO
+		      : 0;
+	json_decref(o);
+	return ret;
+}
+
+void plan_config_name(const struct plan_config *c, char *out, size_t cap)
+{
+	if (c->prefill == 0)
+		snprintf(out, cap, "mixed %d", c->decode);
+	else
+		snprintf(out, cap, "%dp%dd", c->prefill, c->decode);
+}
+
+/* ---------------------------------------------------------------------------
+ * The simulation: one continuous-batching server.
+ * ------------------------------------------------------------------------- */
+
+/* One request as one server sees it. */
+struct eng_item {
+	double arrival; /* s: enters this server */
+	int prompt;	/* prompt tokens (its context when it arrives prefilled) */
+	int output;	/* tokens it ends with */
+	bool prefilled; /* arrives with its prompt computed and one token out */
+	int done, gen;	/* prompt tokens computed, tokens out */
+	double t_first; /* s: first token (from this server) */
+	double t_last;	/* s: last token */
+};
+
+/*
+ * Serve it[order[0..n)] (arrival order) on `cores` cores: each step takes the
+ * decoding sequences, then prompt chunks in admission order within the
+ * token budget; at most max_seqs admitted at once.  0 or -ENOMEM.
+ */
+static int engine_run(const struct plan_model *m, int cores, struct eng_item *it,
+		      const size_t *order, size_t n)
+{
+	size_t cap = (size_t)m->max_seqs, n_act = 0, admit = 0, finished = 0;
+	size_t *act = calloc(cap, sizeof(*act));
+	int *chunk = calloc(cap, sizeof(*chunk)); /* this step: -1 decoding, else prompt tokens */
+	double t = 0;
+
+	if (!act || !chunk) {
+		free(act);
+		free(chunk);
+		return -ENOMEM;
+	}
+	while (finished < n) {
+		double pre_ms = 0, sum_ctx = 0, step_ms;
+		long budget = m->max_batch_tokens;
+		int batch = 0;
+		size_t k = 0;
+
+		while (n_act < cap && admit < n && it[order[admit]].arrival <= t) {
+			struct eng_item *r = &it[order[admit++]];
+
+			r->done = r->prefilled ? r->prompt : 0;
+			r->gen = r->prefilled ? 1 : 0;
+			act[n_act++] = (size_t)(r - it);
+		}
+		if (!n_act) { /* idle until the next arrival */
+			t = it[order[admit]].arrival;
+			continue;
+		}
+		for (size_t a = 0; a < n_act; a++) {
+			struct eng_item *r = &it[act[a]];
+
+			chunk[a] = 0;
+			if (r->done == r->prompt) {
+				chunk[a] = -1;
+				batch++;
+				sum_ctx += r->prompt + r->gen;
+			}
+		}
+		budget -= batch;
+		for (size_t a = 0; a < n_act && budget > 0; a++) {
+			struct eng_item *r = &it[act[a]];
+			long c = r->prompt - r->done;
+
+			if (chunk[a] < 0)
+				continue;
+			if (c > budget)
+				c = budget;
+			chunk[a] = (int)c;
+			budget -= c;
+			pre_ms += plan_prefill_ms(m, r->done + c, cores) -
+				  plan_prefill_ms(m, r->done, cores);
+		}
+		step_ms = pre_ms + (batch ? plan_decode_ms(m, batch, sum_ctx, cores) : 0);
+		t += step_ms / 1e3;
+		for (size_t a = 0; a < n_act; a++) {
+			struct eng_item *r = &it[act[a]];
+
+			if (chunk[a] < 0) {
+				r->gen++;
+			} else if (chunk[a] > 0) {
+				r->done += chunk[a];
+				if (r->done == r->prompt) {
+					r->gen = 1;
+					r->t_first = t;
+				}
+			}
+			if (r->gen >= r->output) {
+				r->t_last = t;
+				finished++;
+			} else {
+				act[k++] = act[a];
+			}
+		}
+		n_act = k;
+	}
+	free(act);
+	free(chunk);
+	return 0;
+}
+
+/* qsort_r order of indices by keys[i], then by index (stable). */
+static int by_arrival(const void *a, const void *b, void *keys)
+{
+	const double *k = keys;
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+
+	if (k[i] != k[j])
+		return k[i] < k[j] ? -1 : 1;
+	return i < j ? -1 : i > j;
+}
+
+static bool reqs_ok(const struct plan_req *reqs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!(reqs[i].arrival_s >= 0) || !isfinite(reqs[i].arrival_s) ||
+		    reqs[i].prompt < 1 || reqs[i].output < 1)
+			return false;
+		if (i && reqs[i].arrival_s < reqs[i - 1].arrival_s)
+			return false;
+	}
+	return true;
+}
+
+int plan_simulate(const struct plan_model *m, const struct plan_config *c,
+		  const struct plan_req *reqs, size_t n, struct plan_out *out)
+{
+	struct eng_item *it = NULL;
+	size_t *order = NULL, nd = 0;
+	double *keys = NULL;
+	int ret = -ENOMEM;
+
+	if (model_bad(m) || c->decode < 1 || c->prefill < 0 || !reqs_ok(reqs, n))
+		return -EINVAL;
+	if (!n)
+		return 0;
+	it = calloc(n, sizeof(*it));
+	order = calloc(n, sizeof(*order));
+	keys = calloc(n, sizeof(*keys));
+	if (!it || !order || !keys)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		it[i] = (struct eng_item){ .arrival = reqs[i].arrival_s,
+					   .prompt = reqs[i].prompt,
+					   .output = c->prefill ? 1 : reqs[i].output };
+		order[i] = i;
+	}
+	/* mixed: everything here; split: the prefill partition, every request to its first token */
+	ret = engine_run(m, c->prefill ? c->prefill : c->decode, it, order, n);
+	if (ret)
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		out[i] = (struct plan_out){ .t_first_s = it[i].t_first, .t_last_s = it[i].t_last };
+	if (!c->prefill)
+		goto out;
+
+	/* The decode partition: the requests with more to say, after the hand-off. */
+	for (size_t i = 0; i < n; i++) {
+		if (reqs[i].output < 2)
+			continue;
+		it[nd] = (struct eng_item){
+			.arrival =
+				out[i].t_first_s +
+				(m->transfer_ms + m->transfer_ms_per_token * reqs[i].prompt) / 1e3,
+			.prompt = reqs[i].prompt,
+			.output = reqs[i].output,
+			.prefilled = true,
+		};
+		keys[nd] = it[nd].arrival;
+		order[nd] = i; /* for now: which request it is */
+		nd++;
+	}
+	{
+		size_t *which = calloc(nd ? nd : 1, sizeof(*which));
+
+		if (!which) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		memcpy(which, order, nd * sizeof(*which));
+		for (size_t k = 0; k < nd; k++)
+			order[k] = k;
+		qsort_r(order, nd, sizeof(*order), by_arrival, keys);
+		ret = engine_run(m, c->decode, it, order, nd);
+		for (size_t k = 0; !ret && k < nd; k++)
+			out[which[k]].t_last_s = it[k].t_last;
+		free(which);
+	}
+out:
+	free(it);
+	free(order);
+	free(keys);
+	return ret;
+}
+
+int plan_reqs_of_trace(const struct sv_trace *t, struct plan_req **out, size_t *n)
+{
+	size_t len = sv_trace_len(t);
+	struct plan_req *r;
+
+	*out = NULL;
+	*n = 0;
+	if (!len)
+		return -EINVAL;
+	r = calloc(len, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	for (size_t i = 0; i < len; i++) {
+		const struct sv_treq *q = sv_trace_at(t, i);
+		size_t toks = q->prompt_tokens > 0 ? (size_t)q->prompt_tokens
+			      : q->prompt	   ? strlen(q->prompt) / 4
+						   : 1;
+
+		r[i] = (struct plan_req){ .arrival_s = q->arrival_s,
+					  .prompt = toks < 1	     ? 1
+						    : toks > 1 << 24 ? 1 << 24
+								     : (int)toks,
+					  .output = q->max_tokens };
+	}
+	*out = r;
+	*n = len;
+	return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Attainment and goodput, through serve_lib.
+ * ------------------------------------------------------------------------- */
+/* The workload's requests at rate (owned by the caller). */
+static int workload_at(const struct plan_workload *w, double rate, struct plan_req **out, size_t *n)
+{
+	struct sv_trace *t = NULL;
+	struct sv_gen g;
+	double f;
+	int ret;
+
+	if (!(rate > 0) || !isfinite(rate))
+		return -EINVAL;
+	if (w->gen) {
+		g = *w->gen;
+		g.rate = rate;
+		/* Low rates: a window of at least 50 mean gaps, so there is something to measure. */
+		if (g.duration_s > 0 && g.duration_s < 50 / rate)
+			g.duration_s = 50 / rate;
+		if ((ret = sv_trace_generate(&g, &t)))
+			return ret;
+		ret = plan_reqs_of_trace(t, out, n);
+		sv_trace_destroy(t);
+		return ret;
+	}
+	if (!w->n || !(w->base_rate > 0))
+		return -EINVAL;
+	*out = calloc(w->n, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	f = w->base_rate / rate;
+	for (size_t i = 0; i < w->n; i++) {
+		(*out)[i] = w->reqs[i];
+		(*out)[i].arrival_s = w->reqs[i].arrival_s * f;
+	}
+	*n = w->n;
+	return 0;
+}
+
+int plan_run_at(const struct plan_model *m, const struct plan_config *c,
+		const struct plan_workload *w, double rate, const struct sv_slo *slo,
+		struct sv_result *res)
+{
+	struct plan_req *reqs = NULL;
+	struct plan_out *out = NULL;
+	struct sv_run *run = NULL;
+	double end = 0;
+	size_t n = 0;
+	int ret = workload_at(w, rate, &reqs, &n);
+
+	if (ret)
+		return ret;
+	ret = -ENOMEM;
+	out = calloc(n ? n : 1, sizeof(*out));
+	if (!out || sv_run_create(slo, &run))
+		goto out;
+	ret = plan_simulate(m, c, reqs, n, out);
+	for (size_t i = 0; !ret && i < n; i++) {
+		/* First and last token stand for the stream: TTFT and TPOT exact, ITL not. */
+		double tok[2] = { out[i].t_first_s, out[i].t_last_s };
+		struct sv_rec r = { .ok = true,
+				    .t_sent = reqs[i].arrival_s,
+				    .t_done = out[i].t_last_s,
+				    .tok_t = tok,
+				    .n_tok = reqs[i].output > 1 ? 2 : 1,
+				    .tokens = reqs[i].output };
+
+		ret = sv_run_add(run, &r);
+		if (out[i].t_last_s > end)
+			end = out[i].t_last_s;
+	}
+	if (!ret)
+		sv_run_result(run, end, res);
+out:
+	sv_run_destroy(run);
+	free(reqs);
+	free(out);
+	return ret;
+}
+
+struct measure_ctx {
+	const struct plan_model *m;
+	const struct plan_config *c;
+	const struct plan_workload *w;
+	const struct sv_slo *slo;
+};
+
+static int measure(void *ctx, double rate, double *attainment)
+{
+	struct measure_ctx *x = ctx;
+	struct sv_result res;
+	int ret = plan_run_at(x->m, x->c, x->w, rate, x->slo, &res);
+
+	*attainment = ret ? NAN : res.attainment;
+	return ret;
+}
+
+/* req/s at which c's busiest server is always busy, decode batches at max_seqs. */
+static double capacity(const struct plan_model *m, const struct plan_config *c,
+		       const struct plan_req *reqs, size_t n)
+{
+	int pc = c->prefill ? c->prefill : c->decode, b = m->max_seqs;
+	double pre = 0, dec_tokens = 0, ctx = 0, tok_ms, pre_cap, dec_cap;
+
+	for (size_t i = 0; i < n; i++) {
+		pre += plan_prefill_ms(m, reqs[i].prompt, pc);
+		dec_tokens += reqs[i].output - 1;
+		ctx += reqs[i].prompt + reqs[i].output / 2.0;
+	}
+	pre /= (double)n;
+	dec_tokens /= (double)n;
+	ctx /= (double)n;
+	tok_ms = plan_decode_ms(m, b, b * ctx, c->decode) / b; /* per token at a full batch */
+	if (!c->prefill)
+		return 1e3 / (pre + dec_tokens * tok_ms);
+	pre_cap = 1e3 / pre;
+	dec_cap = dec_tokens > 0 ? 1e3 / (dec_tokens * tok_ms) : INFINITY;
+	return pre_cap < dec_cap ? pre_cap : dec_cap;
+}
+
+int plan_goodput(const struct plan_model *m, const struct plan_config *c,
+		 const struct plan_workload *w, const struct sv_slo *slo, double target,
+		 struct plan_eval *ev)
+{
+	struct measure_ctx x = { m, c, w, slo };
+	struct plan_req *reqs = NULL;
+	size_t n = 0;
+	double cap;
+	int ret;
+
+	memset(ev, 0, sizeof(*ev));
+	ev->cfg = *c;
+	if (model_bad(m) || c->decode < 1 || c->prefill < 0)
+		return -EINVAL;
+	if ((ret = workload_at(w, 1, &reqs, &n)))
+		return ret;
+	cap = n ? capacity(m, c, reqs, n) : NAN;
+	free(reqs);
+	if (!(cap > 0) || !isfinite(cap))
+		return -EINVAL;
+	ev->capacity = cap;
+	ret = sv_sweep_bisect(cap / 1000, 2 * cap, cap / 200, PLAN_MAX_SWEEP, target, measure, &x,
+			      ev->pts, &ev->n_pts, &ev->goodput, &ev->bound);
+	if (ret)
+		return ret;
+	return plan_run_at(m, c, w, ev->goodput > 0 ? ev->goodput : cap / 1000, slo,
+			   &ev->at_goodput);
+}
+
+int plan_recommend(const struct plan_model *m, int cores, const struct plan_workload *w,
+		   const struct sv_slo *slo, double target, struct plan_eval *evals, size_t *best)
+{
+	int ret;
+
+	if (cores < 1)
+		return -EINVAL;
+	*best = 0;
+	for (int i = 0; i < cores; i++) {
+		struct plan_config c = { .prefill = i, .decode = i ? cores - i : cores };
+
+		ret = plan_goodput(m, &c, w, slo, target, &evals[i]);
+		if (ret)
+			return ret;
+		if (evals[i].goodput > evals[*best].goodput)
+			*best = (size_t)i;
+	}
+	return 0;
+}
