@@ -83,7 +83,7 @@ void client_socket_dir(char *out, size_t cap)
 
 bool client_error_message(const char *body, char *out, size_t cap)
 {
-	json_t *root = body ? json_loads(body, 0, NULL) : NULL;
+	json_t *root = body ? json_loads(body, JSON_ALLOW_NUL, NULL) : NULL;
 	const char *msg =
 		json_string_value(json_object_get(json_object_get(root, "error"), "message"));
 

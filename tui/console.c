@@ -231,7 +231,7 @@ static void run_action(struct console *C, enum action_kind kind, const char *arg
 		return;
 	}
 	st = client_request(&req, &b);
-	root = st == 200 ? json_loads(b.p ? b.p : "", 0, NULL) : NULL;
+	root = st == 200 ? json_loads(b.p ? b.p : "", JSON_ALLOW_NUL, NULL) : NULL;
 	pthread_mutex_lock(&C->lock);
 	if (st < 0) {
 		set_message(C, CA_COLOR(CC_RED) | CA_BOLD, "%s %s failed: %s", what[kind], arg,

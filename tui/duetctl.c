@@ -229,7 +229,7 @@ static int call_json_on(const char *sock, const char *method, const char *path, 
 		client_buf_free(&b);
 		return EXIT_FAIL;
 	}
-	*out = json_loads(b.p ? b.p : "", 0, &jerr);
+	*out = json_loads(b.p ? b.p : "", JSON_ALLOW_NUL, &jerr);
 	client_buf_free(&b);
 	if (!*out) {
 		fprintf(stderr, PROG ": %s answered invalid JSON: %s\n", path, jerr.text);
@@ -262,7 +262,7 @@ static int sse_data(void *ctx, const char *event, const char *data)
 		s->done = true;
 		return 0;
 	}
-	root = json_loads(data, 0, NULL);
+	root = json_loads(data, JSON_ALLOW_NUL, NULL);
 	if (!root) {
 		fprintf(stderr, PROG ": bad SSE frame: %.200s\n", data);
 		s->err = EXIT_FAIL;
@@ -305,7 +305,7 @@ static int cmd_health(void)
 
 	if (st < 0)
 		return EXIT_FAIL;
-	root = b.p ? json_loads(b.p, 0, NULL) : NULL;
+	root = b.p ? json_loads(b.p, JSON_ALLOW_NUL, NULL) : NULL;
 	msg = error_message(root);
 	if (st == 200)
 		printf("ok\n");
@@ -336,7 +336,7 @@ static int first_model(char *out, size_t cap)
 		client_buf_free(&b);
 		return rc;
 	}
-	root = json_loads(b.p ? b.p : "", 0, NULL);
+	root = json_loads(b.p ? b.p : "", JSON_ALLOW_NUL, NULL);
 	id = json_string_value(
 		json_object_get(json_array_get(json_object_get(root, "data"), 0), "id"));
 	if (id)
@@ -461,7 +461,7 @@ static int cmd_models(void)
 	int rc = get_ok("/v1/models", &b);
 
 	if (!rc) {
-		root = json_loads(b.p ? b.p : "", 0, NULL);
+		root = json_loads(b.p ? b.p : "", JSON_ALLOW_NUL, NULL);
 		json_array_foreach(json_object_get(root, "data"), i, m)
 			printf("%s\n", json_string_value(json_object_get(m, "id")));
 		json_decref(root);
@@ -534,7 +534,7 @@ static int status_from_metrics(bool as_json)
 	st = request("GET", "/health", NULL, NULL, NULL, &h);
 	if (st < 0)
 		return EXIT_FAIL;
-	hj = h.p ? json_loads(h.p, 0, NULL) : NULL;
+	hj = h.p ? json_loads(h.p, JSON_ALLOW_NUL, NULL) : NULL;
 	why = st == 200 ? NULL : error_message(hj);
 	mst = request("GET", "/metrics", NULL, NULL, NULL, &m);
 	if (mst == 200 && m.p)
@@ -665,7 +665,7 @@ static int get_status(const char *sock, json_t **out, struct client_buf *raw)
 		return -1;
 	if (st != 200)
 		return report_http_error(st, raw);
-	*out = json_loads(raw->p ? raw->p : "", 0, &jerr);
+	*out = json_loads(raw->p ? raw->p : "", JSON_ALLOW_NUL, &jerr);
 	if (!*out) {
 		fprintf(stderr, PROG ": /v1/status answered invalid JSON: %s\n", jerr.text);
 		return EXIT_FAIL;
@@ -866,7 +866,7 @@ static int cmd_shutdown(void)
 /* One event as a line: "2026-11-28T12:00:00.500 error worker_exit p0: message". */
 static int print_event(void *ctx, const char *event, const char *data)
 {
-	json_t *e = json_loads(data, 0, NULL);
+	json_t *e = json_loads(data, JSON_ALLOW_NUL, NULL);
 	char when[64] = "-";
 	double t;
 	time_t sec;
@@ -1622,7 +1622,7 @@ static int cmd_plan(int argc, char **argv)
 		fprintf(stderr, PROG ": %s: %s\n", o.profile, err);
 		goto out;
 	}
-	prof = json_loads(text, 0, NULL);
+	prof = json_loads(text, JSON_ALLOW_NUL, NULL);
 	if (o.prefill_exp >= 0)
 		m.prefill_exp = o.prefill_exp;
 	if (o.decode_exp >= 0)

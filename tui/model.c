@@ -193,7 +193,7 @@ static void parse_request(json_t *r, struct model_request *out)
 int model_parse_status(const char *json, struct model_status *out, char *err, size_t errcap)
 {
 	json_error_t jerr;
-	json_t *root = json_loads(json ? json : "", 0, &jerr), *o, *v;
+	json_t *root = json_loads(json ? json : "", JSON_ALLOW_NUL, &jerr), *o, *v;
 	size_t i;
 
 	memset(out, 0, sizeof(*out));
@@ -275,7 +275,7 @@ int model_parse_status(const char *json, struct model_status *out, char *err, si
 
 int model_parse_event(const char *json, struct model_event *e)
 {
-	json_t *root = json_loads(json ? json : "", 0, NULL);
+	json_t *root = json_loads(json ? json : "", JSON_ALLOW_NUL, NULL);
 	double seq;
 
 	memset(e, 0, sizeof(*e));

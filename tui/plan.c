@@ -164,7 +164,7 @@ static bool opt_int(json_t *o, const char *key, int *v)
 int plan_model_from_json(const char *text, struct plan_model *m, char *err, size_t errlen)
 {
 	json_error_t jerr;
-	json_t *root = json_loads(text, 0, &jerr), *pre, *dec, *xf, *sc, *lim;
+	json_t *root = json_loads(text, JSON_ALLOW_NUL, &jerr), *pre, *dec, *xf, *sc, *lim;
 	const char *why;
 	int ret = -EINVAL;
 

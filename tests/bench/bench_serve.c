@@ -535,7 +535,7 @@ static void req_settle(struct req *r, int io_err)
 		r->err = BS_ERR_CUT;
 		snprintf(r->err_code, sizeof(r->err_code), "%s", strerror(-io_err));
 	} else if (s != 200) {
-		json_t *root = r->body.p ? json_loads(r->body.p, 0, NULL) : NULL;
+		json_t *root = r->body.p ? json_loads(r->body.p, JSON_ALLOW_NUL, NULL) : NULL;
 
 		r->err = s == 429	       ? BS_ERR_HTTP_429
 			 : s >= 400 && s < 500 ? BS_ERR_HTTP_4XX
@@ -887,7 +887,7 @@ static json_t *get_json(const char *method, const char *path, const char *body)
 	else if (r.hp.status != 200)
 		fprintf(stderr, "bench_serve: %s %s: HTTP %d: %.200s\n", method, path, r.hp.status,
 			r.body.p ? r.body.p : "");
-	else if (!(j = json_loads(r.body.p ? r.body.p : "", 0, NULL)))
+	else if (!(j = json_loads(r.body.p ? r.body.p : "", JSON_ALLOW_NUL, NULL)))
 		fprintf(stderr, "bench_serve: %s %s: answer is not JSON\n", method, path);
 	req_fini(&r);
 	return j;
@@ -1082,7 +1082,7 @@ static json_t *call_json(const char *method, const char *path, const char *body,
 	r.hp.on_body = keep_body;
 	if (!exchange(&r, method, path, body) && !r.err) {
 		*status = r.hp.status;
-		j = json_loads(r.body.p ? r.body.p : "", 0, NULL);
+		j = json_loads(r.body.p ? r.body.p : "", JSON_ALLOW_NUL, NULL);
 	}
 	req_fini(&r);
 	return j;

@@ -368,7 +368,7 @@ int sv_trace_read(FILE *f, struct sv_trace **out, char *err, size_t errlen)
 			line[--len] = '\0';
 		if (!len || line[strspn(line, " \t")] == '#' || !line[strspn(line, " \t")])
 			continue;
-		o = json_loads(line, 0, &jerr);
+		o = json_loads(line, JSON_ALLOW_NUL, &jerr);
 		if (!json_is_object(o)) {
 			snprintf(err, errlen, "line %zu: not a JSON object%s%s", lineno,
 				 o ? "" : ": ", o ? "" : jerr.text);
