@@ -696,7 +696,6 @@ static void prefill_done(struct sup *S, struct sup_worker *p, struct sup_req *r,
 {
 	struct sup_job *j = r->job;
 	struct sup_worker *dw = j->ship ? &S->w[j->ship->partition] : NULL;
-	uint64_t now = sup_now_ns();
 	int ret;
 
 	uncount(S, r);
@@ -764,7 +763,6 @@ static void prefill_done(struct sup *S, struct sup_worker *p, struct sup_req *r,
 	}
 	r->phase = SUP_DECODE;
 	count(S, r, dw);
-	(void)now;
 }
 
 bool sup_route_done(struct sup *S, struct sup_worker *w, struct sup_req *r,
