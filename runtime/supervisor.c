@@ -364,21 +364,38 @@ static void req_emit_safe(struct sup *S, struct sup_req *r)
 	req_emit(S, r, upto);
 }
 
-/* Every choice is over: the answer (or its end) goes to the client. */
-static void resp_complete(struct sup *S, struct sup_resp *p)
+static double ns_to_ms(uint64_t from_ns, uint64_t to_ns)
 {
-	struct oai_meta m = resp_meta(p);
-	struct oai_usage u = { 0 };
+	return from_ns && to_ns >= from_ns ? (double)(to_ns - from_ns) / 1e6 : -1;
+}
+
+/* A finished choice's phases for the answer's "timings" (-1: none). */
+static struct oai_timing choice_timing(const struct sup *S, const struct sup_req *r)
+{
+	struct oai_timing t = { .queue_ms = r->queue_ms,
+				.prefill_ms = r->prefill_ms,
+				.transfer_ms = r->xfer_ms,
+				.decode_ms = r->decode_ms,
+				.ttft_ms = r->t_first_ns ? ns_to_ms(r->t_submit_ns, r->t_first_ns)
+							 : -1,
+				.tpot_ms = -1 };
+
+	if (r->n_gen > 1)
+		t.tpot_ms = ns_to_ms(r->t_first_ns, r->t_last_ns) / (r->n_gen - 1);
+	if (r->worker >= 0 && (size_t)r->worker < S->cfg->n_partitions)
+		t.partition = S->cfg->partitions[r->worker].name;
+	if (r->job && r->pre >= 0 && (size_t)r->pre < S->cfg->n_partitions)
+		t.prefill_partition = S->cfg->partitions[r->pre].name;
+	return t;
+}
+
+/* The answer's body or its stream's end, with usage u. */
+static void resp_write(struct sup *S, struct sup_resp *p, const struct oai_meta *m,
+		       const struct oai_usage *u)
+{
 	struct oai_choice *cs;
 	int ret;
 
-	if (!p->s)
-		return;
-	u.prompt_tokens = p->choice[0]->n_prompt;
-	u.cached_tokens = p->choice[0]->n_cached;
-	for (unsigned i = 0; i < p->n; i++)
-		u.completion_tokens += p->choice[i]->n_gen;
-	oai_buf_reset(&S->out);
 	if (p->err_status) {
 		struct oai_error e;
 
@@ -396,7 +413,7 @@ static void resp_complete(struct sup *S, struct sup_resp *p)
 		return;
 	}
 	if (p->streaming) {
-		ret = p->include_usage ? oai_sse_usage(&S->out, &m, &u) : 0;
+		ret = p->include_usage ? oai_sse_usage(&S->out, m, u) : 0;
 		if (!ret)
 			ret = oai_sse_done(&S->out);
 		if (!ret)
@@ -409,12 +426,36 @@ static void resp_complete(struct sup *S, struct sup_resp *p)
 	for (unsigned i = 0; !ret && i < p->n; i++)
 		cs[i] = req_choice(S, p->choice[i]);
 	if (!ret)
-		ret = oai_write_choices(&S->out, &m, cs, p->n, &u);
+		ret = oai_write_choices(&S->out, m, cs, p->n, u);
 	duet_free(cs);
 	if (ret)
 		http_stream_reply_error(p->s, 500, "NOMEM", "out of memory");
 	else
 		http_stream_reply(p->s, 200, "application/json", S->out.data, S->out.len);
+}
+
+/* Every choice is over: the answer (or its end) goes to the client. */
+static void resp_complete(struct sup *S, struct sup_resp *p)
+{
+	struct oai_meta m = resp_meta(p);
+	struct oai_usage u = { 0 };
+	struct oai_timing *tm;
+
+	if (!p->s)
+		return;
+	u.prompt_tokens = p->choice[0]->n_prompt;
+	u.cached_tokens = p->choice[0]->n_cached;
+	for (unsigned i = 0; i < p->n; i++)
+		u.completion_tokens += p->choice[i]->n_gen;
+	/* Without memory for them the answer goes out without its timings. */
+	tm = p->err_status ? NULL : duet_calloc(p->n, sizeof(*tm));
+	for (unsigned i = 0; tm && i < p->n; i++)
+		tm[i] = choice_timing(S, p->choice[i]);
+	u.timings = tm;
+	u.n_timings = tm ? p->n : 0;
+	oai_buf_reset(&S->out);
+	resp_write(S, p, &m, &u);
+	duet_free(tm);
 }
 
 /*

@@ -1277,6 +1277,38 @@ static void wr_head(struct wr *w, const struct oai_meta *m, const char *object)
 	wr_puts(w, ",");
 }
 
+static void wr_ms(struct wr *w, const char *key, double ms)
+{
+	if (isfinite(ms) && ms >= 0)
+		wr_printf(w, ",\"%s\":%.3f", key, ms);
+	else
+		wr_printf(w, ",\"%s\":null", key);
+}
+
+static void wr_timings(struct wr *w, const struct oai_timing *t, size_t n)
+{
+	wr_puts(w, ",\"timings\":[");
+	for (size_t i = 0; i < n; i++) {
+		wr_printf(w, "%s{\"index\":%zu", i ? "," : "", i);
+		wr_ms(w, "queue_ms", t[i].queue_ms);
+		wr_ms(w, "prefill_ms", t[i].prefill_ms);
+		wr_ms(w, "transfer_ms", t[i].transfer_ms);
+		wr_ms(w, "decode_ms", t[i].decode_ms);
+		wr_ms(w, "ttft_ms", t[i].ttft_ms);
+		wr_ms(w, "tpot_ms", t[i].tpot_ms);
+		if (t[i].partition) {
+			wr_puts(w, ",\"partition\":");
+			wr_cstr(w, t[i].partition);
+		}
+		if (t[i].prefill_partition) {
+			wr_puts(w, ",\"prefill_partition\":");
+			wr_cstr(w, t[i].prefill_partition);
+		}
+		wr_puts(w, "}");
+	}
+	wr_puts(w, "]");
+}
+
 static void wr_usage(struct wr *w, const struct oai_usage *u)
 {
 	uint64_t total = (uint64_t)u->prompt_tokens + u->completion_tokens;
@@ -1286,6 +1318,8 @@ static void wr_usage(struct wr *w, const struct oai_usage *u)
 		  ",\"total_tokens\":%" PRIu64 ",\"prompt_tokens_details\":{\"cached_tokens\":%" PRIu32
 		  "}}",
 		  u->prompt_tokens, u->completion_tokens, total, u->cached_tokens);
+	if (u->n_timings)
+		wr_timings(w, u->timings, u->n_timings);
 }
 
 char *oai_format_id(char *buf, size_t cap, enum oai_kind kind, uint64_t seq)

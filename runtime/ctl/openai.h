@@ -227,10 +227,24 @@ struct oai_meta {
 	bool include_usage; /* streaming: every chunk carries "usage": null, then oai_sse_usage */
 };
 
+/*
+ * Where one choice's time went, as the server measured it (Duet's extension,
+ * "timings" next to "usage").  A negative or non-finite time is written as
+ * null; a NULL partition name is left out.
+ */
+struct oai_timing {
+	double queue_ms, prefill_ms, transfer_ms, decode_ms, ttft_ms, tpot_ms;
+	const char *partition;	       /* where it decoded */
+	const char *prefill_partition; /* split requests: where it was prefilled */
+};
+
 struct oai_usage {
 	uint32_t prompt_tokens;
 	uint32_t completion_tokens;
 	uint32_t cached_tokens; /* prompt tokens served from the prefix cache */
+	/* n_timings > 0: "timings":[...] after "usage", one object per choice */
+	const struct oai_timing *timings;
+	size_t n_timings;
 };
 
 #define OAI_MAX_TOP_LOGPROBS 20

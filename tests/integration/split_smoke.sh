@@ -138,6 +138,26 @@ for mode in mixed shm tcp; do
 	[ $fails -eq 0 ]
 	result $? "$mode: 16 concurrent streams equal duet-generate, one [DONE] each ($fails differ)" "$tmp/$mode.sdiff"
 
+	# 2b. The answer says where its time went: "timings" in the usage chunk of a stream
+	#     and in a whole body, naming the partitions (the prefill one only when split).
+	body=$("$JQ" -cn --arg p "$LONG" '{model:"m",prompt:$p,max_tokens:12,temperature:0,
+		stream:true,stream_options:{include_usage:true}}')
+	"$CURL" -sS -N --max-time 60 --unix-socket "$api" --data-binary "$body" \
+		http://duet/v1/completions | sed -n 's/^data: //p' | grep '"timings"' >"$tmp/$mode.timings"
+	complete_body=$("$JQ" -cn --arg p "$LONG" '{model:"m",prompt:$p,max_tokens:12,temperature:0}')
+	"$CURL" -sS --max-time 30 --unix-socket "$api" --data-binary "$complete_body" \
+		http://duet/v1/completions >>"$tmp/$mode.timings"
+	if [ $mode = mixed ]; then
+		where='.partition == "mix" and .transfer_ms == null and (has("prefill_partition") | not)'
+	else
+		where='.partition == "dec" and .prefill_partition == "pre" and .transfer_ms >= 0'
+	fi
+	"$JQ" -s '.' "$tmp/$mode.timings" | jq_true "length == 2 and all(.[]; .usage.completion_tokens == 12
+		and (.timings | length == 1) and (.timings[0] | .index == 0 and $where
+			and .queue_ms >= 0 and .prefill_ms > 0 and .decode_ms > 0 and .tpot_ms > 0
+			and .ttft_ms >= .prefill_ms and .decode_ms >= 10 * .tpot_ms))" >/dev/null
+	result $? "$mode: stream and body carry the server's phase times in \"timings\"" "$tmp/$mode.timings"
+
 	if [ $mode != mixed ]; then
 		# 3. The link counted every request's transfer; the phases add up to the latency.
 		nreq=$((NP + 16))

@@ -717,7 +717,7 @@ static void test_alloc_failures(void **state)
 	{
 		struct oai_buf b = { 0 };
 		struct oai_meta m = { .kind = OAI_KIND_CHAT, .id = "chatcmpl-1", .model = "m" };
-		struct oai_usage u = { 1, 2, 0 };
+		struct oai_usage u = { .prompt_tokens = 1, .completion_tokens = 2 };
 
 		duet_mem_fail_at(1);
 		assert_int_equal(oai_write_response(&b, &m, "hello", 5, OAI_FINISH_STOP, &u),
@@ -910,7 +910,7 @@ static void test_sse_completion_exact(void **state)
 	struct oai_meta m = {
 		.kind = OAI_KIND_COMPLETION, .id = "cmpl-1", .model = "tiny", .created = 42
 	};
-	struct oai_usage u = { 2, 3, 0 };
+	struct oai_usage u = { .prompt_tokens = 2, .completion_tokens = 3 };
 
 	assert_int_equal(oai_sse_role(&b, &m), 0);
 	assert_int_equal(b.len, 0);
@@ -940,6 +940,62 @@ static void test_sse_completion_exact(void **state)
 	oai_buf_free(&b);
 }
 
+/* Duet's "timings": after "usage", one object per choice, null for unknown times. */
+static void test_write_timings(void **state)
+{
+	struct oai_buf b = { 0 };
+	struct oai_meta m = {
+		.kind = OAI_KIND_COMPLETION, .id = "cmpl-2", .model = "tiny", .created = 9
+	};
+	struct oai_timing t[2] = {
+		{ .queue_ms = 1.5,
+		  .prefill_ms = 20,
+		  .transfer_ms = 0.25,
+		  .decode_ms = 300.125,
+		  .ttft_ms = 22,
+		  .tpot_ms = 7.5,
+		  .partition = "dec",
+		  .prefill_partition = "pre" },
+		{ .queue_ms = 0,
+		  .prefill_ms = 3,
+		  .transfer_ms = -1,
+		  .decode_ms = NAN,
+		  .ttft_ms = 4,
+		  .tpot_ms = -1,
+		  .partition = "mix" },
+	};
+	struct oai_usage u = {
+		.prompt_tokens = 2, .completion_tokens = 3, .timings = t, .n_timings = 2
+	};
+	json_t *j, *ts;
+	json_error_t jerr;
+
+	(void)state;
+	assert_int_equal(oai_sse_usage(&b, &m, &u), 0);
+	assert_string_equal(b.data,
+			    "data: {\"id\":\"cmpl-2\",\"object\":\"text_completion\",\"created\":9,"
+			    "\"model\":\"tiny\",\"choices\":[],\"usage\":{\"prompt_tokens\":2,"
+			    "\"completion_tokens\":3,\"total_tokens\":5,\"prompt_tokens_details\":"
+			    "{\"cached_tokens\":0}},\"timings\":[{\"index\":0,\"queue_ms\":1.500,"
+			    "\"prefill_ms\":20.000,\"transfer_ms\":0.250,\"decode_ms\":300.125,"
+			    "\"ttft_ms\":22.000,\"tpot_ms\":7.500,\"partition\":\"dec\","
+			    "\"prefill_partition\":\"pre\"},{\"index\":1,\"queue_ms\":0.000,"
+			    "\"prefill_ms\":3.000,\"transfer_ms\":null,\"decode_ms\":null,"
+			    "\"ttft_ms\":4.000,\"tpot_ms\":null,\"partition\":\"mix\"}]}\n\n");
+	oai_buf_reset(&b);
+	/* In a whole answer too, and the body stays valid JSON. */
+	assert_int_equal(oai_write_response(&b, &m, "hi", 2, OAI_FINISH_STOP, &u), 0);
+	j = json_loadb(b.data, b.len, 0, &jerr);
+	assert_non_null(j);
+	ts = json_object_get(j, "timings");
+	assert_int_equal(json_array_size(ts), 2);
+	assert_true(json_real_value(json_object_get(json_array_get(ts, 0), "decode_ms")) ==
+		    300.125);
+	assert_true(json_is_null(json_object_get(json_array_get(ts, 1), "transfer_ms")));
+	json_decref(j);
+	oai_buf_free(&b);
+}
+
 static void test_sse_chat_exact(void **state)
 {
 	struct oai_buf b = { 0 };
@@ -958,7 +1014,10 @@ static void test_sse_chat_exact(void **state)
 	assert_int_equal(oai_sse_text(&b, &m, "Hel", 3), 0);
 	assert_int_equal(oai_sse_text(&b, &m, "lo", 2), 0);
 	assert_int_equal(oai_sse_finish(&b, &m, OAI_FINISH_STOP), 0);
-	assert_int_equal(oai_sse_usage(&b, &m, &(struct oai_usage){ 4, 2, 0 }), 0);
+	assert_int_equal(
+		oai_sse_usage(&b, &m,
+			      &(struct oai_usage){ .prompt_tokens = 4, .completion_tokens = 2 }),
+		0);
 	assert_int_equal(oai_sse_done(&b), 0);
 	snprintf(expect, sizeof(expect),
 		 "%s\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
@@ -1265,7 +1324,7 @@ static void test_round_trip_model_name(void **state)
 					    &(struct oai_meta){ .kind = OAI_KIND_COMPLETION,
 								.id = "cmpl-x",
 								.model = c.p.model.ptr },
-					    "", 0, OAI_FINISH_STOP, &(struct oai_usage){ 0, 0, 0 }),
+					    "", 0, OAI_FINISH_STOP, &(struct oai_usage){ 0 }),
 			 0);
 	j = load_json(b.data);
 	assert_string_equal(jstr(j, "model"), c.p.model.ptr);
@@ -1297,6 +1356,7 @@ int main(void)
 		cmocka_unit_test(test_n_and_logprobs_parsed),
 		cmocka_unit_test(test_write_choices_logprobs),
 		cmocka_unit_test(test_write_error),
+		cmocka_unit_test(test_write_timings),
 		cmocka_unit_test(test_write_models_tokens_text),
 		cmocka_unit_test(test_write_utf8_sanitized),
 		cmocka_unit_test(test_round_trip_model_name),
