@@ -6,6 +6,8 @@
  *
  *   bench_serve SOCKET [options]      (bench_serve --help lists them)
  *   bench_serve SOCKET --sweep RATES --profile P --slo-ttft-ms X --slo-tpot-ms Y --json F
+ *   bench_serve SOCKET --profile P --unloaded N --json F     (unloaded latency)
+ *   bench_serve --overlay [LABEL=]SWEEP.json ... --plot-dir D  (configurations in one plot)
  *   bench_serve --selftest
  *
  * Two modes.  Trace mode (--profile, --trace, --rate, --sweep or
@@ -19,6 +21,12 @@
  * of the requests meet both SLOs).  JSON with --json; SVG plots with
  * gnuplot (attainment and TPOT p99 vs rate) next to it.  The context length
  * the lengths are scaled to is asked of the server (see probe_context).
+ * Where the server reports its own per-phase times ("timings" next to
+ * "usage": queue, prefill, transfer, decode), they are joined to each
+ * request and summarized per rate; the JSON keeps one record per request.
+ * --unloaded N sends a trace's first N requests one at a time (the latency
+ * without load that SLOs are derived from); --overlay draws several sweeps'
+ * JSON files in one figure each (bench_goodput.sh's configurations).
  *
  * Otherwise, the interference mode below.  Request classes, run side by side:
  *   decode  --decoders K closed-loop clients, each streaming one completion
@@ -128,6 +136,8 @@ struct opts {
 	int max_context;	 /* tokens; 0 = ask the server */
 	int num_requests;	 /* per rate, 0 = --duration decides */
 	int senders;		 /* threads sending a trace's requests */
+	int unloaded;		 /* > 0: this many requests one at a time (unloaded latency) */
+	bool overlay;		 /* the arguments are sweep JSON files to overlay */
 	double slo_ttft_ms, slo_tpot_ms, target;
 };
 
@@ -156,7 +166,7 @@ static const char *profile_name(void)
 
 static bool trace_mode(void)
 {
-	return O.profile || O.trace_path || O.write_trace || O.sweep || O.rate > 0;
+	return O.profile || O.trace_path || O.write_trace || O.sweep || O.rate > 0 || O.unloaded;
 }
 
 static double now_s(void)
@@ -400,8 +410,12 @@ struct req {
 	double t_write, t_done;
 	struct dvec tok_t; /* arrival time of every data frame with text */
 	int usage_tokens;  /* completion_tokens of the usage chunk; 0 = none seen */
-	bool done_seen;	   /* data: [DONE] */
-	bool finish_stop;  /* finish_reason "stop" */
+	int usage_prompt;  /* its prompt_tokens; 0 = none seen */
+	bool has_srv;	   /* the server sent "timings" for choice 0 */
+	struct sv_phases srv;
+	char part[32], pre_part[32]; /* its "partition" and "prefill_partition" ("": none) */
+	bool done_seen;		     /* data: [DONE] */
+	bool finish_stop;	     /* finish_reason "stop" */
 	enum bs_err err;
 	char err_code[128]; /* what went wrong: the error object's code and message, ... */
 	struct hparse hp;
@@ -418,6 +432,36 @@ static void req_error_code(struct req *r, json_t *root)
 
 	if (code || msg)
 		snprintf(r->err_code, sizeof(r->err_code), "%s: %s", code ?: "-", msg ?: "");
+}
+
+static double jms(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+
+	return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+/*
+ * The server's per-phase times of choice 0: a top-level "timings" array next
+ * to "usage", one object per choice; any number may be null.  Older daemons
+ * send none: has_srv stays false.
+ */
+static void req_timings(struct req *r, json_t *root)
+{
+	json_t *a = json_object_get(root, "timings"), *t = NULL;
+
+	for (size_t i = 0; !t && i < json_array_size(a); i++)
+		if (json_integer_value(json_object_get(json_array_get(a, i), "index")) == 0)
+			t = json_array_get(a, i);
+	if (!json_is_object(t))
+		return;
+	r->has_srv = true;
+	r->srv = (struct sv_phases){ jms(t, "queue_ms"), jms(t, "prefill_ms"),
+				     jms(t, "transfer_ms"), jms(t, "decode_ms") };
+	snprintf(r->part, sizeof(r->part), "%s",
+		 json_string_value(json_object_get(t, "partition")) ?: "");
+	snprintf(r->pre_part, sizeof(r->pre_part), "%s",
+		 json_string_value(json_object_get(t, "prefill_partition")) ?: "");
 }
 
 /* One complete SSE event: its data lines joined with '\n'. */
@@ -462,9 +506,12 @@ static void sse_event(struct req *r, const char *data, double t)
 	if (fin && !strcmp(fin, "stop"))
 		r->finish_stop = true;
 	usage = json_object_get(root, "usage");
-	if (json_is_object(usage))
+	if (json_is_object(usage)) {
 		r->usage_tokens =
 			(int)json_integer_value(json_object_get(usage, "completion_tokens"));
+		r->usage_prompt = (int)json_integer_value(json_object_get(usage, "prompt_tokens"));
+	}
+	req_timings(r, root);
 out:
 	json_decref(root);
 }
@@ -1088,6 +1135,21 @@ static json_t *call_json(const char *method, const char *path, const char *body,
 	return j;
 }
 
+/* call_json, but a 503 (a daemon just started may take no requests yet) is retried for 10 s. */
+static json_t *call_ready(const char *method, const char *path, const char *body, int *status)
+{
+	json_t *j;
+
+	for (int tries = 0;; tries++) {
+		*status = 0;
+		j = call_json(method, path, body, status);
+		if (*status != 503 || tries == 50)
+			return j;
+		json_decref(j);
+		usleep(200000);
+	}
+}
+
 /* "... exceeds the context length N" in an error answer: N, else 0. */
 static int context_in(json_t *j)
 {
@@ -1114,13 +1176,16 @@ static int probe_context(void)
 
 	sbuf_printf(&b, "{\"model\":%s,\"prompt\":[%d],\"max_tokens\":1048576}", model_json,
 		    (int)pool_ids[0]);
-	j = b.p ? call_json("POST", "/v1/completions", b.p, &status) : NULL;
+	j = b.p ? call_ready("POST", "/v1/completions", b.p, &status) : NULL;
 	free(b.p);
 	ctx = context_in(j);
 	msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
 	p = msg ? strstr(msg, "an integer in [1, ") : NULL;
 	if (!ctx && p)
 		cap = atoi(p + 18);
+	if (!ctx && !p)
+		fprintf(stderr, "bench_serve: context probe: HTTP %d: %s\n", status,
+			msg ? msg : "no error message");
 	json_decref(j);
 	if (ctx || cap < 1)
 		return ctx;
@@ -1129,9 +1194,13 @@ static int probe_context(void)
 	for (int i = 0; i <= cap; i++)
 		sbuf_printf(&b, i ? ",%d" : "%d", (int)pool_ids[0]);
 	sbuf_add(&b, "]}", 2);
-	j = b.p ? call_json("POST", "/v1/completions", b.p, &status) : NULL;
+	j = b.p ? call_ready("POST", "/v1/completions", b.p, &status) : NULL;
 	free(b.p);
 	ctx = context_in(j);
+	msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+	if (!ctx && status != 200)
+		fprintf(stderr, "bench_serve: context probe (%d tokens): HTTP %d: %s\n", cap + 1,
+			status, msg ? msg : "no error message");
 	json_decref(j);
 	if (!ctx && status == 200) {
 		fprintf(stderr,
@@ -1178,6 +1247,18 @@ static char *trace_body(const struct sv_treq *q, size_t i, unsigned run)
 	return b.p;
 }
 
+/* One request of a run, for the JSON's "per_request" (times ms, NaN: none). */
+struct reqrec {
+	double arrival_s; /* offset in the trace (--unloaded: when it was written) */
+	int cls;	  /* enum sv_class, -1 unknown */
+	int prompt_tokens, out_tokens;
+	enum bs_err err;
+	double ttft, tpot, e2e, max_itl;
+	bool has_srv;
+	struct sv_phases srv;
+	char part[32], pre_part[32];
+};
+
 /* One run of a trace. */
 static struct {
 	const struct sv_trace *tr;
@@ -1191,6 +1272,8 @@ static struct {
 	long err[BS_NERR], early_stop, late;
 	char last_err[BS_NERR][128];
 	double late_max;
+	bool serial;	     /* --unloaded: one request after another, arrivals ignored */
+	struct reqrec *recs; /* one per request of the trace */
 } T = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
 
 static void trace_one(size_t i)
@@ -1217,7 +1300,28 @@ static void trace_one(size_t i)
 			       .t_done = r.t_done,
 			       .tok_t = r.tok_t.v,
 			       .n_tok = r.tok_t.n,
-			       .tokens = r.usage_tokens };
+			       .tokens = r.usage_tokens,
+			       .has_srv = r.has_srv,
+			       .srv = r.srv };
+	if (T.recs) {
+		struct reqrec *x = &T.recs[i];
+
+		*x = (struct reqrec){
+			.arrival_s = T.serial ? r.t_write - T.t0 : q->arrival_s,
+			.cls = q->cls,
+			.prompt_tokens = r.usage_prompt ?: q->prompt_tokens,
+			.out_tokens = r.usage_tokens ?: (int)r.tok_t.n,
+			.err = r.err,
+			.ttft = sv_rec_ttft_ms(&rec),
+			.tpot = sv_rec_tpot_ms(&rec),
+			.e2e = sv_rec_e2e_ms(&rec),
+			.max_itl = sv_rec_max_itl_ms(&rec),
+			.has_srv = r.has_srv,
+			.srv = r.srv,
+		};
+		memcpy(x->part, r.part, sizeof(x->part));
+		memcpy(x->pre_part, r.pre_part, sizeof(x->pre_part));
+	}
 	pthread_mutex_lock(&T.mu);
 	if (sv_run_add(T.sv, &rec))
 		fprintf(stderr, "bench_serve: out of memory: a request's figures are lost\n");
@@ -1227,9 +1331,9 @@ static void trace_one(size_t i)
 	}
 	if (!r.err && r.finish_stop)
 		T.early_stop++;
-	if (r.t_write - due > 0.010)
+	if (!T.serial && r.t_write - due > 0.010)
 		T.late++;
-	if (r.t_write - due > T.late_max)
+	if (!T.serial && r.t_write - due > T.late_max)
 		T.late_max = r.t_write - due;
 	if (r.t_done > T.t_last)
 		T.t_last = r.t_done;
@@ -1276,6 +1380,12 @@ static int trace_run(const struct sv_trace *tr, unsigned run, const struct sv_sl
 	if (!th || sv_run_create(slo, &T.sv)) {
 		free(th);
 		return -ENOMEM;
+	}
+	if (T.serial) {
+		T.t0 = now_s();
+		for (size_t i = 0; i < n; i++)
+			trace_one(i);
+		goto out;
 	}
 	for (; started < n_th; started++)
 		if (pthread_create(&th[started], NULL, trace_sender, NULL))
@@ -1327,14 +1437,67 @@ static json_t *jstats(const struct sv_stats *s)
 			 jnum(s->max));
 }
 
+/* The server's phase times of a run: null when no answer carried "timings". */
+static json_t *jserver(const struct sv_result *r)
+{
+	if (!r->timed)
+		return json_null();
+	return json_pack("{s:I,s:o,s:o,s:o,s:o}", "timed", (json_int_t)r->timed, "queue_ms",
+			 jstats(&r->queue), "prefill_ms", jstats(&r->prefill), "transfer_ms",
+			 jstats(&r->transfer), "decode_ms", jstats(&r->decode));
+}
+
+static json_t *jstr_or_null(const char *s)
+{
+	return s[0] ? json_string(s) : json_null();
+}
+
+/* "per_request": one object per request of the run, in trace order. */
+static json_t *jrecords(const struct reqrec *x, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < n; i++, x++) {
+		json_t *o = json_pack(
+			"{s:o,s:o,s:i,s:i,s:s,s:o,s:o,s:o,s:o}", "arrival_s", jnum(x->arrival_s),
+			"class", x->cls >= 0 ? json_string(sv_class_name(x->cls)) : json_null(),
+			"prompt_tokens", x->prompt_tokens, "output_tokens", x->out_tokens,
+			"outcome", bs_err_name[x->err], "ttft_ms", jnum(x->ttft), "tpot_ms",
+			jnum(x->tpot), "e2e_ms", jnum(x->e2e), "max_itl_ms", jnum(x->max_itl));
+
+		if (o && x->has_srv) {
+			json_object_set_new(o, "queue_ms", jnum(x->srv.queue_ms));
+			json_object_set_new(o, "prefill_ms", jnum(x->srv.prefill_ms));
+			json_object_set_new(o, "transfer_ms", jnum(x->srv.transfer_ms));
+			json_object_set_new(o, "decode_ms", jnum(x->srv.decode_ms));
+			json_object_set_new(o, "partition", jstr_or_null(x->part));
+			json_object_set_new(o, "prefill_partition", jstr_or_null(x->pre_part));
+		}
+		if (!o || json_array_append_new(a, o)) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+/* "p50/p90/p99" of a phase, or "-" when no request had it. */
+static const char *pct3(const struct sv_stats *s, char *buf, size_t len)
+{
+	if (!s->n)
+		return "-";
+	snprintf(buf, len, "%.1f/%.1f/%.1f", s->p50, s->p90, s->p99);
+	return buf;
+}
+
 static int gen_trace(double rate, int max_context, struct sv_trace **out)
 {
 	struct sv_gen g = {
 		.profile = sv_profile_parse(profile_name()),
 		.rate = rate,
 		.burstiness = O.burstiness,
-		.duration_s = O.num_requests ? 0 : O.duration,
-		.max_requests = (size_t)O.num_requests,
+		.duration_s = O.unloaded || O.num_requests ? 0 : O.duration,
+		.max_requests = (size_t)(O.unloaded ?: O.num_requests),
 		.max_context = max_context,
 		.seed = O.seed,
 	};
@@ -1347,10 +1510,12 @@ static int sweep_measure(void *arg, double rate, double *attainment)
 	struct sweep_ctx *c = arg;
 	struct sv_trace *tr = c->file;
 	struct sv_result r;
-	json_t *o, *errs;
-	char att[16] = "-";
+	json_t *o, *errs, *recs;
+	char att[16] = "-", b[4][64];
 	int ret;
 
+	if (O.unloaded && c->file)
+		sv_trace_truncate(c->file, (size_t)O.unloaded);
 	if (c->file && rate > 0 && c->file_rate > 0) {
 		sv_trace_scale(c->file, c->file_rate / rate);
 		c->file_rate = rate;
@@ -1368,20 +1533,36 @@ static int sweep_measure(void *arg, double rate, double *attainment)
 			sv_trace_destroy(tr);
 		return -ENODATA;
 	}
-	ret = trace_run(tr, c->runs++, &c->slo, &r);
+	T.serial = O.unloaded > 0;
+	T.recs = calloc(sv_trace_len(tr), sizeof(*T.recs));
+	ret = T.recs ? trace_run(tr, c->runs++, &c->slo, &r) : -ENOMEM;
+	recs = ret ? NULL : jrecords(T.recs, sv_trace_len(tr));
+	free(T.recs);
+	T.recs = NULL;
 	if (tr != c->file)
 		sv_trace_destroy(tr);
 	if (ret) {
 		fprintf(stderr, "bench_serve: run at %g/s failed: %s\n", rate, strerror(-ret));
 		return ret;
 	}
+	if (!recs)
+		return -ENOMEM;
 	*attainment = isnan(r.attainment) ? 0 : r.attainment;
 	if (c->has_slo && !isnan(r.attainment))
 		snprintf(att, sizeof(att), "%5.1f%%", r.attainment * 100);
-	printf("%7.3f %5zu %5zu %4zu %6.2f %8.1f | %7.1f %7.1f %7.1f | %6.2f %6.2f %6.2f | %7.2f "
+	if (O.unloaded)
+		printf("%7s ", "1-by-1");
+	else
+		printf("%7.3f ", rate);
+	printf("%5zu %5zu %4zu %6.2f %8.1f | %7.1f %7.1f %7.1f | %6.2f %6.2f %6.2f | %7.2f "
 	       "| %8.1f | %s\n",
-	       rate, r.sent, r.ok, r.failed, r.req_per_s, r.out_tok_per_s, r.ttft.p50, r.ttft.p90,
+	       r.sent, r.ok, r.failed, r.req_per_s, r.out_tok_per_s, r.ttft.p50, r.ttft.p90,
 	       r.ttft.p99, r.tpot.p50, r.tpot.p90, r.tpot.p99, r.itl.p99, r.e2e.p50, att);
+	if (r.timed)
+		printf("  server ms p50/p90/p99 (%zu of %zu timed): queue %s  prefill %s  transfer "
+		       "%s  decode %s\n",
+		       r.timed, r.ok, pct3(&r.queue, b[0], 64), pct3(&r.prefill, b[1], 64),
+		       pct3(&r.transfer, b[2], 64), pct3(&r.decode, b[3], 64));
 	fflush(stdout);
 	for (int e = 1; e < BS_NERR; e++)
 		if (T.err[e])
@@ -1404,6 +1585,14 @@ static int sweep_measure(void *arg, double rate, double *attainment)
 		      "tpot_ms", jstats(&r.tpot), "itl_ms", jstats(&r.itl), "e2e_ms",
 		      jstats(&r.e2e), "early_stop", (json_int_t)T.early_stop, "late",
 		      (json_int_t)T.late, "late_max_ms", jnum(T.late_max * 1e3));
+	if (o && O.unloaded)
+		json_object_set_new(o, "rate", json_null()); /* one at a time: no rate */
+	if (o) {
+		json_object_set_new(o, "server", jserver(&r));
+		json_object_set_new(o, "per_request", recs);
+		recs = NULL;
+	}
+	json_decref(recs);
 	if (!o || json_array_append_new(c->rates, o))
 		return -ENOMEM;
 	return 0;
@@ -1423,13 +1612,53 @@ static int cmp_rate(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Run gnuplot on script in dir: its wait status (exit 127: not found), or -1 (said why). */
+static int gnuplot(const char *dir, const char *script)
+{
+	pid_t pid;
+	int st;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		if (null >= 0)
+			dup2(null, STDOUT_FILENO);
+		if (chdir(dir) == 0)
+			execlp("gnuplot", "gnuplot", script, (char *)NULL);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &st, 0) != pid) {
+		fprintf(stderr, "bench_serve: plots skipped: cannot run gnuplot: %s\n",
+			strerror(errno));
+		return -1;
+	}
+	return st;
+}
+
+/* The rate objects of a sweep's "rates" that have a rate, sorted by it; NULL on ENOMEM. */
+static json_t **sorted_rows(json_t *rates, size_t *n)
+{
+	size_t n_all = json_array_size(rates);
+	json_t **rows = calloc(n_all ? n_all : 1, sizeof(*rows));
+
+	*n = 0;
+	if (!rows)
+		return NULL;
+	for (size_t i = 0; i < n_all; i++)
+		if (json_is_number(json_object_get(json_array_get(rates, i), "rate")))
+			rows[(*n)++] = json_array_get(rates, i);
+	qsort(rows, *n, sizeof(*rows), cmp_rate);
+	return rows;
+}
+
 static int plot(const char *dir, const char *base, json_t *rates, const struct sweep_ctx *c)
 {
 	char path[4096], title[256];
 	size_t i, n_rows;
 	json_t **rows;
 	FILE *f;
-	pid_t pid;
 	int st;
 
 	if (strchr(base, '\'') || strchr(base, '/')) {
@@ -1444,16 +1673,12 @@ static int plot(const char *dir, const char *base, json_t *rates, const struct s
 	fprintf(f, "# rate attainment ttft_p99_ms tpot_p50_ms tpot_p99_ms itl_p99_ms "
 		   "output_tok_per_s  ('?' = no value)\n");
 	/* Rows by rate (a bisection measures them out of order). */
-	n_rows = json_array_size(rates);
-	rows = calloc(n_rows ? n_rows : 1, sizeof(*rows));
+	rows = sorted_rows(rates, &n_rows);
 	if (!rows) {
 		fclose(f);
 		errno = ENOMEM;
 		goto io;
 	}
-	for (i = 0; i < n_rows; i++)
-		rows[i] = json_array_get(rates, i);
-	qsort(rows, n_rows, sizeof(*rows), cmp_rate);
 	for (i = 0; i < n_rows; i++) {
 		static const char *const col[][2] = {
 			{ "rate", NULL },
@@ -1507,22 +1732,9 @@ static int plot(const char *dir, const char *base, json_t *rates, const struct s
 		O.target * 100, base, title, base, c->slo.tpot_ms);
 	if (fclose(f))
 		goto io;
-	fflush(NULL);
-	pid = fork();
-	if (pid == 0) {
-		int null = open("/dev/null", O_WRONLY);
-
-		if (null >= 0)
-			dup2(null, STDOUT_FILENO);
-		if (chdir(dir) == 0)
-			execlp("gnuplot", "gnuplot", path + strlen(dir) + 1, (char *)NULL);
-		_exit(127);
-	}
-	if (pid < 0 || waitpid(pid, &st, 0) != pid) {
-		fprintf(stderr, "bench_serve: plots skipped: cannot run gnuplot: %s\n",
-			strerror(errno));
+	st = gnuplot(dir, path + strlen(dir) + 1);
+	if (st < 0)
 		return 0;
-	}
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
 		printf("plots skipped: gnuplot not found (apt-get install gnuplot-nox); the data "
 		       "and script are %s/%s.dat and %s.gp\n",
@@ -1535,6 +1747,172 @@ static int plot(const char *dir, const char *base, json_t *rates, const struct s
 io:
 	fprintf(stderr, "bench_serve: cannot write %s: %s\n", path, strerror(errno));
 	return -EIO;
+}
+
+/*
+ * --overlay [LABEL=]FILE.json ...: the sweeps of several configurations in
+ * one figure each: PROFILE-attainment.svg (with the target),
+ * PROFILE-tpot-p99.svg and PROFILE-ttft-p90.svg (with the SLOs of the first
+ * file), in --plot-dir (default "."), drawn by gnuplot from
+ * PROFILE-overlay-K.dat (K: the file's place) with PROFILE-overlay.gp; then
+ * each file's goodput.  PROFILE is the first file's workload profile
+ * ("trace" for a trace file).  0, or 1 when a file cannot be read or written.
+ */
+static int overlay_main(int n, char **args)
+{
+	const char *dir = O.plot_dir ? O.plot_dir : ".";
+	char path[4096], base[64], label[64][128];
+	double slo_ttft = NAN, slo_tpot = NAN, target = O.target;
+	json_t *doc[64] = { 0 };
+	int ret = 1, st;
+	FILE *f = NULL;
+
+	if (n < 1 || n > 64) {
+		fprintf(stderr, "bench_serve: --overlay: 1 to 64 JSON files\n");
+		return 2;
+	}
+	for (int k = 0; k < n; k++) {
+		const char *eq = strchr(args[k], '='), *file = eq ? eq + 1 : args[k];
+		const char *slash = strrchr(file, '/');
+		json_error_t jerr;
+		char *p;
+
+		if (eq)
+			snprintf(label[k], sizeof(label[k]), "%.*s", (int)(eq - args[k]), args[k]);
+		else
+			snprintf(label[k], sizeof(label[k]), "%s", slash ? slash + 1 : file);
+		if (!eq && (p = strrchr(label[k], '.')) && p != label[k])
+			*p = '\0';
+		for (p = label[k]; *p; p++)
+			if (*p == '\'' || *p == '\\' || *p == '"')
+				*p = '_';
+		doc[k] = json_load_file(file, 0, &jerr);
+		if (!json_is_array(json_object_get(doc[k], "rates"))) {
+			fprintf(stderr, "bench_serve: --overlay: %s: %s\n", file,
+				doc[k] ? "no \"rates\" array" : jerr.text);
+			goto out;
+		}
+	}
+	snprintf(base, sizeof(base), "%s",
+		 json_string_value(json_object_get(json_object_get(doc[0], "workload"), "profile"))
+			 ?: "trace");
+	if (strchr(base, '\'') || strchr(base, '/') || strchr(base, '\\')) {
+		fprintf(stderr, "bench_serve: --overlay: bad profile name %s\n", base);
+		goto out;
+	}
+	{
+		json_t *slo = json_object_get(doc[0], "slo");
+
+		if (json_is_object(slo)) {
+			slo_ttft = jms(slo, "ttft_ms");
+			slo_tpot = jms(slo, "tpot_ms");
+			if (json_is_number(json_object_get(slo, "target")))
+				target = jms(slo, "target");
+		}
+	}
+	for (int k = 0; k < n; k++) {
+		size_t n_rows;
+		json_t **rows = sorted_rows(json_object_get(doc[k], "rates"), &n_rows);
+
+		snprintf(path, sizeof(path), "%s/%s-overlay-%d.dat", dir, base, k);
+		if (!rows || !(f = fopen(path, "w"))) {
+			free(rows);
+			goto io;
+		}
+		fprintf(f, "# %s: rate attainment ttft_p90_ms tpot_p99_ms  ('?' = no value)\n",
+			label[k]);
+		for (size_t i = 0; i < n_rows; i++) {
+			json_t *r = rows[i], *att = json_object_get(r, "attainment");
+			json_t *v[4] = { json_object_get(r, "rate"), att,
+					 json_object_get(json_object_get(r, "ttft_ms"), "p90"),
+					 json_object_get(json_object_get(r, "tpot_ms"), "p99") };
+
+			for (int j = 0; j < 4; j++)
+				fprintf(f, json_is_number(v[j]) ? "%s%.6g" : "%s?", j ? " " : "",
+					json_number_value(v[j]));
+			fputc('\n', f);
+		}
+		free(rows);
+		if (fclose(f))
+			goto io;
+	}
+	snprintf(path, sizeof(path), "%s/%s-overlay.gp", dir, base);
+	f = fopen(path, "w");
+	if (!f)
+		goto io;
+	fprintf(f,
+		"# Drawn by bench_serve --overlay from %s-overlay-*.dat: gnuplot %s-overlay.gp\n"
+		"set terminal svg size 720,440 dynamic font 'sans,12' background '#ffffff'\n"
+		"set datafile missing '?'\nset grid\n"
+		"set xlabel 'request rate (requests/s)'\nset xrange [0:*]\n",
+		base, base);
+	static const struct {
+		const char *svg, *title, *ylabel, *key, *using; /* using: the y column */
+	} fig[] = {
+		{ "attainment", "SLO attainment", "requests meeting both SLOs (%)", "bottom left",
+		  "($2*100)" },
+		{ "tpot-p99", "TPOT p99", "TPOT p99 (ms)", "top left", "4" },
+		{ "ttft-p90", "TTFT p90", "TTFT p90 (ms)", "top left", "3" },
+	};
+	for (size_t g = 0; g < sizeof(fig) / sizeof(fig[0]); g++) {
+		double line = g == 0 ? target * 100 : g == 1 ? slo_tpot : slo_ttft;
+		char title[128];
+
+		if (g == 0 && !isnan(slo_ttft) && !isnan(slo_tpot))
+			snprintf(title, sizeof(title), "%s (TTFT <= %g ms and TPOT <= %g ms)",
+				 fig[g].title, slo_ttft, slo_tpot);
+		else
+			snprintf(title, sizeof(title), "%s", fig[g].title);
+		fprintf(f,
+			"set output '%s-%s.svg'\nset title '%s: %s'\nset ylabel '%s'\n"
+			"set key %s\nset yrange [0:%s]\nplot ",
+			base, fig[g].svg, title, base, fig[g].ylabel, fig[g].key,
+			g == 0 ? "105" : "*");
+		for (int k = 0; k < n; k++)
+			fprintf(f,
+				"'%s-overlay-%d.dat' using 1:%s with linespoints lw 2 pt 7 "
+				"title '%s', \\\n     ",
+				base, k, fig[g].using, label[k]);
+		if (isnan(line))
+			fprintf(f, "1/0 notitle\n");
+		else
+			fprintf(f, "%g with lines dt 2 lc rgb 'gray40' title '%s %g%s'\n", line,
+				g == 0 ? "target" : "SLO", line, g == 0 ? "%" : " ms");
+	}
+	if (fclose(f))
+		goto io;
+	st = gnuplot(dir, path + strlen(dir) + 1);
+	if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 127)
+		printf("overlay plots skipped: gnuplot not found (apt-get install gnuplot-nox); "
+		       "the data and script are in %s\n",
+		       dir);
+	else if (st >= 0 && (!WIFEXITED(st) || WEXITSTATUS(st)))
+		printf("overlay plots skipped: gnuplot failed on %s\n", path);
+	else if (st >= 0)
+		printf("overlay plots: %s/%s-attainment.svg %s/%s-tpot-p99.svg "
+		       "%s/%s-ttft-p90.svg\n",
+		       dir, base, dir, base, dir, base);
+	for (int k = 0; k < n; k++) {
+		json_t *gp = json_object_get(doc[k], "goodput");
+		const char *bound = json_string_value(json_object_get(doc[k], "goodput_bound"));
+
+		if (bound && !strcmp(bound, "below_lowest"))
+			printf("%-16s goodput below the lowest rate swept\n", label[k]);
+		else if (json_is_number(gp))
+			printf("%-16s goodput %s%.3g req/s\n", label[k],
+			       bound && !strcmp(bound, "at_least") ? ">= " : "",
+			       json_number_value(gp));
+		else
+			printf("%-16s goodput -\n", label[k]);
+	}
+	ret = 0;
+	goto out;
+io:
+	fprintf(stderr, "bench_serve: cannot write %s: %s\n", path, strerror(errno));
+out:
+	for (int k = 0; k < n; k++)
+		json_decref(doc[k]);
+	return ret;
 }
 
 static int trace_main(void)
@@ -1573,7 +1951,14 @@ static int trace_main(void)
 		fprintf(stderr, "bench_serve: --profile: chat, summarize, agent or mixed\n");
 		return 2;
 	}
-	if (O.sweep) {
+	if (O.unloaded && O.sweep) {
+		fprintf(stderr, "bench_serve: --unloaded measures no rates: drop --sweep\n");
+		goto out;
+	}
+	if (O.unloaded) {
+		/* Arrivals do not matter one at a time; a generated trace needs a rate. */
+		rates[n_rates++] = c.file ? 0 : O.rate > 0 ? O.rate : 1;
+	} else if (O.sweep) {
 		if (sv_rates_parse(O.sweep, rates, 64, &n_rates, &lo, &hi)) {
 			fprintf(stderr, "bench_serve: --sweep: R1,R2,... (increasing, > 0, at most "
 					"64) or LO..HI\n");
@@ -1641,7 +2026,9 @@ static int trace_main(void)
 	c.rates = json_array();
 	printf("bench_serve: model %s on %s; %s %s; ", O.model, O.sock,
 	       c.file ? "trace" : "profile", c.file ? O.trace_path : profile_name());
-	if (c.file)
+	if (O.unloaded)
+		printf("unloaded: the first %d requests, one at a time", O.unloaded);
+	else if (c.file)
 		printf("%zu requests at %.3g/s as recorded", sv_trace_len(c.file), c.file_rate);
 	else if (O.num_requests)
 		printf("%d requests per rate", O.num_requests);
@@ -1689,6 +2076,16 @@ static int trace_main(void)
 	} else {
 		goodput = NAN;
 	}
+	if (O.unloaded) {
+		json_t *r0 = json_array_get(c.rates, 0);
+		json_t *ttft = json_object_get(r0, "ttft_ms"),
+		       *tpot = json_object_get(r0, "tpot_ms");
+
+		printf("unloaded latency (%lld of %d requests ok): TTFT p50 %.1f p90 %.1f ms; "
+		       "TPOT p50 %.2f p90 %.2f ms\n",
+		       (long long)json_integer_value(json_object_get(r0, "ok")), O.unloaded,
+		       jms(ttft, "p50"), jms(ttft, "p90"), jms(tpot, "p50"), jms(tpot, "p90"));
+	}
 	ret = 0;
 	for (size_t i = 0; i < json_array_size(c.rates); i++)
 		if (!json_integer_value(json_object_get(json_array_get(c.rates, i), "ok")))
@@ -1702,13 +2099,23 @@ static int trace_main(void)
 			     O.burstiness, "seed", (json_int_t)O.seed, "max_context", c.max_context,
 			     "duration_s", O.duration, "num_requests", O.num_requests, "ban_token",
 			     O.ban_token);
-	kind = !O.sweep ? "single" : bisect ? "bisect" : "list";
+	kind = O.unloaded ? "unloaded" : !O.sweep ? "single" : bisect ? "bisect" : "list";
 	sweep = json_pack("{s:s,s:o,s:o,s:o}", "kind", kind, "lo", bisect ? jnum(lo) : json_null(),
 			  "hi", bisect ? jnum(hi) : json_null(), "tol",
 			  bisect ? jnum(O.sweep_tol) : json_null());
 	root = json_pack("{s:s,s:s,s:o,s:o,s:o,s:O,s:o,s:s?}", "model", O.model, "socket", O.sock,
 			 "workload", workload, "slo", slo, "sweep", sweep, "rates", c.rates,
 			 "goodput", jnum(goodput), "goodput_bound", bound_name);
+	if (root && O.unloaded) {
+		json_t *r0 = json_array_get(c.rates, 0);
+
+		json_object_set_new(root, "unloaded",
+				    json_pack("{s:i,s:O,s:O,s:O,s:O}", "requests", O.unloaded, "ok",
+					      json_object_get(r0, "ok"), "ttft_ms",
+					      json_object_get(r0, "ttft_ms"), "tpot_ms",
+					      json_object_get(r0, "tpot_ms"), "server",
+					      json_object_get(r0, "server")));
+	}
 	if (!O.json_path)
 		goto out;
 	if (!root || json_dump_file(root, O.json_path, JSON_INDENT(2) | JSON_REAL_PRECISION(9))) {
@@ -1716,7 +2123,7 @@ static int trace_main(void)
 		ret = 1;
 		goto out;
 	}
-	if (c.has_slo && (O.plot_dir || O.sweep)) {
+	if (c.has_slo && !O.unloaded && (O.plot_dir || O.sweep)) {
 		/* BASE: the JSON's file name less its extension; DIR: its directory. */
 		const char *slash = strrchr(O.json_path, '/');
 		char *jp = strdup(O.json_path), *base = strdup(slash ? slash + 1 : O.json_path);
@@ -1759,7 +2166,10 @@ static int selftest(void)
 		"data: {\"choices\":[{\"text\":\"a\",\"index\":0}]}\n\n",
 		"data: {\"choices\":[{\"text\":\"b\",\"index\":0}]}\r\n\r\ndata: {\"choi",
 		"ces\":[{\"text\":\"\",\"finish_reason\":\"stop\"}]}\n",
-		"\n: comment\ndata: {\"choices\":[],\"usage\":{\"completion_tokens\":3}}\n\n",
+		"\n: comment\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,"
+		"\"completion_tokens\":3},\"timings\":[{\"index\":0,\"queue_ms\":1.25,"
+		"\"prefill_ms\":50.5,\"transfer_ms\":0.25,\"decode_ms\":900,\"ttft_ms\":52,"
+		"\"tpot_ms\":7.5,\"partition\":\"dec\",\"prefill_partition\":\"pre\"}]}\n\n",
 		"data: [DONE]\n\n",
 	};
 	static const char refused[] = "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 45\r\n\r\n"
@@ -1818,6 +2228,29 @@ static int selftest(void)
 		CHECK(r.hp.st == HP_DONE && r.hp.status == 200 && r.err == BS_ERR_NONE);
 		CHECK(r.tok_t.n == 2 && r.usage_tokens == 3 && r.finish_stop && r.done_seen);
 		CHECK(r.tok_t.n == 2 && r.tok_t.v[0] <= r.tok_t.v[1] && r.t_done >= r.tok_t.v[1]);
+		CHECK(r.usage_prompt == 5 && r.has_srv && r.srv.queue_ms == 1.25 &&
+		      r.srv.prefill_ms == 50.5 && r.srv.transfer_ms == 0.25 &&
+		      r.srv.decode_ms == 900 && !strcmp(r.part, "dec") &&
+		      !strcmp(r.pre_part, "pre"));
+		req_fini(&r);
+	}
+	{
+		/* One mixed partition: nulls and no prefill_partition; an older daemon: none. */
+		struct req r;
+
+		req_init(&r, CLS_DECODE);
+		sse_event(&r,
+			  "{\"choices\":[],\"usage\":{\"completion_tokens\":1},\"timings\":[{"
+			  "\"index\":0,\"queue_ms\":0,\"prefill_ms\":2,\"transfer_ms\":null,"
+			  "\"decode_ms\":null,\"partition\":\"mix\"}]}",
+			  1.0);
+		CHECK(r.has_srv && r.srv.queue_ms == 0 && r.srv.prefill_ms == 2 &&
+		      isnan(r.srv.transfer_ms) && isnan(r.srv.decode_ms) &&
+		      !strcmp(r.part, "mix") && !r.pre_part[0]);
+		req_fini(&r);
+		req_init(&r, CLS_DECODE);
+		sse_event(&r, "{\"choices\":[],\"usage\":{\"completion_tokens\":1}}", 1.0);
+		CHECK(!r.has_srv && r.usage_tokens == 1);
 		req_fini(&r);
 	}
 	{
@@ -1898,7 +2331,12 @@ static void usage(FILE *f)
 		"  --sweep-tol R       bisection: stop when the bounds are R apart (0.1)\n"
 		"  --sweep-max N       bisection: at most N rates (8)\n"
 		"  --senders N         threads sending a trace's requests (256)\n"
-		"  --plot-dir DIR      SVG plots with gnuplot of a sweep (default: next to --json)\n");
+		"  --plot-dir DIR      SVG plots with gnuplot of a sweep (default: next to --json)\n"
+		"  --unloaded N        unloaded latency: the trace's first N requests, one at a time\n"
+		"                      (TTFT and TPOT p50 / p90; no --sweep)\n"
+		"       bench_serve --overlay [LABEL=]SWEEP.json ... [--plot-dir DIR]\n"
+		"                      one plot per figure over several sweeps (attainment, TPOT p99,\n"
+		"                      TTFT p90 vs rate; PROFILE-*.svg), and each sweep's goodput\n");
 }
 
 /* Numeric and string options: --name VALUE sets *p. */
@@ -1936,25 +2374,31 @@ static const struct opt_def {
 	{ "slo-ttft-ms", 'd', &O.slo_ttft_ms },
 	{ "slo-tpot-ms", 'd', &O.slo_tpot_ms },
 	{ "target", 'd', &O.target },
+	{ "unloaded", 'i', &O.unloaded },
 };
 #define N_OPT_DEFS (sizeof(opt_defs) / sizeof(opt_defs[0]))
 
-/* Returns 0, 1 for --selftest, or -1 on a bad command line. */
+/* Returns 0, 1 for --selftest, 2 for --overlay, or -1 on a bad command line. */
 static int parse_opts(int argc, char **argv)
 {
-	struct option lo[N_OPT_DEFS + 3] = { { 0 } };
+	struct option lo[N_OPT_DEFS + 4] = { { 0 } };
 	int c, idx;
 
 	for (size_t i = 0; i < N_OPT_DEFS; i++)
 		lo[i] = (struct option){ opt_defs[i].name, required_argument, NULL, 0 };
 	lo[N_OPT_DEFS] = (struct option){ "selftest", no_argument, NULL, 'S' };
 	lo[N_OPT_DEFS + 1] = (struct option){ "help", no_argument, NULL, 'h' };
+	lo[N_OPT_DEFS + 2] = (struct option){ "overlay", no_argument, NULL, 'O' };
 	while ((c = getopt_long(argc, argv, "h", lo, &idx)) != -1) {
 		const struct opt_def *d;
 		char *end;
 
 		if (c == 'S')
 			return 1;
+		if (c == 'O') {
+			O.overlay = true;
+			continue;
+		}
 		if (c == 'h') {
 			usage(stdout);
 			exit(0);
@@ -1986,6 +2430,8 @@ static int parse_opts(int argc, char **argv)
 			return -1;
 		}
 	}
+	if (O.overlay)
+		return 2; /* argv[optind..] are the files */
 	if (optind == argc - 1) {
 		O.sock = argv[optind];
 	} else if (optind != argc || !O.write_trace) {
@@ -1995,7 +2441,7 @@ static int parse_opts(int argc, char **argv)
 	if (trace_mode()) {
 		if (O.rate < 0 || !(O.burstiness > 0) || !(O.sweep_tol > 0) || O.sweep_max < 2 ||
 		    O.sweep_max > 64 || O.max_context < 0 || O.num_requests < 0 || O.senders < 1 ||
-		    O.senders > 4096 || O.slo_ttft_ms < 0 || O.slo_tpot_ms < 0 ||
+		    O.senders > 4096 || O.unloaded < 0 || O.slo_ttft_ms < 0 || O.slo_tpot_ms < 0 ||
 		    !(O.target > 0 && O.target <= 1) || !(O.timeout > 0) || !(O.duration > 0)) {
 			fprintf(stderr, "bench_serve: an option is out of range (see --help)\n");
 			return -1;
@@ -2033,6 +2479,8 @@ int main(int argc, char **argv)
 	json_object_seed(0); /* once, before any thread makes objects */
 	if (rc == 1)
 		return selftest();
+	if (rc == 2)
+		return overlay_main(argc - optind, argv + optind);
 	for (int c = 0; c < NCLS; c++)
 		pthread_mutex_init(&stats[c].mu, NULL);
 	if (trace_mode())

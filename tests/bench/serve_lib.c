@@ -158,6 +158,14 @@ void sv_trace_destroy(struct sv_trace *t)
 	free(t);
 }
 
+void sv_trace_truncate(struct sv_trace *t, size_t n)
+{
+	for (size_t i = n; i < t->n; i++)
+		free(t->req[i].prompt);
+	if (n < t->n)
+		t->n = n;
+}
+
 size_t sv_trace_len(const struct sv_trace *t)
 {
 	return t->n;
@@ -452,6 +460,19 @@ double sv_rec_e2e_ms(const struct sv_rec *r)
 	return (r->t_done - r->t_sent) * 1e3;
 }
 
+double sv_rec_max_itl_ms(const struct sv_rec *r)
+{
+	double m = NAN;
+
+	for (size_t i = 1; i < r->n_tok; i++) {
+		double gap = (r->tok_t[i] - r->tok_t[i - 1]) * 1e3;
+
+		if (!(gap <= m))
+			m = gap;
+	}
+	return m;
+}
+
 bool sv_rec_meets(const struct sv_rec *r, const struct sv_slo *slo)
 {
 	double ttft = sv_rec_ttft_ms(r), tpot = sv_rec_tpot_ms(r);
@@ -481,9 +502,10 @@ static int dvec_push(struct dvec *d, double x)
 
 struct sv_run {
 	struct sv_slo slo;
-	size_t sent, ok, slo_ok;
+	size_t sent, ok, slo_ok, timed;
 	long out_tokens;
 	struct dvec ttft, tpot, itl, e2e; /* ms */
+	struct dvec phase[4];		  /* ms: queue, prefill, transfer, decode */
 };
 
 int sv_run_create(const struct sv_slo *slo, struct sv_run **out)
@@ -503,6 +525,8 @@ void sv_run_destroy(struct sv_run *run)
 	free(run->tpot.v);
 	free(run->itl.v);
 	free(run->e2e.v);
+	for (int k = 0; k < 4; k++)
+		free(run->phase[k].v);
 	free(run);
 }
 
@@ -524,6 +548,15 @@ int sv_run_add(struct sv_run *run, const struct sv_rec *r)
 		ret = ret ?: dvec_push(&run->tpot, tpot);
 	for (size_t i = 1; i < r->n_tok; i++)
 		ret = ret ?: dvec_push(&run->itl, (r->tok_t[i] - r->tok_t[i - 1]) * 1e3);
+	if (r->has_srv) {
+		const double ph[4] = { r->srv.queue_ms, r->srv.prefill_ms, r->srv.transfer_ms,
+				       r->srv.decode_ms };
+
+		run->timed++;
+		for (int k = 0; k < 4; k++)
+			if (!isnan(ph[k]))
+				ret = ret ?: dvec_push(&run->phase[k], ph[k]);
+	}
 	return ret ?: dvec_push(&run->e2e, sv_rec_e2e_ms(r));
 }
 
@@ -539,11 +572,16 @@ void sv_run_result(struct sv_run *run, double duration_s, struct sv_result *out)
 		.req_per_s = duration_s > 0 ? (double)run->ok / duration_s : NAN,
 		.out_tok_per_s = duration_s > 0 ? (double)run->out_tokens / duration_s : NAN,
 		.attainment = run->sent ? (double)run->slo_ok / (double)run->sent : NAN,
+		.timed = run->timed,
 	};
 	sv_stats_of(run->ttft.v, run->ttft.n, &out->ttft);
 	sv_stats_of(run->tpot.v, run->tpot.n, &out->tpot);
 	sv_stats_of(run->itl.v, run->itl.n, &out->itl);
 	sv_stats_of(run->e2e.v, run->e2e.n, &out->e2e);
+	sv_stats_of(run->phase[0].v, run->phase[0].n, &out->queue);
+	sv_stats_of(run->phase[1].v, run->phase[1].n, &out->prefill);
+	sv_stats_of(run->phase[2].v, run->phase[2].n, &out->transfer);
+	sv_stats_of(run->phase[3].v, run->phase[3].n, &out->decode);
 }
 
 /* ---------------------------------------------------------------------------

@@ -97,11 +97,19 @@ const struct sv_treq *sv_trace_at(const struct sv_trace *t, size_t i);
 double sv_trace_rate(const struct sv_trace *t);
 /* Multiply every arrival time by factor (> 0): factor r0/r replays a rate-r0 trace at r. */
 void sv_trace_scale(struct sv_trace *t, double factor);
+/* Keep the first n requests (all when it has no more). */
+void sv_trace_truncate(struct sv_trace *t, size_t n);
 void sv_trace_destroy(struct sv_trace *t);
 
 /* ---- per-request figures ---- */
 struct sv_slo {
 	double ttft_ms, tpot_ms; /* a request meets the SLO when it meets both */
+};
+
+/* The server's own per-phase times of one request (the answer's "timings"
+ * object), ms; NaN where the server gave null or nothing. */
+struct sv_phases {
+	double queue_ms, prefill_ms, transfer_ms, decode_ms;
 };
 
 /* What the client saw of one request (times on one clock, seconds). */
@@ -111,13 +119,17 @@ struct sv_rec {
 	double t_done;	     /* the answer ended */
 	const double *tok_t; /* arrival of each frame with text, n_tok of them */
 	size_t n_tok;
-	int tokens; /* output tokens (the usage chunk's count; 0: use n_tok) */
+	int tokens;   /* output tokens (the usage chunk's count; 0: use n_tok) */
+	bool has_srv; /* srv holds the server's timings (older servers send none) */
+	struct sv_phases srv;
 };
 
 double sv_rec_ttft_ms(const struct sv_rec *r); /* first token - sent; NaN without tokens */
 /* (last token - first token) / (tokens - 1); NaN below 2 tokens. */
 double sv_rec_tpot_ms(const struct sv_rec *r);
 double sv_rec_e2e_ms(const struct sv_rec *r);
+/* The longest gap between two consecutive token frames; NaN below 2 frames. */
+double sv_rec_max_itl_ms(const struct sv_rec *r);
 /* ok, TTFT within slo, and TPOT within slo (a one-token request has no TPOT to miss). */
 bool sv_rec_meets(const struct sv_rec *r, const struct sv_slo *slo);
 
@@ -130,6 +142,10 @@ struct sv_result {
 	double out_tok_per_s;
 	double attainment; /* slo_ok / sent (failed requests miss); NaN when none was sent */
 	struct sv_stats ttft, tpot, itl, e2e; /* ms, over the ok requests */
+	/* The server's phase times, ms, over the ok requests with has_srv (timed of
+	 * them); each over the requests where that phase is not NaN. */
+	size_t timed;
+	struct sv_stats queue, prefill, transfer, decode;
 };
 
 struct sv_run;

@@ -5,8 +5,13 @@
 # trace is byte-identical from its seed; a 2-rate sweep of the chat profile
 # (3 s of arrivals each) writes JSON whose request counts equal the trace's,
 # with no failures, attainment in [0, 1], ordered percentiles and a goodput;
-# plots are drawn with gnuplot, and without it skipped with a message; a trace file is
-# replayed as recorded; duetd exits 0 with a clean log.  Needs curl and jq.
+# plots are drawn with gnuplot, and without it skipped with a message; the
+# sweep's per-request records, and the server's phase times joined to them
+# (once duetd sends "timings"; until then skipped with a message); --unloaded
+# sends one request at a time; --overlay without gnuplot; a trace file is
+# replayed as recorded; bench_goodput.sh with derived SLOs over mixed and
+# 1p1d-tcp (1 s sweeps: overlay plots and summary); duetd exits 0 with a
+# clean log.  Needs curl and jq.
 # Usage: bench_smoke.sh BUILD_DIR
 set -u
 BUILD=${1:-build}
@@ -118,7 +123,46 @@ rc=$?
 [ $rc -eq 0 ] && grep -q 'plots skipped: gnuplot not found' "$tmp/nogp.out" && [ -s "$tmp/nogp/x.dat" ]
 result $? "without gnuplot: plots skipped with a message, data kept, exit 0 (got $rc)" "$tmp/nogp.out"
 
-# 4. A trace file replayed as recorded.
+# 4. Per-request records, and the server's phase times joined to them.
+jq_true 'all(.rates[]; (.per_request | length) == .requests and
+	all(.per_request[]; .outcome == "ok" and .class == "chat" and .prompt_tokens > 0 and
+		.output_tokens > 0 and .ttft_ms >= 0 and .e2e_ms >= .ttft_ms and .arrival_s >= 0))' \
+	"$tmp/sweep.json" >/dev/null
+result $? "sweep JSON: one per_request record per request (outcome, class, tokens, TTFT <= e2e)" "$tmp/sweep.json"
+if jq_true '[.rates[].per_request[] | has("queue_ms")] | any' "$tmp/sweep.json" >/dev/null; then
+	jq_true 'all(.rates[]; .server.timed == .ok and .server.queue_ms.n == .ok and
+		.server.prefill_ms.n == .ok and .server.transfer_ms.n == .ok and .server.decode_ms.n == .ok and
+		all(.per_request[]; .queue_ms >= 0 and .prefill_ms >= 0 and .transfer_ms >= 0 and
+			.decode_ms >= 0 and .partition == "dec" and .prefill_partition == "pre"))' \
+		"$tmp/sweep.json" >/dev/null
+	result $? "server phase times: queue, prefill, transfer, decode >= 0 for every request, partitions dec / pre" "$tmp/sweep.json"
+else
+	skip "server phase times: duetd sends no \"timings\" yet (the join is checked once it does)"
+fi
+
+# 5. Unloaded latency: the trace's first 3 requests, each sent after the last one ended.
+"$BENCH" "$api" $COMMON $GEN --unloaded 3 --json "$tmp/unloaded.json" >"$tmp/unloaded.out" 2>&1
+rc=$?
+[ $rc -eq 0 ] && grep -q '^unloaded latency (3 of 3 requests ok): TTFT p50' "$tmp/unloaded.out" &&
+	jq_true '.sweep.kind == "unloaded" and .unloaded.requests == 3 and .unloaded.ok == 3 and
+	.unloaded.ttft_ms.n == 3 and .unloaded.ttft_ms.p50 > 0 and
+	.unloaded.ttft_ms.p50 <= .unloaded.ttft_ms.p90 and .unloaded.tpot_ms.n == 3 and
+	.rates[0].rate == null and .rates[0].per_request as $p | ($p | length) == 3 and
+	all(range(1; 3); $p[.].arrival_s >= $p[. - 1].arrival_s + $p[. - 1].e2e_ms / 1000 - 0.002)' \
+	"$tmp/unloaded.json" >/dev/null
+result $? "--unloaded 3: one request at a time, TTFT / TPOT p50 <= p90 (exit $rc)" "$tmp/unloaded.out"
+
+# 6. --overlay without gnuplot: a message, the data and script kept, exit 0.
+mkdir -p "$tmp/ov"
+PATH=/nonexistent "$BENCH" --overlay a="$tmp/sweep.json" "$tmp/nogp/x.json" --plot-dir "$tmp/ov" \
+	>"$tmp/overlay.out" 2>&1
+rc=$?
+[ $rc -eq 0 ] && grep -q 'overlay plots skipped: gnuplot not found' "$tmp/overlay.out" &&
+	[ -s "$tmp/ov/chat-overlay-0.dat" ] && [ -s "$tmp/ov/chat-overlay-1.dat" ] &&
+	grep -q "title 'x'" "$tmp/ov/chat-overlay.gp" && grep -q '^a  *goodput' "$tmp/overlay.out"
+result $? "--overlay without gnuplot: skipped with a message, data and script kept, goodputs listed (exit $rc)" "$tmp/overlay.out"
+
+# 7. A trace file replayed as recorded.
 "$BENCH" "$api" $COMMON --trace "$tmp/t2.jsonl" --json "$tmp/replay.json" >"$tmp/replay.out" 2>&1
 jq_true --arg n "$n2" '.sweep.kind == "single" and .rates[0].requests == ($n | tonumber) and
 	.rates[0].failed == 0 and .rates[0].attainment == null and .goodput == null' \
@@ -126,7 +170,7 @@ jq_true --arg n "$n2" '.sweep.kind == "single" and .rates[0].requests == ($n | t
 result $? "--trace replays the file's $n2 requests" "$tmp/replay.out"
 
 fails=0
-for f in probe sweep nogp replay; do
+for f in probe sweep nogp unloaded overlay replay; do
 	clean_log "$tmp/$f.out" || { fails=1; cat "$tmp/$f.out" >>"$tmp/bench.logs"; }
 done
 [ $fails -eq 0 ]
@@ -138,5 +182,36 @@ rc=$?
 pid=
 [ $rc -eq 0 ] && clean_log "$tmp/duetd.out"
 result $? "SIGTERM exits 0 (got $rc), no [alert]" "$tmp/duetd.out"
+
+# 8. bench_goodput.sh, SLOs derived: mixed (cpus 0-1) and 1p1d over tcp, one 1 s rate each.
+if [ "$(nproc 2>/dev/null || echo 1)" -lt 2 ]; then
+	skip "bench_goodput.sh: its configurations need 2 CPUs"
+else
+	OUT="$tmp/gp" UNLOADED_N=2 CONFIGS="mixed 1p1d-tcp" BUILD="$BUILD" \
+		sh "$(dirname "$0")/../bench/bench_goodput.sh" "$MODEL" chat 4 - - 1 >"$tmp/gp.out" 2>&1
+	rc=$?
+	[ $rc -eq 0 ] && jq_true '.derived == true and .ttft_x == 3 and .tpot_x == 1.5 and
+		(.ttft_ms - 3 * ([.unloaded[].ttft_p50_ms] | max) | fabs) < 0.002 and
+		(.tpot_ms - 1.5 * ([.unloaded[].tpot_p50_ms] | max) | fabs) < 0.002 and
+		(.unloaded | keys) == ["1p1d-tcp", "mixed"]' "$tmp/gp/slo.json" >/dev/null &&
+		(for c in mixed 1p1d-tcp; do
+			jq_true --arg t "$("$JQ" .ttft_ms "$tmp/gp/slo.json")" '.slo.ttft_ms == ($t | tonumber) and
+				.rates[0].ok > 0' "$tmp/gp/$c-chat.json" >/dev/null &&
+				grep -q "^$c  *[0-9.]* ms  *[0-9.]* ms  " "$tmp/gp.out" || exit 1
+		done)
+	result $? "bench_goodput.sh: SLOs = 3x / 1.5x the larger unloaded p50, both sweeps under them, summary (exit $rc)" "$tmp/gp.out"
+	if command -v gnuplot >/dev/null 2>&1; then
+		(for f in attainment tpot-p99 ttft-p90; do
+			grep -q '<svg' "$tmp/gp/chat-$f.svg" && grep -q '1p1d-tcp' "$tmp/gp/chat-$f.svg" || exit 1
+		done)
+		result $? "bench_goodput.sh: overlay plots chat-{attainment,tpot-p99,ttft-p90}.svg with both configurations" "$tmp/gp.out"
+	else
+		skip "bench_goodput.sh overlay plots: gnuplot not installed (make deps-bench installs it)"
+	fi
+	fails=0
+	for f in "$tmp"/gp/*.log; do clean_log "$f" || { fails=1; cat "$f" >>"$tmp/gp.logs"; }; done
+	[ $fails -eq 0 ]
+	result $? "bench_goodput.sh: duetd logs have no [alert] or sanitizer report" "$tmp/gp.logs"
+fi
 
 tap_done

@@ -6,7 +6,9 @@
  * attainment curve (list and bisection), --sweep parsing, and the trace
  * generator: byte-identical files from one seed, the mean gap for Poisson
  * and gamma arrivals, rate scaling, profile lengths within the context, the
- * agent profile's shared prefixes, and a write/read round trip.
+ * agent profile's shared prefixes, and a write/read round trip; the
+ * server's per-phase times folded into a run (nulls and untimed requests
+ * left out), the longest token gap, and trace truncation (--unloaded).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -85,10 +87,78 @@ static void test_request_figures(void **state)
 	f.tok[3] = 0.210;
 	assert_float_equal(sv_rec_tpot_ms(&f.r), 160.0 / 3, 1e-9);
 
+	/* The longest gap of that stream: 200 - 60 ms. */
+	assert_float_equal(sv_rec_max_itl_ms(&f.r), 140, 1e-9);
+
 	fake_req(&f, 0.050, 0, 1);
 	assert_true(isnan(sv_rec_tpot_ms(&f.r)));
+	assert_true(isnan(sv_rec_max_itl_ms(&f.r)));
 	fake_req(&f, 0, 0, 0);
 	assert_true(isnan(sv_rec_ttft_ms(&f.r)));
+}
+
+/*
+ * The server's phase times: over the ok requests that carried them, each
+ * phase over the requests where it is not null (NaN); a failed request's
+ * times and an untimed request (an older daemon) count in none.
+ */
+static void test_server_phases(void **state)
+{
+	const struct sv_slo slo = { .ttft_ms = 1000, .tpot_ms = 1000 };
+	struct sv_run *run;
+	struct sv_result res;
+	struct fake f;
+
+	assert_int_equal(sv_run_create(&slo, &run), 0);
+	/* 4 split requests: queue 1 2 3 4, prefill 10 20 30 40, transfer 0.5 each, decode 100 .. 400. */
+	for (int i = 1; i <= 4; i++) {
+		fake_req(&f, 0.050, 0.010, 3);
+		f.r.has_srv = true;
+		f.r.srv = (struct sv_phases){ i, 10.0 * i, 0.5, 100.0 * i };
+		assert_int_equal(sv_run_add(run, &f.r), 0);
+	}
+	/* One on a mixed partition: no transfer, and a null decode. */
+	fake_req(&f, 0.050, 0.010, 3);
+	f.r.has_srv = true;
+	f.r.srv = (struct sv_phases){ 5, 50, NAN, NAN };
+	assert_int_equal(sv_run_add(run, &f.r), 0);
+	/* Untimed, and failed: neither counts. */
+	fake_req(&f, 0.050, 0.010, 3);
+	assert_int_equal(sv_run_add(run, &f.r), 0);
+	fake_req(&f, 0.050, 0.010, 3);
+	f.r.ok = false;
+	f.r.has_srv = true;
+	f.r.srv = (struct sv_phases){ 1e6, 1e6, 1e6, 1e6 };
+	assert_int_equal(sv_run_add(run, &f.r), 0);
+
+	sv_run_result(run, 1.0, &res);
+	assert_int_equal(res.ok, 6);
+	assert_int_equal(res.timed, 5);
+	assert_int_equal(res.queue.n, 5);
+	assert_float_equal(res.queue.mean, 3, 1e-12);
+	assert_float_equal(res.queue.p50, 3, 1e-12);
+	assert_float_equal(res.queue.p90, 5, 1e-12);
+	assert_float_equal(res.queue.max, 5, 1e-12);
+	assert_int_equal(res.prefill.n, 5);
+	assert_float_equal(res.prefill.mean, 30, 1e-12);
+	assert_float_equal(res.prefill.p99, 50, 1e-12);
+	assert_int_equal(res.transfer.n, 4);
+	assert_float_equal(res.transfer.mean, 0.5, 1e-12);
+	assert_float_equal(res.transfer.p50, 0.5, 1e-12);
+	assert_int_equal(res.decode.n, 4);
+	assert_float_equal(res.decode.mean, 250, 1e-12);
+	assert_float_equal(res.decode.p50, 200, 1e-12); /* nearest rank: 2nd of 4 */
+	assert_float_equal(res.decode.p90, 400, 1e-12);
+	sv_run_destroy(run);
+
+	/* No timings at all: zero counts, NaN figures. */
+	assert_int_equal(sv_run_create(&slo, &run), 0);
+	fake_req(&f, 0.050, 0.010, 3);
+	assert_int_equal(sv_run_add(run, &f.r), 0);
+	sv_run_result(run, 1.0, &res);
+	assert_true(res.timed == 0 && res.queue.n == 0 && isnan(res.queue.p50) &&
+		    isnan(res.decode.mean));
+	sv_run_destroy(run);
 }
 
 static void test_slo_and_run(void **state)
@@ -540,6 +610,29 @@ static void test_generate_bad_params(void **state)
 	assert_string_equal(sv_class_name(SV_AGENT), "agent");
 }
 
+/* --unloaded keeps a trace's first N requests: the same requests, the text prompts freed. */
+static void test_trace_truncate(void **state)
+{
+	static const char file[] = "{\"arrival_s\":0,\"prompt\":\"a\",\"max_tokens\":1}\n"
+				   "{\"arrival_s\":1,\"prompt_tokens\":7,\"max_tokens\":2}\n"
+				   "{\"arrival_s\":2,\"prompt\":\"bc\",\"max_tokens\":3}\n";
+	FILE *f = fmemopen((void *)file, sizeof(file) - 1, "r");
+	struct sv_trace *t;
+	char err[128];
+
+	assert_non_null(f);
+	assert_int_equal(sv_trace_read(f, &t, err, sizeof(err)), 0);
+	fclose(f);
+	sv_trace_truncate(t, 5); /* more than it has: unchanged */
+	assert_int_equal(sv_trace_len(t), 3);
+	sv_trace_truncate(t, 2); /* frees the third's prompt (a leak would show under ASan) */
+	assert_int_equal(sv_trace_len(t), 2);
+	assert_string_equal(sv_trace_at(t, 0)->prompt, "a");
+	assert_int_equal(sv_trace_at(t, 1)->prompt_tokens, 7);
+	assert_int_equal(sv_trace_at(t, 1)->max_tokens, 2);
+	sv_trace_destroy(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -549,6 +642,7 @@ int main(void)
 		cmocka_unit_test(test_trace_arrivals), cmocka_unit_test(test_trace_rate_scaling),
 		cmocka_unit_test(test_trace_profiles), cmocka_unit_test(test_trace_agent_prefixes),
 		cmocka_unit_test(test_trace_file),     cmocka_unit_test(test_generate_bad_params),
+		cmocka_unit_test(test_server_phases),  cmocka_unit_test(test_trace_truncate),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
