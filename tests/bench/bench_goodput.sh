@@ -3,7 +3,9 @@
 # tests/bench/bench_split.sh: "mixed" = one partition on CPUs 0-1 with 2
 # threads; "1p1d" = prefill on CPU 0 and decode on CPU 1, one thread each, KV
 # over TRANSPORT; "1p1d-shm" / "1p1d-tcp" = the same over shm / over tcp on
-# loopback with a pre-shared key).  For each configuration it starts duetd,
+# loopback with a pre-shared key; "mixed-cN" = mixed with prefill chunked to
+# N tokens a step, max_batch_tokens = N, as Sarathi-Serve does to keep long
+# prompts from stalling the decodes beside them).  For each configuration it starts duetd,
 # sweeps the request rate with bench_serve on the profile's seeded trace and
 # stops it; then it overlays the configurations' sweeps in one plot per
 # figure and prints a summary.
@@ -61,9 +63,10 @@ for f in "$DUETD" "$BENCH_SERVE"; do
 	[ -x "$f" ] || { echo "bench_goodput: $f not found or not executable" >&2; exit 2; }
 done
 for c in $CONFIGS; do
-	case $c in mixed | 1p1d | 1p1d-shm | 1p1d-tcp) ;;
-	*) echo "bench_goodput: unknown configuration $c (mixed, 1p1d, 1p1d-shm, 1p1d-tcp)" >&2; exit 2 ;;
+	case $c in mixed | mixed-c[1-9]* | 1p1d | 1p1d-shm | 1p1d-tcp) ;;
+	*) echo "bench_goodput: unknown configuration $c (mixed, mixed-cN, 1p1d, 1p1d-shm, 1p1d-tcp)" >&2; exit 2 ;;
 	esac
+	case $c in mixed-c*[!0-9]*) echo "bench_goodput: $c: the chunk is a number of tokens (mixed-c256)" >&2; exit 2 ;; esac
 done
 mkdir -p "$OUT"
 printf 'duet goodput bench key 0123456789abcdef\n' >"$OUT/psk"
@@ -80,6 +83,10 @@ start() {
 	transport=$TRANSPORT
 	case $c in
 	mixed) parts='{ name = "mix"; role = "mixed"; cpus = "0-1"; threads = 2; }' ;;
+	mixed-c*)
+		parts="{ name = \"mix\"; role = \"mixed\"; cpus = \"0-1\"; threads = 2;
+		         max_batch_tokens = ${c#mixed-c}; }"
+		;;
 	*)
 		parts='{ name = "pre"; role = "prefill"; cpus = "0"; threads = 1; },
 		       { name = "dec"; role = "decode"; cpus = "1"; threads = 1; }'

@@ -138,6 +138,7 @@ struct opts {
 	int senders;		 /* threads sending a trace's requests */
 	int unloaded;		 /* > 0: this many requests one at a time (unloaded latency) */
 	bool overlay;		 /* the arguments are sweep JSON files to overlay */
+	bool rescore;		 /* the argument is a sweep JSON file to judge again */
 	double slo_ttft_ms, slo_tpot_ms, target;
 };
 
@@ -2295,6 +2296,99 @@ static int selftest(void)
 /* ---------------------------------------------------------------------------
  * main
  * ------------------------------------------------------------------------- */
+/*
+ * --rescore SWEEP.json --slo-ttft-ms X --slo-tpot-ms Y [--target F] [--json OUT]:
+ * the same sweep judged against other SLOs, from its per-request records
+ * (a request meets them as in sv_rec_meets: it succeeded, its TTFT is within
+ * X, and its TPOT, when it has one, within Y).  Prints attainment per rate
+ * and the goodput; writes the sweep with "slo", each rate's "slo_ok" and
+ * "attainment", "goodput" and "goodput_bound" replaced (and "rescored_from")
+ * to OUT, which --overlay can draw.  0, 1 when the file cannot be read or has
+ * no per-request records, 2 on bad usage.
+ */
+static int rescore_main(int n, char **args)
+{
+	struct sv_point pts[64];
+	size_t n_rows, n_pts = 0;
+	json_t *doc, **rows = NULL;
+	json_error_t jerr;
+	double goodput;
+	const char *bound;
+	int ret = 1;
+
+	if (n != 1 || !(O.slo_ttft_ms > 0) || !(O.slo_tpot_ms > 0) ||
+	    !(O.target > 0 && O.target <= 1)) {
+		fprintf(stderr, "bench_serve: --rescore: one SWEEP.json, --slo-ttft-ms and "
+				"--slo-tpot-ms > 0\n");
+		return 2;
+	}
+	doc = json_load_file(args[0], 0, &jerr);
+	if (!doc || !json_is_array(json_object_get(doc, "rates"))) {
+		fprintf(stderr, "bench_serve: --rescore: %s: %s\n", args[0],
+			doc ? "no \"rates\" array" : jerr.text);
+		goto out;
+	}
+	rows = sorted_rows(json_object_get(doc, "rates"), &n_rows);
+	if (!rows || !n_rows || n_rows > 64) {
+		fprintf(stderr, "bench_serve: --rescore: %s: %s\n", args[0],
+			!rows ? "out of memory" : "no rates, or more than 64");
+		goto out;
+	}
+	printf("rescored %s: TTFT <= %g ms and TPOT <= %g ms, target %g%%\n", args[0],
+	       O.slo_ttft_ms, O.slo_tpot_ms, O.target * 100);
+	printf("%10s %9s %9s %11s\n", "rate", "requests", "slo_ok", "attainment");
+	for (size_t i = 0; i < n_rows; i++) {
+		json_t *recs = json_object_get(rows[i], "per_request"), *x;
+		size_t k, sent = json_array_size(recs), ok = 0;
+
+		if (!json_is_array(recs) || !sent) {
+			fprintf(stderr,
+				"bench_serve: --rescore: %s: rate %g has no per_request "
+				"records (written by an older bench_serve?)\n",
+				args[0], jms(rows[i], "rate"));
+			goto out;
+		}
+		json_array_foreach(recs, k, x)
+		{
+			const char *outcome = json_string_value(json_object_get(x, "outcome"));
+			double ttft = jms(x, "ttft_ms"), tpot = jms(x, "tpot_ms");
+
+			ok += outcome && !strcmp(outcome, "ok") && ttft <= O.slo_ttft_ms &&
+			      (isnan(tpot) || tpot <= O.slo_tpot_ms);
+		}
+		pts[n_pts++] = (struct sv_point){ jms(rows[i], "rate"), (double)ok / (double)sent };
+		json_object_set_new(rows[i], "slo_ok", json_integer((json_int_t)ok));
+		json_object_set_new(rows[i], "attainment", jnum((double)ok / (double)sent));
+		printf("%10.3g %9zu %9zu %10.1f%%\n", pts[n_pts - 1].rate, sent, ok,
+		       pts[n_pts - 1].attainment * 100);
+	}
+	goodput = sv_goodput_of(pts, n_pts, O.target);
+	bound = goodput <= 0			 ? "below_lowest"
+		: goodput >= pts[n_pts - 1].rate ? "at_least"
+						 : "exact";
+	if (goodput <= 0)
+		printf("goodput: below the lowest rate swept (%g)\n", pts[0].rate);
+	else
+		printf("goodput: %s%g requests/s\n", !strcmp(bound, "at_least") ? ">= " : "",
+		       goodput);
+	json_object_set_new(doc, "slo",
+			    json_pack("{s:f,s:f,s:f}", "ttft_ms", O.slo_ttft_ms, "tpot_ms",
+				      O.slo_tpot_ms, "target", O.target));
+	json_object_set_new(doc, "goodput", jnum(goodput <= 0 ? 0 : goodput));
+	json_object_set_new(doc, "goodput_bound", json_string(bound));
+	json_object_set_new(doc, "rescored_from", json_string(args[0]));
+	if (O.json_path && json_dump_file(doc, O.json_path, JSON_INDENT(1))) {
+		fprintf(stderr, "bench_serve: --rescore: cannot write %s: %s\n", O.json_path,
+			strerror(errno));
+		goto out;
+	}
+	ret = 0;
+out:
+	free(rows);
+	json_decref(doc);
+	return ret;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -2336,7 +2430,10 @@ static void usage(FILE *f)
 		"                      (TTFT and TPOT p50 / p90; no --sweep)\n"
 		"       bench_serve --overlay [LABEL=]SWEEP.json ... [--plot-dir DIR]\n"
 		"                      one plot per figure over several sweeps (attainment, TPOT p99,\n"
-		"                      TTFT p90 vs rate; PROFILE-*.svg), and each sweep's goodput\n");
+		"                      TTFT p90 vs rate; PROFILE-*.svg), and each sweep's goodput\n"
+		"       bench_serve --rescore SWEEP.json --slo-ttft-ms X --slo-tpot-ms Y [--json OUT]\n"
+		"                      the sweep's attainment and goodput under other SLOs, from its\n"
+		"                      per-request records (OUT: the sweep rescored, for --overlay)\n");
 }
 
 /* Numeric and string options: --name VALUE sets *p. */
@@ -2378,10 +2475,10 @@ static const struct opt_def {
 };
 #define N_OPT_DEFS (sizeof(opt_defs) / sizeof(opt_defs[0]))
 
-/* Returns 0, 1 for --selftest, 2 for --overlay, or -1 on a bad command line. */
+/* Returns 0, 1 for --selftest, 2 for --overlay, 3 for --rescore, or -1 on a bad command line. */
 static int parse_opts(int argc, char **argv)
 {
-	struct option lo[N_OPT_DEFS + 4] = { { 0 } };
+	struct option lo[N_OPT_DEFS + 5] = { { 0 } };
 	int c, idx;
 
 	for (size_t i = 0; i < N_OPT_DEFS; i++)
@@ -2389,14 +2486,15 @@ static int parse_opts(int argc, char **argv)
 	lo[N_OPT_DEFS] = (struct option){ "selftest", no_argument, NULL, 'S' };
 	lo[N_OPT_DEFS + 1] = (struct option){ "help", no_argument, NULL, 'h' };
 	lo[N_OPT_DEFS + 2] = (struct option){ "overlay", no_argument, NULL, 'O' };
+	lo[N_OPT_DEFS + 3] = (struct option){ "rescore", no_argument, NULL, 'R' };
 	while ((c = getopt_long(argc, argv, "h", lo, &idx)) != -1) {
 		const struct opt_def *d;
 		char *end;
 
 		if (c == 'S')
 			return 1;
-		if (c == 'O') {
-			O.overlay = true;
+		if (c == 'O' || c == 'R') {
+			*(c == 'O' ? &O.overlay : &O.rescore) = true;
 			continue;
 		}
 		if (c == 'h') {
@@ -2432,6 +2530,8 @@ static int parse_opts(int argc, char **argv)
 	}
 	if (O.overlay)
 		return 2; /* argv[optind..] are the files */
+	if (O.rescore)
+		return 3;
 	if (optind == argc - 1) {
 		O.sock = argv[optind];
 	} else if (optind != argc || !O.write_trace) {
@@ -2481,6 +2581,8 @@ int main(int argc, char **argv)
 		return selftest();
 	if (rc == 2)
 		return overlay_main(argc - optind, argv + optind);
+	if (rc == 3)
+		return rescore_main(argc - optind, argv + optind);
 	for (int c = 0; c < NCLS; c++)
 		pthread_mutex_init(&stats[c].mu, NULL);
 	if (trace_mode())

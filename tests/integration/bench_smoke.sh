@@ -162,6 +162,25 @@ rc=$?
 	grep -q "title 'x'" "$tmp/ov/chat-overlay.gp" && grep -q '^a  *goodput' "$tmp/overlay.out"
 result $? "--overlay without gnuplot: skipped with a message, data and script kept, goodputs listed (exit $rc)" "$tmp/overlay.out"
 
+# 6b. --rescore: under the sweep's own SLOs it finds what the sweep found; under
+#     generous ones every request passes, under impossible ones none does.
+"$BENCH" --rescore "$tmp/sweep.json" --slo-ttft-ms 2000 --slo-tpot-ms 200 \
+	--json "$tmp/same.json" >"$tmp/rescore.out" 2>&1 &&
+	"$BENCH" --rescore "$tmp/sweep.json" --slo-ttft-ms 1e9 --slo-tpot-ms 1e9 \
+		--json "$tmp/easy.json" >>"$tmp/rescore.out" 2>&1 &&
+	"$BENCH" --rescore "$tmp/sweep.json" --slo-ttft-ms 0.000001 --slo-tpot-ms 1e9 \
+		--json "$tmp/hard.json" >>"$tmp/rescore.out" 2>&1 &&
+	jq -n --slurpfile a "$tmp/sweep.json" --slurpfile b "$tmp/same.json" \
+		'[$a[0].rates[].attainment] == [$b[0].rates[].attainment] and
+		 $a[0].goodput == $b[0].goodput' | grep -qx true &&
+	jq_true '(.rates | all(.attainment == 1)) and .goodput == 4 and .goodput_bound == "at_least"
+		and .slo.ttft_ms == 1e9' "$tmp/easy.json" >/dev/null &&
+	jq_true '(.rates | all(.attainment == 0 and .slo_ok == 0)) and .goodput == 0
+		and .goodput_bound == "below_lowest"' "$tmp/hard.json" >/dev/null &&
+	grep -q 'goodput: >= 4 requests/s' "$tmp/rescore.out" &&
+	! "$BENCH" --rescore "$tmp/t2.jsonl" --slo-ttft-ms 1 --slo-tpot-ms 1 >>"$tmp/rescore.out" 2>&1
+result $? "--rescore: the sweep's own SLOs give its attainment; 1e9 ms all, 1 ns none; a trace file is refused" "$tmp/rescore.out"
+
 # 7. A trace file replayed as recorded.
 "$BENCH" "$api" $COMMON --trace "$tmp/t2.jsonl" --json "$tmp/replay.json" >"$tmp/replay.out" 2>&1
 jq_true --arg n "$n2" '.sweep.kind == "single" and .rates[0].requests == ($n | tonumber) and
@@ -170,7 +189,7 @@ jq_true --arg n "$n2" '.sweep.kind == "single" and .rates[0].requests == ($n | t
 result $? "--trace replays the file's $n2 requests" "$tmp/replay.out"
 
 fails=0
-for f in probe sweep nogp unloaded overlay replay; do
+for f in probe sweep nogp unloaded overlay rescore replay; do
 	clean_log "$tmp/$f.out" || { fails=1; cat "$tmp/$f.out" >>"$tmp/bench.logs"; }
 done
 [ $fails -eq 0 ]
