@@ -66,7 +66,8 @@ static void usage(FILE *fp)
 		"      --cores N              cores of each partition (default: its cpus)\n"
 		"      --ban-token ID         logit_bias -100 on ID (an EOS) so answers run full\n"
 		"      --max-context N        the model's context (default: asked of the server)\n"
-		"      --decode-tokens N      tokens per decode request (default 32)\n"
+		"      --decode-tokens N      tokens per decode request (default 24)\n"
+		"      --decode-batches LIST  batch sizes of the decode table (default 1,2,4,8)\n"
 		"\n"
 		"Planning (no daemon needed):\n"
 		"  plan --profile FILE --slo-ttft-ms X --slo-tpot-ms Y [options]\n"
@@ -81,6 +82,12 @@ static void usage(FILE *fp)
 		"      --max-seqs N, --max-batch-tokens N   partitions' limits (default 64, 2048)\n"
 		"      --target F             attainment goodput asks for (default 0.9)\n"
 		"      --prefill-exp E, --decode-exp E   speed vs cores: time x (c0/c)^E\n"
+		"  plan --compare --profile FILE --split S [options] SWEEP.json...\n"
+		"                             predict each rate of bench_serve --json sweeps (same\n"
+		"                             trace, SLOs) on split S (mixed, mixed N, NpMd) and print\n"
+		"                             measured vs predicted attainment and goodput\n"
+		"      --trace FILE           the trace a replayed sweep used (default: its path)\n"
+		"      --json                 the comparison as JSON\n"
 		"\n"
 		"Commands (admin.sock; group duet-admin):\n"
 		"  drain NAME                 stop routing new requests to partition NAME\n"
@@ -1142,8 +1149,10 @@ static void fit_add(struct prof_fit *f, json_t *rec, int n_prompt)
 }
 
 /*
- * K concurrent requests of n_prompt tokens and max_tokens each: the median
- * of their tpot_ms into *tpot, their transfers into fit, and the decode
+ * K concurrent requests of n_prompt tokens and max_tokens each: the least
+ * of their tpot_ms into *tpot (the requests admitted first decode beside
+ * the later ones' prefill chunks, seconds long for long prompts; the last
+ * admitted decodes beside the others only, which is the step time sought), their transfers into fit, and the decode
  * partition's name into dec when it is still empty.  0 or the exit code.
  */
 static int prof_batch(struct prof *p, int k, int n_prompt, int max_tokens, double *tpot, char *dec,
@@ -1193,7 +1202,7 @@ static int prof_batch(struct prof *p, int k, int n_prompt, int max_tokens, doubl
 		return EXIT_FAIL;
 	}
 	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	*tpot = v[n / 2];
+	*tpot = v[0];
 	return 0;
 }
 
@@ -1227,6 +1236,29 @@ static int prof_prefill(struct prof *p, int n, double *ms, char *pre, size_t pre
 }
 
 #define PROF_DECODE_PROMPT 16
+#define PROF_MAX_BATCHES 8 /* also the largest batch: prof_batch's threads */
+
+/* "1,2,4,8": increasing, in [1, PROF_MAX_BATCHES], at most PROF_MAX_BATCHES of them.  0 or -EINVAL. */
+static int prof_batches_parse(const char *s, int *out, int *n)
+{
+	int k = 0, prev = 0;
+
+	while (*s) {
+		char *end;
+		long v = strtol(s, &end, 10);
+
+		if (end == s || v <= prev || v > PROF_MAX_BATCHES || k == PROF_MAX_BATCHES ||
+		    (*end && *end != ','))
+			return -EINVAL;
+		out[k++] = (int)v;
+		prev = (int)v;
+		s = *end ? end + 1 : end;
+	}
+	if (!k)
+		return -EINVAL;
+	*n = k;
+	return 0;
+}
 
 static int cmd_profile(int argc, char **argv)
 {
@@ -1236,22 +1268,22 @@ static int cmd_profile(int argc, char **argv)
 		{ "ban-token", required_argument, NULL, 'b' },
 		{ "max-context", required_argument, NULL, 'x' },
 		{ "decode-tokens", required_argument, NULL, 'd' },
+		{ "decode-batches", required_argument, NULL, 'B' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	static const int lens[] = { 16, 64, 256, 512, 1024 };
-	static const int batches[] = { 1, 2, 4, 8 };
+	int batches[PROF_MAX_BATCHES] = { 1, 2, 4, 8 }, n_batches = 4, prompts[PLAN_MAX_CTX];
 	struct prof p = { .ban_token = -1, .lock = PTHREAD_MUTEX_INITIALIZER };
 	struct plan_model m;
 	struct prof_fit fit = { 0 };
 	const char *out = NULL;
-	long cores = 0, ctx = 0, dtok = 32, v;
+	long cores = 0, ctx = 0, dtok = 24, v;
 	char pre[128] = "", dec[128] = "", *end;
 	struct client_buf raw = { 0 };
 	json_t *tok = NULL, *status = NULL, *o;
 	struct timespec ts;
-	double tpot1 = 0, tpot_long = 0;
-	int c, rc, long_prompt;
+	int c, rc, n_prompts = 0;
 	FILE *f;
 
 	optind = 0;
@@ -1268,6 +1300,14 @@ static int cmd_profile(int argc, char **argv)
 		if (c == '?' || c == ':')
 			return bad_usage("'profile': unknown option or missing value: %s",
 					 argv[optind - 1]);
+		if (c == 'B') {
+			if (prof_batches_parse(optarg, batches, &n_batches))
+				return bad_usage(
+					"bad --decode-batches '%s' (increasing batch sizes "
+					"1-%d, at most %d of them)",
+					optarg, PROF_MAX_BATCHES, PROF_MAX_BATCHES);
+			continue;
+		}
 		errno = 0;
 		v = strtol(optarg, &end, 10);
 		if (errno || *end || v < (c == 'b' ? 0 : 1) || v > 1 << 20)
@@ -1333,26 +1373,45 @@ static int cmd_profile(int argc, char **argv)
 			goto out;
 		m.prefill.x[m.prefill.n] = lens[i];
 		m.prefill.y[m.prefill.n++] = (a < b ? a : b) > 0.001 ? (a < b ? a : b) : 0.001;
+		fprintf(stderr, "profile: prefill %d tokens: %.3f ms\n", lens[i],
+			m.prefill.y[m.prefill.n - 1]);
 	}
-	/* Decode: K requests at once, short prompts; then one with a long prompt for the context term. */
-	for (size_t i = 0; i < sizeof(batches) / sizeof(batches[0]); i++) {
-		double t;
+	/*
+	 * Decode: a table of K requests at once (batches) by their context while
+	 * decoding (prompt + dtok / 2): a short prompt, then prompts that put it
+	 * at about 1/4 and 1/2 of the model's context.
+	 */
+	prompts[n_prompts++] = PROF_DECODE_PROMPT;
+	for (int q = 4; q >= 2; q -= 2) {
+		long pr = ctx / q - dtok / 2;
 
-		if ((rc = prof_batch(&p, batches[i], PROF_DECODE_PROMPT, (int)dtok, &t, dec,
-				     sizeof(dec), &fit)))
-			goto out;
-		m.decode.x[m.decode.n] = batches[i];
-		m.decode.y[m.decode.n++] = t;
-		if (i == 0)
-			tpot1 = t;
+		if (pr > 2 * prompts[n_prompts - 1] && pr + dtok < ctx)
+			prompts[n_prompts++] = (int)pr;
 	}
-	m.decode_ctx = PROF_DECODE_PROMPT + dtok / 2.0;
-	long_prompt = (int)(ctx / 2 < 512 ? ctx / 2 : 512);
-	if (long_prompt > 4 * PROF_DECODE_PROMPT && long_prompt + dtok < ctx) {
-		if ((rc = prof_batch(&p, 1, long_prompt, (int)dtok, &tpot_long, dec, sizeof(dec),
-				     &fit)))
-			goto out;
-		m.decode_ms_per_ctx = (tpot_long - tpot1) / (long_prompt - PROF_DECODE_PROMPT);
+	for (int j = 0; j < n_prompts; j++) {
+		m.decode_ctxs[j] = prompts[j] + dtok / 2.0;
+		for (int i = 0; i < n_batches; i++) {
+			double t;
+
+			if ((rc = prof_batch(&p, batches[i], prompts[j], (int)dtok, &t, dec,
+					     sizeof(dec), &fit)))
+				goto out;
+			m.decode_grid[j][i] = t;
+			fprintf(stderr, "profile: decode batch %d at context %.0f: %.3f ms/step\n",
+				batches[i], m.decode_ctxs[j], t);
+		}
+	}
+	m.decode_n_ctx = (size_t)n_prompts;
+	m.decode.n = (size_t)n_batches;
+	for (int i = 0; i < n_batches; i++) {
+		m.decode.x[i] = batches[i];
+		m.decode.y[i] = m.decode_grid[0][i];
+	}
+	/* v1's context term, for older readers: batch 1, first to last context. */
+	m.decode_ctx = m.decode_ctxs[0];
+	if (n_prompts > 1) {
+		m.decode_ms_per_ctx = (m.decode_grid[n_prompts - 1][0] - m.decode_grid[0][0]) /
+				      (m.decode_ctxs[n_prompts - 1] - m.decode_ctxs[0]);
 		if (m.decode_ms_per_ctx < 0)
 			m.decode_ms_per_ctx = 0;
 	}
@@ -1411,10 +1470,13 @@ static int cmd_profile(int argc, char **argv)
 		for (size_t i = 0; i < m.prefill.n; i++)
 			printf(" %g tok %.2f ms%s", m.prefill.x[i], m.prefill.y[i],
 			       i + 1 < m.prefill.n ? "," : "\n");
-		printf("decode (%s, %d cores):", dec, m.decode_cores);
-		for (size_t i = 0; i < m.decode.n; i++)
-			printf(" batch %g %.2f ms%s", m.decode.x[i], m.decode.y[i],
-			       i + 1 < m.decode.n ? "," : "\n");
+		for (size_t j = 0; j < m.decode_n_ctx; j++) {
+			printf("decode (%s, %d cores), context %.0f:", dec, m.decode_cores,
+			       m.decode_ctxs[j]);
+			for (size_t i = 0; i < m.decode.n; i++)
+				printf(" batch %g %.2f ms%s", m.decode.x[i], m.decode_grid[j][i],
+				       i + 1 < m.decode.n ? "," : "\n");
+		}
 		if (fit.n > 0)
 			printf("transfer: %.3f ms + %.5f ms/token\n", m.transfer_ms,
 			       m.transfer_ms_per_token);
@@ -1462,13 +1524,209 @@ static int read_file(const char *path, char **out)
 }
 
 struct plan_opts {
-	const char *profile, *trace;
+	const char *profile, *trace, *split;
+	bool compare, json;
 	int trace_profile, cores, max_context, max_seqs, max_batch_tokens;
 	long requests;
 	double duration;
 	unsigned long long seed;
 	double ttft, tpot, target, burstiness, prefill_exp, decode_exp;
 };
+
+/* A trace file's requests and mean rate; 0 or EXIT_FAIL (said, naming the file). */
+static int plan_read_trace(const char *path, struct plan_req **reqs, size_t *n, double *rate)
+{
+	struct sv_trace *tr = NULL;
+	char err[256];
+	FILE *f = fopen(path, "r");
+	int ret;
+
+	if (!f) {
+		fprintf(stderr, PROG ": %s: %s\n", path, strerror(errno));
+		return EXIT_FAIL;
+	}
+	ret = sv_trace_read(f, &tr, err, sizeof(err));
+	fclose(f);
+	if (ret) {
+		fprintf(stderr, PROG ": %s: %s\n", path, ret == -ENOMEM ? "out of memory" : err);
+		return EXIT_FAIL;
+	}
+	*rate = sv_trace_rate(tr);
+	ret = *rate > 0 ? plan_reqs_of_trace(tr, reqs, n) : -EINVAL;
+	sv_trace_destroy(tr);
+	if (ret) {
+		fprintf(stderr, PROG ": %s: %s\n", path,
+			ret == -ENOMEM ? "out of memory"
+				       : "no requests, or no arrivals spread over time");
+		return EXIT_FAIL;
+	}
+	return 0;
+}
+
+static const char *bound_name(enum sv_bound b)
+{
+	return b == SV_AT_LEAST ? "at_least" : b == SV_BELOW ? "below_lowest" : "exact";
+}
+
+/* "0.5 req/s (exact)", "< 0.25 req/s (below the lowest rate)", ">= 2 req/s (...)" */
+static void fmt_goodput(char *out, size_t cap, double g, enum sv_bound b, double lowest)
+{
+	if (isnan(g))
+		snprintf(out, cap, "none (not a sweep)");
+	else if (b == SV_BELOW)
+		snprintf(out, cap, "< %.3g req/s (the lowest rate misses the target)", lowest);
+	else if (b == SV_AT_LEAST)
+		snprintf(out, cap, ">= %.3g req/s (a bound: the highest rate passed)", g);
+	else
+		snprintf(out, cap, "%.3g req/s (exact)", g);
+}
+
+/*
+ * One sweep file predicted on o->split: a table to stdout, or its JSON
+ * object into *js.  0, or EXIT_FAIL with a message naming the file.
+ */
+static int plan_compare_one(const struct plan_model *m, const struct plan_opts *o, const char *path,
+			    json_t **js)
+{
+	struct plan_sweep s;
+	struct plan_config cfg;
+	struct plan_cmp_row rows[PLAN_SWEEP_MAX];
+	struct plan_workload w;
+	struct plan_req *reqs = NULL;
+	struct sv_gen g;
+	enum sv_bound pbound;
+	char *text = NULL, err[256], cname[32], mg[96], pg[96];
+	const char *trace = NULL;
+	double pgood, lowest = INFINITY, base_rate = 1, gerr = NAN;
+	size_t n = 0;
+	int rc;
+
+	if ((rc = read_file(path, &text)))
+		return rc;
+	rc = EXIT_FAIL;
+	if (plan_sweep_from_json(text, &s, err, sizeof(err))) {
+		fprintf(stderr, PROG ": %s: %s\n", path, err);
+		goto out;
+	}
+	if (s.profile < 0) {
+		trace = o->trace ? o->trace : s.trace;
+		if (plan_read_trace(trace, &reqs, &n, &base_rate)) {
+			fprintf(stderr,
+				PROG ": %s: the sweep replayed trace %s: give it with --trace\n",
+				path, trace);
+			goto out;
+		}
+		w = (struct plan_workload){ .reqs = reqs, .n = n, .base_rate = base_rate };
+	} else {
+		plan_sweep_gen(&s, &g);
+		w = (struct plan_workload){ .gen = &g, .as_bench = true };
+	}
+	plan_config_parse(o->split, o->cores, &cfg);
+	plan_config_name(&cfg, cname, sizeof(cname));
+	if (plan_compare(m, &cfg, &s, &w, rows, &pgood, &pbound)) {
+		fprintf(stderr, PROG ": %s: the simulation failed (no arrivals at a rate?)\n",
+			path);
+		goto out;
+	}
+	for (size_t i = 0; i < s.n; i++)
+		lowest = s.rate[i] < lowest ? s.rate[i] : lowest;
+	if (s.goodput > 0 && pgood > 0)
+		gerr = pgood / s.goodput - 1;
+	rc = EXIT_OK;
+	if (o->json) {
+		json_t *arr = json_array();
+
+		for (size_t i = 0; arr && i < s.n; i++)
+			json_array_append_new(
+				arr,
+				json_pack("{sf sI sI sf sf sf sf sf sf}", "rate", rows[i].rate,
+					  "requests_measured", (json_int_t)rows[i].measured_n,
+					  "requests_predicted", (json_int_t)rows[i].predicted_n,
+					  "attainment_measured", rows[i].measured,
+					  "attainment_predicted", rows[i].predicted,
+					  "ttft_p50_ms_predicted", rows[i].pred.ttft.p50,
+					  "ttft_p90_ms_predicted", rows[i].pred.ttft.p90,
+					  "tpot_p50_ms_predicted", rows[i].pred.tpot.p50,
+					  "tpot_p90_ms_predicted", rows[i].pred.tpot.p90));
+		*js = json_pack("{ss ss ss* so so ss so ss so}", "file", path, "split", cname,
+				"trace", trace, "rates", arr ? arr : json_null(),
+				"goodput_measured",
+				isnan(s.goodput) ? json_null() : json_real(s.goodput),
+				"goodput_measured_bound", bound_name(s.bound), "goodput_predicted",
+				json_real(pgood), "goodput_predicted_bound", bound_name(pbound),
+				"goodput_error", isnan(gerr) ? json_null() : json_real(gerr));
+		if (*js && s.profile >= 0)
+			json_object_set_new(*js, "profile",
+					    json_string(sv_profile_name(s.profile)));
+		rc = *js ? EXIT_OK : EXIT_FAIL;
+		goto out;
+	}
+	if (s.profile >= 0 && s.num_requests)
+		printf("%s: %s profile, %d requests at each rate, %s arrivals, seed %llu, context "
+		       "%d\n",
+		       path, sv_profile_name(s.profile), s.num_requests,
+		       s.burstiness == 1 || s.burstiness == 0 ? "Poisson" : "gamma", s.seed,
+		       s.max_context);
+	else if (s.profile >= 0)
+		printf("%s: %s profile, %g s of arrivals at each rate, %s, seed %llu, context %d\n",
+		       path, sv_profile_name(s.profile), s.duration_s,
+		       s.burstiness == 1 || s.burstiness == 0 ? "Poisson" : "gamma", s.seed,
+		       s.max_context);
+	else
+		printf("%s: trace %s (%zu requests) at each rate\n", path, trace, n);
+	printf("SLO: TTFT <= %g ms and TPOT <= %g ms for %g%%; predicted on %s\n", s.slo.ttft_ms,
+	       s.slo.tpot_ms, 100 * s.target, cname);
+	printf("%8s %9s %9s %9s %9s %8s %12s %12s\n", "rate/s", "req meas", "req pred", "att meas",
+	       "att pred", "diff", "TTFT p90 ms", "TPOT p90 ms");
+	for (size_t i = 0; i < s.n; i++)
+		printf("%8.3f %9zu %9zu %8.1f%% %8.1f%% %+7.1f%% %12.1f %12.1f\n", rows[i].rate,
+		       rows[i].measured_n, rows[i].predicted_n, 100 * rows[i].measured,
+		       100 * rows[i].predicted, 100 * (rows[i].predicted - rows[i].measured),
+		       rows[i].pred.ttft.p90, rows[i].pred.tpot.p90);
+	fmt_goodput(mg, sizeof(mg), s.goodput, s.bound, lowest);
+	fmt_goodput(pg, sizeof(pg), pgood, pbound, lowest);
+	printf("goodput measured:  %s\ngoodput predicted: %s\n", mg, pg);
+	if (isnan(gerr) && s.goodput > 0 && !(pgood > 0))
+		printf("goodput error: < %+.1f%% (the predicted goodput is below the lowest rate)\n",
+		       100 * (lowest / s.goodput - 1));
+	else if (isnan(gerr))
+		printf("goodput error: none (the measured goodput is below the lowest rate, or "
+		       "none was measured)\n");
+	else
+		printf("goodput error: %+.1f%% (predicted / measured - 1%s)\n", 100 * gerr,
+		       s.bound == SV_AT_LEAST ? "; the measured goodput is a lower bound" : "");
+	printf("(TTFT and TPOT p90 are predicted; diff is attainment points)\n\n");
+out:
+	free(reqs);
+	free(text);
+	return rc;
+}
+
+/* plan --compare: every file; exit 1 if any was bad (the others are still reported). */
+static int plan_compare_files(const struct plan_model *m, const struct plan_opts *o, char **files,
+			      int n)
+{
+	json_t *all = o->json ? json_array() : NULL;
+	int rc = EXIT_OK;
+
+	for (int i = 0; i < n; i++) {
+		json_t *js = NULL;
+
+		if (plan_compare_one(m, o, files[i], &js))
+			rc = EXIT_FAIL;
+		else if (all)
+			json_array_append_new(all, js);
+	}
+	if (all) {
+		json_t *root = json_pack("{ss so}", "profile", o->profile, "sweeps", all);
+
+		if (!root || json_dumpf(root, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) ||
+		    putchar('\n') == EOF)
+			rc = EXIT_FAIL;
+		json_decref(root);
+	}
+	return rc;
+}
 
 static int cmd_plan(int argc, char **argv)
 {
@@ -1488,7 +1746,10 @@ static int cmd_plan(int argc, char **argv)
 		P_DEXP,
 		P_DUR,
 		P_SEQS,
-		P_MBT
+		P_MBT,
+		P_COMPARE,
+		P_SPLIT,
+		P_JSON
 	};
 	static const struct option lopts[] = {
 		{ "profile", required_argument, NULL, P_PROFILE },
@@ -1507,6 +1768,9 @@ static int cmd_plan(int argc, char **argv)
 		{ "duration", required_argument, NULL, P_DUR },
 		{ "max-seqs", required_argument, NULL, P_SEQS },
 		{ "max-batch-tokens", required_argument, NULL, P_MBT },
+		{ "compare", no_argument, NULL, P_COMPARE },
+		{ "split", required_argument, NULL, P_SPLIT },
+		{ "json", no_argument, NULL, P_JSON },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -1544,6 +1808,15 @@ static int cmd_plan(int argc, char **argv)
 			continue;
 		case P_TRACE:
 			o.trace = optarg;
+			continue;
+		case P_COMPARE:
+			o.compare = true;
+			continue;
+		case P_SPLIT:
+			o.split = optarg;
+			continue;
+		case P_JSON:
+			o.json = true;
 			continue;
 		case P_TPROF:
 			o.trace_profile = sv_profile_parse(optarg);
@@ -1606,12 +1879,25 @@ static int cmd_plan(int argc, char **argv)
 				o.max_context = (int)d;
 		}
 	}
-	if (optind != argc)
-		return bad_usage("'plan' takes no arguments");
+	if (o.compare && optind == argc)
+		return bad_usage("'plan --compare' needs one or more sweep JSON files "
+				 "(bench_serve --json)");
+	if (o.compare && !o.split)
+		return bad_usage("'plan --compare' needs --split (mixed, mixed N, NpMd): the "
+				 "configuration the sweep ran on");
+	if (!o.compare && (optind != argc || o.split || o.json))
+		return bad_usage("'plan' takes no arguments (--split, --json and files go with "
+				 "--compare)");
 	if (!o.profile)
 		return bad_usage("'plan' needs --profile FILE (from '" PROG
 				 " profile --out FILE')");
-	if (!(o.ttft > 0) || !(o.tpot > 0))
+	if (o.compare) {
+		struct plan_config cfg;
+
+		if (plan_config_parse(o.split, o.cores ? o.cores : 2, &cfg))
+			return bad_usage("bad --split '%s' (mixed, mixed N, NpMd)", o.split);
+	}
+	if (!o.compare && (!(o.ttft > 0) || !(o.tpot > 0)))
 		return bad_usage("'plan' needs --slo-ttft-ms and --slo-tpot-ms (> 0)");
 	slo = (struct sv_slo){ .ttft_ms = o.ttft, .tpot_ms = o.tpot };
 
@@ -1644,6 +1930,10 @@ static int cmd_plan(int argc, char **argv)
 		o.cores = 2;
 	if (!o.max_context)
 		o.max_context = m.max_context ? m.max_context : 2048;
+	if (o.compare) {
+		rc = plan_compare_files(&m, &o, argv + optind, argc - optind);
+		goto out;
+	}
 
 	if (o.trace) {
 		FILE *f = fopen(o.trace, "r");
@@ -1689,8 +1979,11 @@ static int cmd_plan(int argc, char **argv)
 		w = (struct plan_workload){ .gen = &g };
 	}
 	ev = calloc((size_t)o.cores, sizeof(*ev));
-	if (!ev || plan_recommend(&m, o.cores, &w, &slo, o.target, ev, &best)) {
-		fprintf(stderr, PROG ": the simulation failed\n");
+	ret = ev ? plan_recommend(&m, o.cores, &w, &slo, o.target, ev, &best) : -ENOMEM;
+	if (ret) {
+		fprintf(stderr, PROG ": the simulation failed: %s\n",
+			ret == -ENOMEM ? "out of memory"
+				       : "the profile gives no positive capacity for this trace");
 		goto out;
 	}
 

@@ -49,6 +49,43 @@ static double curve_at(const struct plan_curve *c, double x, bool origin)
 	return seg(c, i, x);
 }
 
+/* A decode curve at batch b: curve_at, flat below, never below its least time (a noisy
+ * last segment that falls must not reach 0 at large batches). */
+static double decode_curve_at(const struct plan_curve *c, double b)
+{
+	double t = curve_at(c, b, false), least = c->y[0];
+
+	for (size_t i = 1; i < c->n; i++)
+		least = c->y[i] < least ? c->y[i] : least;
+	return t < least ? least : t;
+}
+
+/* Row j of the v2 decode table at batch b. */
+static double grid_row_at(const struct plan_model *m, size_t j, double b)
+{
+	struct plan_curve row = { .n = m->decode.n };
+
+	memcpy(row.x, m->decode.x, sizeof(row.x));
+	memcpy(row.y, m->decode_grid[j], sizeof(row.y));
+	return decode_curve_at(&row, b);
+}
+
+/* The v2 table at batch b and per-sequence context c (plan.h: bilinear, floored). */
+static double grid_at(const struct plan_model *m, double b, double c)
+{
+	size_t j, n = m->decode_n_ctx;
+	double y0 = grid_row_at(m, 0, b), lo, hi, t;
+
+	if (n == 1 || c <= m->decode_ctxs[0])
+		return y0;
+	for (j = 0; j + 2 < n && c > m->decode_ctxs[j + 1]; j++)
+		;
+	lo = j ? grid_row_at(m, j, b) : y0;
+	hi = grid_row_at(m, j + 1, b);
+	t = lo + (hi - lo) * (c - m->decode_ctxs[j]) / (m->decode_ctxs[j + 1] - m->decode_ctxs[j]);
+	return t < y0 / 2 ? y0 / 2 : t;
+}
+
 static double scale(int c0, int c, double e)
 {
 	return pow((double)c0 / (double)c, e);
@@ -63,9 +100,13 @@ double plan_prefill_ms(const struct plan_model *m, double tokens, int cores)
 
 double plan_decode_ms(const struct plan_model *m, int batch, double sum_ctx, int cores)
 {
-	double base = curve_at(&m->decode, batch, false);
-	double t = base + m->decode_ms_per_ctx * (sum_ctx - batch * m->decode_ctx);
+	double base, t;
 
+	if (m->decode_n_ctx)
+		return grid_at(m, batch, batch > 0 ? sum_ctx / batch : 0) *
+		       scale(m->decode_cores, cores, m->decode_exp);
+	base = decode_curve_at(&m->decode, batch);
+	t = base + m->decode_ms_per_ctx * (sum_ctx - batch * m->decode_ctx);
 	if (t < base / 2)
 		t = base / 2;
 	return t * scale(m->decode_cores, cores, m->decode_exp);
@@ -100,6 +141,16 @@ static const char *model_bad(const struct plan_model *m)
 		return "context and transfer figures must be >= 0";
 	if (m->max_batch_tokens < 1 || m->max_seqs < 1 || m->max_context < 0)
 		return "limits must be >= 1";
+	if (m->decode_n_ctx > PLAN_MAX_CTX)
+		return "decode contexts: at most 8";
+	for (size_t j = 0; j < m->decode_n_ctx; j++) {
+		if (!(m->decode_ctxs[j] > 0) || !isfinite(m->decode_ctxs[j]) ||
+		    (j && !(m->decode_ctxs[j] > m->decode_ctxs[j - 1])))
+			return "decode contexts: increasing, > 0";
+		for (size_t i = 0; i < m->decode.n; i++)
+			if (!(m->decode_grid[j][i] > 0) || !isfinite(m->decode_grid[j][i]))
+				return "decode grid: times > 0";
+	}
 	return NULL;
 }
 
@@ -161,6 +212,39 @@ static bool opt_int(json_t *o, const char *key, int *v)
 	return true;
 }
 
+/* The v2 decode table, when "decode" has one ("contexts" and "grid" together). */
+static int read_grid(json_t *dec, struct plan_model *m, char *err, size_t errlen)
+{
+	json_t *ctxs = json_object_get(dec, "contexts"), *grid = json_object_get(dec, "grid"), *row;
+	size_t j, i;
+
+	if (!ctxs && !grid)
+		return 0;
+	if (!json_is_array(ctxs) || !json_array_size(ctxs) ||
+	    json_array_size(ctxs) > PLAN_MAX_CTX || !json_is_array(grid) ||
+	    json_array_size(grid) != json_array_size(ctxs))
+		return bad(err, errlen,
+			   "decode.contexts and decode.grid: want 1-%d contexts and as many rows",
+			   PLAN_MAX_CTX);
+	m->decode_n_ctx = json_array_size(ctxs);
+	for (j = 0; j < m->decode_n_ctx; j++) {
+		if (!json_is_number(json_array_get(ctxs, j)))
+			return bad(err, errlen, "decode.contexts[%zu]: not a number", j);
+		m->decode_ctxs[j] = json_number_value(json_array_get(ctxs, j));
+		row = json_array_get(grid, j);
+		if (json_array_size(row) != m->decode.n)
+			return bad(err, errlen, "decode.grid[%zu]: want %zu times, one per batch",
+				   j, m->decode.n);
+		for (i = 0; i < m->decode.n; i++) {
+			if (!json_is_number(json_array_get(row, i)))
+				return bad(err, errlen, "decode.grid[%zu][%zu]: not a number", j,
+					   i);
+			m->decode_grid[j][i] = json_number_value(json_array_get(row, i));
+		}
+	}
+	return 0;
+}
+
 int plan_model_from_json(const char *text, struct plan_model *m, char *err, size_t errlen)
 {
 	json_error_t jerr;
@@ -183,6 +267,8 @@ int plan_model_from_json(const char *text, struct plan_model *m, char *err, size
 	if ((ret = read_curve(json_object_get(pre, "points"), "prefill", &m->prefill, err,
 			      errlen)) ||
 	    (ret = read_curve(json_object_get(dec, "points"), "decode", &m->decode, err, errlen)))
+		goto out;
+	if ((ret = read_grid(dec, m, err, errlen)))
 		goto out;
 	ret = -EINVAL;
 	if (!opt_int(pre, "cores", &m->prefill_cores) || !opt_int(dec, "cores", &m->decode_cores) ||
@@ -220,14 +306,37 @@ static json_t *curve_json(const struct plan_curve *c)
 
 json_t *plan_model_json(const struct plan_model *m)
 {
-	return json_pack(
-		"{si s{si so} s{si sf sf so} s{sf sf} s{sf sf} s{si si si}}", "version", 1,
-		"prefill", "cores", m->prefill_cores, "points", curve_json(&m->prefill), "decode",
-		"cores", m->decode_cores, "context", m->decode_ctx, "ms_per_context_token",
-		m->decode_ms_per_ctx, "points", curve_json(&m->decode), "transfer", "ms",
-		m->transfer_ms, "ms_per_token", m->transfer_ms_per_token, "scaling", "prefill_exp",
-		m->prefill_exp, "decode_exp", m->decode_exp, "limits", "max_batch_tokens",
-		m->max_batch_tokens, "max_seqs", m->max_seqs, "max_context", m->max_context);
+	json_t *o, *ctxs, *grid;
+
+	o = json_pack("{si s{si so} s{si sf sf so} s{sf sf} s{sf sf} s{si si si}}", "version",
+		      m->decode_n_ctx ? 2 : 1, "prefill", "cores", m->prefill_cores, "points",
+		      curve_json(&m->prefill), "decode", "cores", m->decode_cores, "context",
+		      m->decode_ctx, "ms_per_context_token", m->decode_ms_per_ctx, "points",
+		      curve_json(&m->decode), "transfer", "ms", m->transfer_ms, "ms_per_token",
+		      m->transfer_ms_per_token, "scaling", "prefill_exp", m->prefill_exp,
+		      "decode_exp", m->decode_exp, "limits", "max_batch_tokens",
+		      m->max_batch_tokens, "max_seqs", m->max_seqs, "max_context", m->max_context);
+	if (!o || !m->decode_n_ctx)
+		return o;
+	ctxs = json_array();
+	grid = json_array();
+	for (size_t j = 0; ctxs && grid && j < m->decode_n_ctx; j++) {
+		json_t *row = json_array();
+
+		json_array_append_new(ctxs, json_real(m->decode_ctxs[j]));
+		for (size_t i = 0; row && i < m->decode.n; i++)
+			json_array_append_new(row, json_real(m->decode_grid[j][i]));
+		json_array_append_new(grid, row);
+	}
+	if (!ctxs || !grid) {
+		json_decref(ctxs);
+		json_decref(grid);
+		json_decref(o);
+		return NULL;
+	}
+	json_object_set_new(json_object_get(o, "decode"), "contexts", ctxs);
+	json_object_set_new(json_object_get(o, "decode"), "grid", grid);
+	return o;
 }
 
 int plan_model_write(const struct plan_model *m, FILE *f)
@@ -262,6 +371,8 @@ struct eng_item {
 	int prompt;	/* prompt tokens (its context when it arrives prefilled) */
 	int output;	/* tokens it ends with */
 	bool prefilled; /* arrives with its prompt computed and one token out */
+	int group;	/* prefix group + 1, 0 none */
+	int cached;	/* prompt tokens found in this server's prefix cache */
 	int done, gen;	/* prompt tokens computed, tokens out */
 	double t_first; /* s: first token (from this server) */
 	double t_last;	/* s: last token */
@@ -270,19 +381,23 @@ struct eng_item {
 /*
  * Serve it[order[0..n)] (arrival order) on `cores` cores: each step takes the
  * decoding sequences, then prompt chunks in admission order within the
- * token budget; at most max_seqs admitted at once.  0 or -ENOMEM.
+ * token budget; at most max_seqs admitted at once.  Groups are 1..n_groups;
+ * the server's prefix cache holds, per group, the prompt length of the
+ * latest of its requests whose prefill finished here.  0 or -ENOMEM.
  */
 static int engine_run(const struct plan_model *m, int cores, struct eng_item *it,
-		      const size_t *order, size_t n)
+		      const size_t *order, size_t n, int n_groups)
 {
 	size_t cap = (size_t)m->max_seqs, n_act = 0, admit = 0, finished = 0;
 	size_t *act = calloc(cap, sizeof(*act));
 	int *chunk = calloc(cap, sizeof(*chunk)); /* this step: -1 decoding, else prompt tokens */
+	int *cache = calloc((size_t)n_groups + 1, sizeof(*cache)); /* tokens, by group */
 	double t = 0;
 
-	if (!act || !chunk) {
+	if (!act || !chunk || !cache) {
 		free(act);
 		free(chunk);
+		free(cache);
 		return -ENOMEM;
 	}
 	while (finished < n) {
@@ -296,6 +411,13 @@ static int engine_run(const struct plan_model *m, int cores, struct eng_item *it
 
 			r->done = r->prefilled ? r->prompt : 0;
 			r->gen = r->prefilled ? 1 : 0;
+			if (!r->prefilled && r->group > 0 && r->group <= n_groups) {
+				int hit = cache[r->group] < r->prompt - 1 ? cache[r->group]
+									  : r->prompt - 1;
+
+				r->cached = hit / PLAN_KV_BLOCK * PLAN_KV_BLOCK;
+				r->done = r->cached;
+			}
 			act[n_act++] = (size_t)(r - it);
 		}
 		if (!n_act) { /* idle until the next arrival */
@@ -323,8 +445,9 @@ static int engine_run(const struct plan_model *m, int cores, struct eng_item *it
 				c = budget;
 			chunk[a] = (int)c;
 			budget -= c;
-			pre_ms += plan_prefill_ms(m, r->done + c, cores) -
-				  plan_prefill_ms(m, r->done, cores);
+			/* a noisy prefill curve may fall: a chunk never costs less than 0 */
+			pre_ms += fmax(0, plan_prefill_ms(m, r->done + c, cores) -
+						  plan_prefill_ms(m, r->done, cores));
 		}
 		step_ms = pre_ms + (batch ? plan_decode_ms(m, batch, sum_ctx, cores) : 0);
 		t += step_ms / 1e3;
@@ -338,6 +461,8 @@ static int engine_run(const struct plan_model *m, int cores, struct eng_item *it
 				if (r->done == r->prompt) {
 					r->gen = 1;
 					r->t_first = t;
+					if (r->group > 0 && r->group <= n_groups)
+						cache[r->group] = r->prompt;
 				}
 			}
 			if (r->gen >= r->output) {
@@ -351,6 +476,7 @@ static int engine_run(const struct plan_model *m, int cores, struct eng_item *it
 	}
 	free(act);
 	free(chunk);
+	free(cache);
 	return 0;
 }
 
@@ -369,7 +495,7 @@ static bool reqs_ok(const struct plan_req *reqs, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		if (!(reqs[i].arrival_s >= 0) || !isfinite(reqs[i].arrival_s) ||
-		    reqs[i].prompt < 1 || reqs[i].output < 1)
+		    reqs[i].prompt < 1 || reqs[i].output < 1 || reqs[i].group < 0)
 			return false;
 		if (i && reqs[i].arrival_s < reqs[i - 1].arrival_s)
 			return false;
@@ -383,12 +509,14 @@ int plan_simulate(const struct plan_model *m, const struct plan_config *c,
 	struct eng_item *it = NULL;
 	size_t *order = NULL, nd = 0;
 	double *keys = NULL;
-	int ret = -ENOMEM;
+	int ret = -ENOMEM, n_groups = 0;
 
 	if (model_bad(m) || c->decode < 1 || c->prefill < 0 || !reqs_ok(reqs, n))
 		return -EINVAL;
 	if (!n)
 		return 0;
+	for (size_t i = 0; i < n; i++)
+		n_groups = reqs[i].group > n_groups ? reqs[i].group : n_groups;
 	it = calloc(n, sizeof(*it));
 	order = calloc(n, sizeof(*order));
 	keys = calloc(n, sizeof(*keys));
@@ -397,11 +525,12 @@ int plan_simulate(const struct plan_model *m, const struct plan_config *c,
 	for (size_t i = 0; i < n; i++) {
 		it[i] = (struct eng_item){ .arrival = reqs[i].arrival_s,
 					   .prompt = reqs[i].prompt,
-					   .output = c->prefill ? 1 : reqs[i].output };
+					   .output = c->prefill ? 1 : reqs[i].output,
+					   .group = reqs[i].group };
 		order[i] = i;
 	}
 	/* mixed: everything here; split: the prefill partition, every request to its first token */
-	ret = engine_run(m, c->prefill ? c->prefill : c->decode, it, order, n);
+	ret = engine_run(m, c->prefill ? c->prefill : c->decode, it, order, n, n_groups);
 	if (ret)
 		goto out;
 	for (size_t i = 0; i < n; i++)
@@ -409,14 +538,16 @@ int plan_simulate(const struct plan_model *m, const struct plan_config *c,
 	if (!c->prefill)
 		goto out;
 
-	/* The decode partition: the requests with more to say, after the hand-off. */
+	/* The decode partition: the requests with more to say, after the hand-off of what
+	 * the prefill partition computed (its uncached tokens). */
 	for (size_t i = 0; i < n; i++) {
+		int sent = reqs[i].prompt - it[i].cached;
+
 		if (reqs[i].output < 2)
 			continue;
 		it[nd] = (struct eng_item){
-			.arrival =
-				out[i].t_first_s +
-				(m->transfer_ms + m->transfer_ms_per_token * reqs[i].prompt) / 1e3,
+			.arrival = out[i].t_first_s +
+				   (m->transfer_ms + m->transfer_ms_per_token * sent) / 1e3,
 			.prompt = reqs[i].prompt,
 			.output = reqs[i].output,
 			.prefilled = true,
@@ -436,7 +567,7 @@ int plan_simulate(const struct plan_model *m, const struct plan_config *c,
 		for (size_t k = 0; k < nd; k++)
 			order[k] = k;
 		qsort_r(order, nd, sizeof(*order), by_arrival, keys);
-		ret = engine_run(m, c->decode, it, order, nd);
+		ret = engine_run(m, c->decode, it, order, nd, 0);
 		for (size_t k = 0; !ret && k < nd; k++)
 			out[which[k]].t_last_s = it[k].t_last;
 		free(which);
@@ -470,7 +601,10 @@ int plan_reqs_of_trace(const struct sv_trace *t, struct plan_req **out, size_t *
 					  .prompt = toks < 1	     ? 1
 						    : toks > 1 << 24 ? 1 << 24
 								     : (int)toks,
-					  .output = q->max_tokens };
+					  .output = q->max_tokens,
+					  .group = q->group >= 0 && q->group < 1 << 24
+							   ? q->group + 1
+							   : 0 };
 	}
 	*out = r;
 	*n = len;
@@ -494,7 +628,7 @@ static int workload_at(const struct plan_workload *w, double rate, struct plan_r
 		g = *w->gen;
 		g.rate = rate;
 		/* Low rates: a window of at least 50 mean gaps, so there is something to measure. */
-		if (g.duration_s > 0 && g.duration_s < 50 / rate)
+		if (!w->as_bench && g.duration_s > 0 && g.duration_s < 50 / rate)
 			g.duration_s = 50 / rate;
 		if ((ret = sv_trace_generate(&g, &t)))
 			return ret;
@@ -578,17 +712,31 @@ static int measure(void *ctx, double rate, double *attainment)
 static double capacity(const struct plan_model *m, const struct plan_config *c,
 		       const struct plan_req *reqs, size_t n)
 {
-	int pc = c->prefill ? c->prefill : c->decode, b = m->max_seqs;
+	int pc = c->prefill ? c->prefill : c->decode, b = m->max_seqs, n_groups = 0, *last;
 	double pre = 0, dec_tokens = 0, ctx = 0, tok_ms, pre_cap, dec_cap;
 
+	for (size_t i = 0; i < n; i++)
+		n_groups = reqs[i].group > n_groups ? reqs[i].group : n_groups;
+	/* The prefix cache as the simulation has it, each group's previous prompt cached
+	 * (without memory for it: every prompt whole, a lower capacity). */
+	last = calloc((size_t)n_groups + 1, sizeof(*last));
 	for (size_t i = 0; i < n; i++) {
-		pre += plan_prefill_ms(m, reqs[i].prompt, pc);
+		int g = last ? reqs[i].group : 0, hit = 0;
+
+		if (g) {
+			hit = last[g] < reqs[i].prompt - 1 ? last[g] : reqs[i].prompt - 1;
+			hit = hit / PLAN_KV_BLOCK * PLAN_KV_BLOCK;
+			last[g] = reqs[i].prompt;
+		}
+		pre += fmax(0,
+			    plan_prefill_ms(m, reqs[i].prompt, pc) - plan_prefill_ms(m, hit, pc));
 		dec_tokens += reqs[i].output - 1;
 		ctx += reqs[i].prompt + reqs[i].output / 2.0;
 	}
 	pre /= (double)n;
 	dec_tokens /= (double)n;
 	ctx /= (double)n;
+	free(last);
 	tok_ms = plan_decode_ms(m, b, b * ctx, c->decode) / b; /* per token at a full batch */
 	if (!c->prefill)
 		return 1e3 / (pre + dec_tokens * tok_ms);
@@ -644,4 +792,177 @@ int plan_recommend(const struct plan_model *m, int cores, const struct plan_work
 			*best = (size_t)i;
 	}
 	return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Comparing with a measured sweep.
+ * ------------------------------------------------------------------------- */
+/* A required number field of o: false (and a message naming where) when absent or not one. */
+static bool need_num(json_t *o, const char *where, const char *key, double *v, char *err,
+		     size_t errlen)
+{
+	json_t *x = json_object_get(o, key);
+
+	if (!json_is_number(x)) {
+		bad(err, errlen, "%s\"%s\": %s", where, key, x ? "not a number" : "missing");
+		return false;
+	}
+	*v = json_number_value(x);
+	return true;
+}
+
+int plan_sweep_from_json(const char *text, struct plan_sweep *s, char *err, size_t errlen)
+{
+	json_error_t jerr;
+	json_t *root = json_loads(text, JSON_ALLOW_NUL, &jerr), *wl, *slo, *rates, *r, *x;
+	double seed = 0, ctx = 0, nreq = 0;
+	const char *bound;
+	size_t i;
+	int ret = -EINVAL;
+
+	memset(s, 0, sizeof(*s));
+	s->goodput = NAN;
+	if (!root)
+		return bad(err, errlen, "not JSON: line %d: %s", jerr.line, jerr.text);
+	wl = json_object_get(root, "workload");
+	slo = json_object_get(root, "slo");
+	rates = json_object_get(root, "rates");
+	if (!json_is_object(wl) || !json_is_object(slo) || !json_is_array(rates)) {
+		bad(err, errlen,
+		    "not a bench_serve --json sweep: want \"workload\", \"slo\" (a "
+		    "run with SLOs) and \"rates\"");
+		goto out;
+	}
+	x = json_object_get(wl, "trace");
+	if (json_is_string(x)) {
+		s->profile = -1;
+		snprintf(s->trace, sizeof(s->trace), "%s", json_string_value(x));
+	} else {
+		x = json_object_get(wl, "profile");
+		s->profile = json_is_string(x) ? sv_profile_parse(json_string_value(x)) : -1;
+		if (s->profile < 0) {
+			bad(err, errlen, "workload: no known \"profile\" and no \"trace\"");
+			goto out;
+		}
+	}
+	if (!need_num(wl, "workload: ", "burstiness", &s->burstiness, err, errlen) ||
+	    !need_num(wl, "workload: ", "seed", &seed, err, errlen) ||
+	    !need_num(wl, "workload: ", "max_context", &ctx, err, errlen) ||
+	    !need_num(wl, "workload: ", "duration_s", &s->duration_s, err, errlen) ||
+	    !need_num(slo, "slo: ", "ttft_ms", &s->slo.ttft_ms, err, errlen) ||
+	    !need_num(slo, "slo: ", "tpot_ms", &s->slo.tpot_ms, err, errlen))
+		goto out;
+	if (!opt_num(wl, "num_requests", &nreq) || nreq < 0 || nreq > 1e7 || seed < 0 || ctx < 0 ||
+	    ctx > 1 << 24 || !(s->burstiness >= 0) || !(s->duration_s >= 0)) {
+		bad(err, errlen,
+		    "workload: a bad seed, max_context, duration_s, burstiness or "
+		    "num_requests");
+		goto out;
+	}
+	s->seed = (unsigned long long)seed;
+	s->max_context = (int)ctx;
+	s->num_requests = (int)nreq;
+	s->target = 0.9;
+	if (!opt_num(slo, "target", &s->target) || !(s->target > 0 && s->target <= 1) ||
+	    !(s->slo.ttft_ms > 0) || !(s->slo.tpot_ms > 0)) {
+		bad(err, errlen, "slo: want ttft_ms and tpot_ms > 0 and target in (0, 1]");
+		goto out;
+	}
+	if (!json_array_size(rates) || json_array_size(rates) > PLAN_SWEEP_MAX) {
+		bad(err, errlen, "\"rates\": want 1-%d measured rates", PLAN_SWEEP_MAX);
+		goto out;
+	}
+	json_array_foreach(rates, i, r)
+	{
+		char where[32];
+		double n;
+
+		snprintf(where, sizeof(where), "rates[%zu]: ", i);
+		if (!need_num(r, where, "rate", &s->rate[i], err, errlen) ||
+		    !need_num(r, where, "attainment", &s->attainment[i], err, errlen) ||
+		    !need_num(r, where, "requests", &n, err, errlen))
+			goto out;
+		if (!(s->rate[i] > 0) || !isfinite(s->rate[i]) || !(s->attainment[i] >= 0) ||
+		    s->attainment[i] > 1 || n < 0 || n > 1e9) {
+			bad(err, errlen,
+			    "rates[%zu]: want rate > 0, attainment in [0, 1], "
+			    "requests >= 0",
+			    i);
+			goto out;
+		}
+		s->requests[i] = (size_t)n;
+	}
+	s->n = json_array_size(rates);
+	x = json_object_get(root, "goodput");
+	bound = json_string_value(json_object_get(root, "goodput_bound"));
+	if (json_is_number(x) && bound) {
+		s->goodput = json_number_value(x);
+		s->bound = !strcmp(bound, "at_least")	    ? SV_AT_LEAST
+			   : !strcmp(bound, "below_lowest") ? SV_BELOW
+							    : SV_EXACT;
+	}
+	ret = 0;
+out:
+	json_decref(root);
+	return ret;
+}
+
+void plan_sweep_gen(const struct plan_sweep *s, struct sv_gen *g)
+{
+	/* As bench_serve's gen_trace: a request count replaces the window. */
+	*g = (struct sv_gen){ .profile = s->profile,
+			      .rate = 1,
+			      .burstiness = s->burstiness,
+			      .duration_s = s->num_requests ? 0 : s->duration_s,
+			      .max_requests = (size_t)s->num_requests,
+			      .max_context = s->max_context,
+			      .seed = s->seed };
+}
+
+int plan_compare(const struct plan_model *m, const struct plan_config *c,
+		 const struct plan_sweep *s, const struct plan_workload *w,
+		 struct plan_cmp_row *rows, double *goodput, enum sv_bound *bound)
+{
+	struct sv_point pts[PLAN_SWEEP_MAX];
+	double top = 0;
+	int ret;
+
+	if (!s->n || s->n > PLAN_SWEEP_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < s->n; i++) {
+		rows[i] = (struct plan_cmp_row){ .rate = s->rate[i],
+						 .measured = s->attainment[i],
+						 .measured_n = s->requests[i] };
+		ret = plan_run_at(m, c, w, s->rate[i], &s->slo, &rows[i].pred);
+		if (ret)
+			return ret;
+		rows[i].predicted = rows[i].pred.attainment;
+		rows[i].predicted_n = rows[i].pred.sent;
+		pts[i] = (struct sv_point){ s->rate[i], rows[i].predicted };
+		if (s->rate[i] > top)
+			top = s->rate[i];
+	}
+	*goodput = sv_goodput_of(pts, s->n, s->target);
+	*bound = !(*goodput > 0) ? SV_BELOW : *goodput >= top ? SV_AT_LEAST : SV_EXACT;
+	return 0;
+}
+
+int plan_config_parse(const char *s, int cores, struct plan_config *c)
+{
+	int p, d, used = 0;
+
+	if (!strcmp(s, "mixed")) {
+		*c = (struct plan_config){ .prefill = 0, .decode = cores };
+		return cores >= 1 ? 0 : -EINVAL;
+	}
+	if (sscanf(s, "mixed %d%n", &d, &used) == 1 && !s[used] && d >= 1 && d <= 256) {
+		*c = (struct plan_config){ .prefill = 0, .decode = d };
+		return 0;
+	}
+	if (sscanf(s, "%dp%dd%n", &p, &d, &used) == 2 && !s[used] && p >= 1 && d >= 1 && p <= 256 &&
+	    d <= 256) {
+		*c = (struct plan_config){ .prefill = p, .decode = d };
+		return 0;
+	}
+	return -EINVAL;
 }

@@ -23,9 +23,14 @@
  *             first token, as duetd's prefill partitions run max_tokens 1)
  *             feeding a decode server on D cores; a request enters the
  *             decode server transfer(prompt) after its first token.
- * Not modelled: the prefix cache (prompts are prefilled whole), preemption
- * (the KV pool is assumed big enough for max_seqs sequences), early stops
- * (every request produces its max_tokens), the router's own time.
+ * Prefix cache: each partition remembers, per prefix group, the prompt of
+ * the group's latest request whose prefill finished there; a later request
+ * of that group admitted there skips its shared tokens (min of the two
+ * prompts, less one, rounded down to PLAN_KV_BLOCK) and, in a split, only
+ * its uncached tokens are transferred.
+ * Not modelled: preemption and cache eviction (the KV pool is assumed big
+ * enough), early stops (every request produces its max_tokens), the
+ * router's own time.
  *
  * Thread-safe as long as callers do not share a plan_model being written.
  */
@@ -41,6 +46,8 @@
 #include "tests/bench/serve_lib.h"
 
 #define PLAN_MAX_POINTS 16
+#define PLAN_MAX_CTX 8	 /* contexts of the v2 decode table */
+#define PLAN_KV_BLOCK 16 /* tokens: the prefix cache's granularity */
 
 /* Points (x[i], y[i]) with x strictly increasing. */
 struct plan_curve {
@@ -63,13 +70,24 @@ struct plan_model {
 	int prefill_cores;
 	/* D(b): ms per decode step of b sequences at a mean context of
 	 * decode_ctx tokens, on decode_cores; piecewise linear in b, flat below
-	 * the first point, extended along the last segment.  The context term:
-	 * D(b, sum_ctx) = D(b) + decode_ms_per_ctx * (sum_ctx - b * decode_ctx),
-	 * never below D(b) / 2. */
+	 * the first point, extended along the last segment, never below the
+	 * least of its times.
+	 * v1 (decode_n_ctx 0), a context term:
+	 *   D(b, sum_ctx) = D(b) + decode_ms_per_ctx * (sum_ctx - b * decode_ctx),
+	 *   never below D(b) / 2.
+	 * v2 (decode_n_ctx >= 1), a table: decode_grid[j][i] ms per step of
+	 * decode.x[i] sequences of decode_ctxs[j] tokens of context each
+	 * (decode.y is row 0).  With c = sum_ctx / b, D(b, c) is bilinear:
+	 * piecewise linear in b within each row (as above), then linear in c
+	 * between rows, flat below the first context, extended along the last
+	 * segment above the last; never below half of row 0's value. */
 	struct plan_curve decode;
 	int decode_cores;
 	double decode_ctx;
 	double decode_ms_per_ctx;
+	size_t decode_n_ctx;
+	double decode_ctxs[PLAN_MAX_CTX];		   /* increasing, > 0 */
+	double decode_grid[PLAN_MAX_CTX][PLAN_MAX_POINTS]; /* (context, batch) ms */
 	double prefill_exp, decode_exp;
 	/* KV hand-off in a split: transfer_ms + transfer_ms_per_token * prompt tokens. */
 	double transfer_ms, transfer_ms_per_token;
@@ -94,7 +112,10 @@ double plan_decode_ms(const struct plan_model *m, int batch, double sum_ctx, int
  *    "transfer":{"ms":0.4,"ms_per_token":0.002},
  *    "scaling":{"prefill_exp":0.8,"decode_exp":0.8},
  *    "limits":{"max_batch_tokens":2048,"max_seqs":64,"max_context":1024}}
- * "transfer", "scaling", "limits" and the context fields are optional
+ * Version 2 adds the decode table: "decode":{..., "contexts":[40,272,528],
+ * "grid":[[ms at each batch of points, at contexts[0]], ...]} (one row per
+ * context, as long as "points"; "points" is row 0, so v1 readers still work).
+ * "transfer", "scaling", "limits", the context fields and the table are optional
  * (plan_model_defaults).  0, or -EINVAL with a message in err.
  */
 int plan_model_from_json(const char *text, struct plan_model *m, char *err, size_t errlen);
@@ -116,6 +137,7 @@ struct plan_req {
 	double arrival_s;
 	int prompt; /* tokens, >= 1 */
 	int output; /* tokens, >= 1 */
+	int group;  /* prefix group + 1 (requests of one group share their first tokens); 0 none */
 };
 
 /* What the simulation says of one request (seconds on the trace's clock). */
@@ -132,7 +154,7 @@ int plan_simulate(const struct plan_model *m, const struct plan_config *c,
 		  const struct plan_req *reqs, size_t n, struct plan_out *out);
 
 /* The requests of a trace (owned by the caller, free()); text prompts count 1 token per
- * 4 bytes.  0, -EINVAL (an empty trace) or -ENOMEM. */
+ * 4 bytes; prefix groups kept.  0, -EINVAL (an empty trace) or -ENOMEM. */
 int plan_reqs_of_trace(const struct sv_trace *t, struct plan_req **out, size_t *n);
 
 /*
@@ -148,6 +170,8 @@ struct plan_workload {
 	const struct plan_req *reqs;
 	size_t n;
 	double base_rate;
+	/* gen: the window exactly as bench_serve makes it (no 50-gap minimum), for --compare */
+	bool as_bench;
 };
 
 /*
@@ -190,5 +214,58 @@ int plan_goodput(const struct plan_model *m, const struct plan_config *c,
  */
 int plan_recommend(const struct plan_model *m, int cores, const struct plan_workload *w,
 		   const struct sv_slo *slo, double target, struct plan_eval *evals, size_t *best);
+
+/* ---- comparing with a measured sweep (bench_serve --json) ---- */
+#define PLAN_SWEEP_MAX 64
+
+/* What a sweep JSON says that a prediction needs. */
+struct plan_sweep {
+	int profile;	 /* enum sv_profile; -1: a trace file (trace) */
+	char trace[512]; /* the trace file's path as bench_serve was given it, "" none */
+	double burstiness, duration_s;
+	unsigned long long seed;
+	int max_context, num_requests;
+	struct sv_slo slo;
+	double target;
+	double goodput; /* the measured goodput (NaN: none in the file) */
+	enum sv_bound bound;
+	size_t n; /* rates, in the file's order */
+	double rate[PLAN_SWEEP_MAX], attainment[PLAN_SWEEP_MAX];
+	size_t requests[PLAN_SWEEP_MAX];
+};
+
+/*
+ * Read the fields above from a bench_serve --json document: "workload"
+ * (profile or trace, burstiness, seed, max_context, duration_s,
+ * num_requests), "slo" (ttft_ms, tpot_ms, target), "rates"[] (rate,
+ * requests, attainment), "goodput" and "goodput_bound" (optional).  0, or
+ * -EINVAL with what is wrong in err.
+ */
+int plan_sweep_from_json(const char *text, struct plan_sweep *s, char *err, size_t errlen);
+
+/* The sweep's workload at a rate, for a generated trace (the caller keeps g). */
+void plan_sweep_gen(const struct plan_sweep *s, struct sv_gen *g);
+
+/* One rate of a comparison. */
+struct plan_cmp_row {
+	double rate;
+	double measured, predicted;	/* attainment */
+	size_t measured_n, predicted_n; /* requests */
+	struct sv_result pred;
+};
+
+/*
+ * Predict every rate of s with m on c for workload w (plan_sweep_gen, or the
+ * trace file's requests), into rows[s->n]; *goodput and *bound: the
+ * predicted goodput over the same rates, by the measured sweep's rule
+ * (sv_goodput_of; SV_BELOW when the lowest fails, SV_AT_LEAST when the
+ * highest passes).  0, -EINVAL or -ENOMEM.
+ */
+int plan_compare(const struct plan_model *m, const struct plan_config *c,
+		 const struct plan_sweep *s, const struct plan_workload *w,
+		 struct plan_cmp_row *rows, double *goodput, enum sv_bound *bound);
+
+/* "mixed", "mixed N", "NpMd" (N, M >= 1) into c; mixed alone takes `cores`.  0 or -EINVAL. */
+int plan_config_parse(const char *s, int cores, struct plan_config *c);
 
 #endif /* DUET_TUI_PLAN_H */

@@ -4,12 +4,16 @@
 # tiny model) and writes JSON with increasing prefill points, four decode
 # batch sizes and a measured transfer; `duetctl plan` on it prints every
 # split of 2 cores with a predicted goodput and a recommendation, for a
-# generated trace and for a JSONL trace file; bad usage exits 2, a bad
-# profile or no daemon exits 1; duetd exits 0 with a clean log.  Needs jq.
+# generated trace and for a JSONL trace file; `duetctl plan --compare`
+# predicts a 2-rate bench_serve sweep run against the same daemon (the same
+# request counts per rate, text and JSON); bad usage exits 2, a bad profile,
+# a bad sweep file or no daemon exits 1; duetd exits 0 with a clean log.
+# Needs jq.
 # Usage: plan_smoke.sh BUILD_DIR
 set -u
 BUILD=${1:-build}
 DUETD="$BUILD/bin/duetd"
+BENCH="$BUILD/tests/bench_serve"
 CTL="$BUILD/bin/duetctl"
 MODEL="$(pwd)/$BUILD/models/duet-tiny.gguf"
 JQ=$(command -v jq || true)
@@ -65,6 +69,10 @@ jq_true '.prefill.points | length >= 3 and
 	([.[][0]] == ([.[][0]] | sort)) and all(.[]; .[1] > 0)' "$tmp/prof.json" >/dev/null &&
 	jq_true '.prefill.partition == "pre" and .prefill.cores == 1' "$tmp/prof.json" >/dev/null
 result $? "profile: prefill times at >= 3 increasing prompt lengths, on partition pre" "$tmp/prof.json"
+jq_true '.version == 2 and (.decode.contexts | length) == 3 and
+	([.decode.contexts[]] == ([.decode.contexts[]] | sort)) and
+	all(.decode.grid[]; length == 4 and all(.[]; . > 0))' "$tmp/prof.json" >/dev/null
+result $? "profile: v2 decode table, 3 contexts x 4 batch sizes" "$tmp/prof.json"
 jq_true '([.decode.points[][0]] == [1, 2, 4, 8]) and all(.decode.points[]; .[1] > 0) and
 	.decode.partition == "dec" and .decode.ms_per_context_token >= 0 and
 	.transfer.measured == true and .transfer.ms >= 0 and .limits.max_context == 1024' \
@@ -90,7 +98,45 @@ rc=$?
 	grep -q '^recommendation: ' "$tmp/plantrace.out"
 result $? "duetctl plan --trace FILE --cores 3: three splits and a recommendation (exit $rc)" "$tmp/plantrace.out"
 
-# 3. Exit codes.
+# 3. --compare with a measured sweep: the same trace at the same rates.
+"$BENCH" "$api" --seed 3 --ban-token 2 --timeout 30 --profile chat --duration 2 \
+	--max-context 256 --sweep 2,4 --slo-ttft-ms 2000 --slo-tpot-ms 200 \
+	--json "$tmp/sweep.json" >"$tmp/sweep.out" 2>&1
+rc=$?
+[ $rc -eq 0 ] && [ -s "$tmp/sweep.json" ]
+result $? "bench_serve --sweep 2,4 for the comparison (exit $rc)" "$tmp/sweep.out"
+"$CTL" plan --compare --profile "$tmp/prof.json" --split 1p1d "$tmp/sweep.json" \
+	>"$tmp/compare.out" 2>&1
+rc=$?
+[ $rc -eq 0 ] && [ "$(grep -Ec '^ +[24]\.000 ' "$tmp/compare.out")" -eq 2 ] &&
+	grep -q '^goodput measured: ' "$tmp/compare.out" &&
+	grep -q '^goodput predicted: ' "$tmp/compare.out" && grep -q '^goodput error: ' "$tmp/compare.out"
+result $? "plan --compare: a row per measured rate and both goodputs (exit $rc)" "$tmp/compare.out"
+"$CTL" plan --compare --json --profile "$tmp/prof.json" --split 1p1d "$tmp/sweep.json" \
+	>"$tmp/compare.json" 2>"$tmp/comparej.out"
+rc=$?
+[ $rc -eq 0 ] && jq_true '(.sweeps | length) == 1 and .sweeps[0].split == "1p1d" and
+	(.sweeps[0].rates | length) == 2 and
+	all(.sweeps[0].rates[]; .requests_predicted == .requests_measured and
+		.attainment_predicted >= 0 and .attainment_predicted <= 1) and
+	(.sweeps[0].goodput_predicted | type) == "number"' "$tmp/compare.json" >/dev/null
+result $? "plan --compare --json: the same request counts as measured at each rate (exit $rc)" "$tmp/compare.json"
+echo '{"workload":{"profile":"chat"},"slo":{"ttft_ms":1,"tpot_ms":1},"rates":[]}' \
+	>"$tmp/badsweep.json"
+"$CTL" plan --compare --profile "$tmp/prof.json" --split mixed "$tmp/sweep.json" \
+	"$tmp/badsweep.json" >"$tmp/badsweep.out" 2>&1
+r1=$?
+"$CTL" plan --compare --profile "$tmp/prof.json" --split mixed "$tmp/nosuch.json" \
+	>"$tmp/nosweep.out" 2>&1
+r2=$?
+"$CTL" plan --compare --profile "$tmp/prof.json" "$tmp/sweep.json" >"$tmp/nosplit.out" 2>&1
+r3=$?
+[ $r1 -eq 1 ] && grep -q 'badsweep.json: workload: "burstiness": missing' "$tmp/badsweep.out" &&
+	grep -q '^mixed\|predicted on mixed' "$tmp/badsweep.out" &&
+	[ $r2 -eq 1 ] && grep -q 'nosuch.json' "$tmp/nosweep.out" && [ $r3 -eq 2 ]
+result $? "plan --compare: a bad sweep exits 1 naming it ($r1), a missing one 1 ($r2), no --split 2 ($r3)" "$tmp/badsweep.out"
+
+# 4. Exit codes.
 "$CTL" plan --slo-ttft-ms 1 --slo-tpot-ms 1 >"$tmp/usage1.out" 2>&1
 r1=$?
 "$CTL" plan --profile "$tmp/prof.json" --slo-ttft-ms 1 --slo-tpot-ms 1 --trace-profile nope \
@@ -107,7 +153,7 @@ rc=$?
 result $? "a bad profile exits 1 and says why (got $rc)" "$tmp/bad.out"
 
 fails=0
-for f in profile plan plantrace bad; do
+for f in profile plan plantrace bad compare comparej badsweep; do
 	clean_log "$tmp/$f.out" || { fails=1; cat "$tmp/$f.out" >>"$tmp/ctl.logs"; }
 done
 [ $fails -eq 0 ]

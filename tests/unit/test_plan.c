@@ -7,7 +7,11 @@
  * decode batch (TPOT = the step time of a batch of K, throughput K / step);
  * three requests whose TTFTs and TPOTs are worked out by hand, mixed (with
  * chunked prefill) and split; the recommendation in a case built for each
- * side to win; the profile JSON round trip and its refusals.
+ * side to win; the profile JSON round trip and its refusals; the v2
+ * decode table (bilinear in batch and context, at its points and between,
+ * clamped, extended and floored); the prefix cache (a later turn prefills
+ * and transfers only its uncached, block-rounded tokens); --compare on a
+ * hand-built sweep JSON read from a file, and its refusals.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tui/plan.h"
 
@@ -173,7 +178,7 @@ static void test_saturated_decode(void **state)
 static void test_hand_case(void **state)
 {
 	struct plan_model m;
-	struct plan_req r[] = { { 0, 100, 2 }, { 0.050, 50, 1 }, { 0.060, 100, 1 } };
+	struct plan_req r[] = { { 0, 100, 2, 0 }, { 0.050, 50, 1, 0 }, { 0.060, 100, 1, 0 } };
 	struct plan_out o[3];
 	struct plan_config mixed = { 0, 1 }, split = { 1, 1 };
 
@@ -326,6 +331,246 @@ static void test_profile_json(void **state)
 			 -EINVAL);
 }
 
+/* Batches {1, 4} x contexts {100, 300}: 10, 16 / 20, 40 ms. */
+static void test_decode_grid(void **state)
+{
+	struct plan_model m;
+
+	simple_model(&m, 1, 10);
+	m.decode = (struct plan_curve){ .n = 2, .x = { 1, 4 }, .y = { 10, 16 } };
+	m.decode_n_ctx = 2;
+	m.decode_ctxs[0] = 100;
+	m.decode_ctxs[1] = 300;
+	m.decode_grid[0][0] = 10;
+	m.decode_grid[0][1] = 16;
+	m.decode_grid[1][0] = 20;
+	m.decode_grid[1][1] = 40;
+	/* The table's points: D(b, b * c). */
+	assert_float_equal(plan_decode_ms(&m, 1, 100, 1), 10, 1e-12);
+	assert_float_equal(plan_decode_ms(&m, 4, 400, 1), 16, 1e-12);
+	assert_float_equal(plan_decode_ms(&m, 1, 300, 1), 20, 1e-12);
+	assert_float_equal(plan_decode_ms(&m, 4, 1200, 1), 40, 1e-12);
+	/* Between: b 2 is 12 at c 100 and 26.67 at 300; c 200 halfway: 19.33. */
+	assert_float_equal(plan_decode_ms(&m, 2, 2 * 200, 1), (12 + 20 + 20.0 / 3) / 2, 1e-9);
+	/* Below the first context: row 0; beyond the last: along the last segment. */
+	assert_float_equal(plan_decode_ms(&m, 1, 10, 1), 10, 1e-12);
+	assert_float_equal(plan_decode_ms(&m, 1, 500, 1), 30, 1e-12);
+	/* b 8: 24 at c 100, 66.67 at 300; at 500: 24 + 2 x 42.67 */
+	assert_float_equal(plan_decode_ms(&m, 8, 8 * 500, 1), 400.0 / 3 - 24, 1e-9);
+	/* Cores scale it as before. */
+	m.decode_exp = 1;
+	assert_float_equal(plan_decode_ms(&m, 4, 1200, 2), 20, 1e-12);
+	/* Floor: a row that falls with the context stops at half of row 0. */
+	m.decode_exp = 0.8;
+	m.decode_grid[1][0] = 6;
+	assert_float_equal(plan_decode_ms(&m, 1, 300, 1), 6, 1e-12);
+	assert_float_equal(plan_decode_ms(&m, 1, 1000, 1), 5, 1e-12);
+	/* A row whose last segment falls (noise) stays at its least time at large batches. */
+	m.decode_grid[0][1] = 4;
+	assert_float_equal(plan_decode_ms(&m, 64, 64 * 100, 1), 4, 1e-12);
+	m.decode_n_ctx = 0;
+	m.decode.y[1] = 4;
+	assert_float_equal(plan_decode_ms(&m, 64, 0, 1), 4, 1e-12);
+}
+
+static void test_grid_json(void **state)
+{
+	struct plan_model m, back;
+	char err[256], *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	simple_model(&m, 1, 10);
+	m.decode = (struct plan_curve){ .n = 2, .x = { 1, 4 }, .y = { 10, 16 } };
+	m.decode_n_ctx = 2;
+	m.decode_ctxs[0] = 100;
+	m.decode_ctxs[1] = 300;
+	m.decode_grid[0][0] = 10;
+	m.decode_grid[0][1] = 16;
+	m.decode_grid[1][0] = 20;
+	m.decode_grid[1][1] = 40;
+	assert_non_null(f);
+	assert_int_equal(plan_model_write(&m, f), 0);
+	fclose(f);
+	assert_non_null(strstr(buf, "\"version\": 2"));
+	assert_int_equal(plan_model_from_json(buf, &back, err, sizeof(err)), 0);
+	assert_int_equal(back.decode_n_ctx, 2);
+	assert_float_equal(back.decode_ctxs[1], 300, 0);
+	assert_float_equal(back.decode_grid[1][1], 40, 0);
+	assert_float_equal(plan_decode_ms(&back, 2, 400, 1), plan_decode_ms(&m, 2, 400, 1), 1e-12);
+	free(buf);
+	/* A row per context, as long as the points; contexts increasing. */
+	assert_int_equal(plan_model_from_json("{\"prefill\":{\"points\":[[10,1]]},"
+					      "\"decode\":{\"points\":[[1,2],[2,3]],"
+					      "\"contexts\":[10,20],\"grid\":[[2,3],[4]]}}",
+					      &back, err, sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "grid[1]"));
+	assert_int_equal(plan_model_from_json("{\"prefill\":{\"points\":[[10,1]]},"
+					      "\"decode\":{\"points\":[[1,2]],"
+					      "\"contexts\":[20,10],\"grid\":[[2],[4]]}}",
+					      &back, err, sizeof(err)),
+			 -EINVAL);
+	assert_int_equal(plan_model_from_json("{\"prefill\":{\"points\":[[10,1]]},"
+					      "\"decode\":{\"points\":[[1,2]],\"contexts\":[20]}}",
+					      &back, err, sizeof(err)),
+			 -EINVAL);
+}
+
+/*
+ * Prefill 1 ms/token, decode step 10 ms.  A (group 1, 100 tokens) at 0; B
+ * (group 1, 150 tokens, its first 100 A's) at 1 s finds 100 cached, 96
+ * after rounding to 16-token blocks: it prefills 54 tokens, 54 ms.  C
+ * (group 2, 150 tokens) at 2 s has nothing cached: 150 ms.  Split, transfer
+ * 0.1 ms/token: B sends its 54 computed tokens (5.4 ms), C all 150 (15 ms),
+ * then one 10 ms decode step each.
+ */
+static void test_prefix_cache(void **state)
+{
+	struct plan_model m;
+	struct plan_req r[] = { { 0, 100, 2, 1 }, { 1, 150, 2, 1 }, { 2, 150, 2, 2 } };
+	struct plan_out o[3];
+	struct plan_config mixed = { 0, 1 }, split = { 1, 1 };
+
+	simple_model(&m, 1, 10);
+	assert_int_equal(plan_simulate(&m, &mixed, r, 3, o), 0);
+	assert_float_equal(o[0].t_first_s * 1e3, 100, 1e-9);
+	assert_float_equal((o[1].t_first_s - 1) * 1e3, 54, 1e-9);
+	assert_float_equal((o[2].t_first_s - 2) * 1e3, 150, 1e-9);
+	assert_float_equal((o[1].t_last_s - o[1].t_first_s) * 1e3, 10, 1e-9);
+
+	m.transfer_ms_per_token = 0.1;
+	assert_int_equal(plan_simulate(&m, &split, r, 3, o), 0);
+	assert_float_equal((o[1].t_first_s - 1) * 1e3, 54, 1e-9);
+	assert_float_equal((o[1].t_last_s - o[1].t_first_s) * 1e3, 5.4 + 10, 1e-9);
+	assert_float_equal((o[2].t_last_s - o[2].t_first_s) * 1e3, 15 + 10, 1e-9);
+	/* No group, no cache. */
+	r[1].group = 0;
+	assert_int_equal(plan_simulate(&m, &mixed, r, 3, o), 0);
+	assert_float_equal((o[1].t_first_s - 1) * 1e3, 150, 1e-9);
+}
+
+/* The text of path (which it removes), NUL-ended; the test fails on an error. */
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf = calloc(1, 1 << 16);
+	size_t n;
+
+	assert_non_null(f);
+	assert_non_null(buf);
+	n = fread(buf, 1, (1 << 16) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	unlink(path);
+	return buf;
+}
+
+static char *through_file(const char *json)
+{
+	char path[] = "/tmp/duet-test-plan-XXXXXX";
+	int fd = mkstemp(path);
+	FILE *f;
+
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	fputs(json, f);
+	fclose(f);
+	return slurp(path);
+}
+
+/*
+ * A replayed trace: 10 requests of 100 tokens (1 output token) at 1..10 s
+ * (1 req/s as recorded); prefill 1 ms/token; TTFT SLO 120 ms.  At 1/s and
+ * 5/s nothing queues: every TTFT is 100 ms.  At 20/s (gaps 50 ms) every
+ * request after the first queues behind a prefill: only the first meets
+ * the SLO, attainment 0.1.  The
+ * "measured" sweep says 1, 0.95, 0.2 and goodput 5 (exact): predicted goodput 5,
+ * error 0.
+ */
+static void test_compare(void **state)
+{
+	static const char sweep[] =
+		"{\"model\":\"m\",\"workload\":{\"profile\":null,\"trace\":\"t.jsonl\","
+		"\"burstiness\":1,\"seed\":1,\"max_context\":0,\"duration_s\":60,"
+		"\"num_requests\":0},\"slo\":{\"ttft_ms\":120,\"tpot_ms\":50,\"target\":0.9},"
+		"\"rates\":[{\"rate\":1,\"requests\":10,\"attainment\":1},"
+		"{\"rate\":5,\"requests\":10,\"attainment\":0.95},"
+		"{\"rate\":20,\"requests\":10,\"attainment\":0.2}],"
+		"\"goodput\":5,\"goodput_bound\":\"exact\"}";
+	struct plan_req reqs[10];
+	struct plan_model m;
+	struct plan_sweep s;
+	struct plan_cmp_row rows[PLAN_SWEEP_MAX];
+	struct plan_config c;
+	struct plan_workload w = { .reqs = reqs, .n = 10, .base_rate = 1 };
+	enum sv_bound b;
+	char err[256], *text = through_file(sweep);
+	double g;
+
+	for (int i = 0; i < 10; i++)
+		reqs[i] = (struct plan_req){ .arrival_s = i + 1, .prompt = 100, .output = 1 };
+	simple_model(&m, 1, 10);
+	assert_int_equal(plan_sweep_from_json(text, &s, err, sizeof(err)), 0);
+	free(text);
+	assert_int_equal(s.profile, -1);
+	assert_string_equal(s.trace, "t.jsonl");
+	assert_int_equal(s.n, 3);
+	assert_float_equal(s.slo.ttft_ms, 120, 0);
+	assert_float_equal(s.goodput, 5, 0);
+	assert_int_equal(s.bound, SV_EXACT);
+	assert_int_equal(plan_config_parse("mixed", 1, &c), 0);
+	assert_int_equal(plan_compare(&m, &c, &s, &w, rows, &g, &b), 0);
+	assert_float_equal(rows[0].predicted, 1, 1e-12);
+	assert_float_equal(rows[1].predicted, 1, 1e-12);
+	assert_float_equal(rows[2].predicted, 0.1, 1e-12);
+	assert_int_equal(rows[2].predicted_n, 10);
+	assert_float_equal(g, 5, 0);
+	assert_int_equal(b, SV_EXACT);
+
+	/* A generated workload names its profile; the generator gets bench_serve's window. */
+	text = through_file("{\"workload\":{\"profile\":\"agent\",\"burstiness\":0.5,"
+			    "\"seed\":7,\"max_context\":1024,\"duration_s\":20},"
+			    "\"slo\":{\"ttft_ms\":1,\"tpot_ms\":2},"
+			    "\"rates\":[{\"rate\":0.5,\"requests\":9,\"attainment\":0}],"
+			    "\"goodput\":0,\"goodput_bound\":\"below_lowest\"}");
+	assert_int_equal(plan_sweep_from_json(text, &s, err, sizeof(err)), 0);
+	free(text);
+	assert_int_equal(s.profile, SV_PROF_AGENT);
+	assert_int_equal(s.bound, SV_BELOW);
+	assert_float_equal(s.target, 0.9, 0);
+	{
+		struct sv_gen gen;
+
+		plan_sweep_gen(&s, &gen);
+		assert_int_equal(gen.seed, 7);
+		assert_float_equal(gen.duration_s, 20, 0);
+		assert_int_equal(gen.max_context, 1024);
+	}
+
+	/* Refusals say what is wrong. */
+	assert_int_equal(plan_sweep_from_json("[1", &s, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "not JSON"));
+	assert_int_equal(plan_sweep_from_json("{\"rates\":[]}", &s, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "workload"));
+	text = through_file("{\"workload\":{\"profile\":\"chat\",\"burstiness\":1,"
+			    "\"seed\":1,\"max_context\":512,\"duration_s\":2},"
+			    "\"slo\":{\"ttft_ms\":1,\"tpot_ms\":2},"
+			    "\"rates\":[{\"rate\":1,\"requests\":2}]}");
+	assert_int_equal(plan_sweep_from_json(text, &s, err, sizeof(err)), -EINVAL);
+	free(text);
+	assert_non_null(strstr(err, "rates[0]: \"attainment\": missing"));
+
+	/* Splits by name. */
+	assert_int_equal(plan_config_parse("mixed 3", 1, &c), 0);
+	assert_int_equal(c.decode, 3);
+	assert_int_equal(plan_config_parse("1p2d", 1, &c), 0);
+	assert_true(c.prefill == 1 && c.decode == 2);
+	assert_int_equal(plan_config_parse("1p", 1, &c), -EINVAL);
+	assert_int_equal(plan_config_parse("1p1dx", 1, &c), -EINVAL);
+}
+
 static void test_trace_requests(void **state)
 {
 	struct sv_gen g = { .profile = SV_PROF_CHAT,
@@ -355,7 +600,9 @@ int main(void)
 		cmocka_unit_test(test_cost_model),	 cmocka_unit_test(test_md1),
 		cmocka_unit_test(test_saturated_decode), cmocka_unit_test(test_hand_case),
 		cmocka_unit_test(test_recommend),	 cmocka_unit_test(test_profile_json),
-		cmocka_unit_test(test_trace_requests),
+		cmocka_unit_test(test_trace_requests),	 cmocka_unit_test(test_decode_grid),
+		cmocka_unit_test(test_grid_json),	 cmocka_unit_test(test_prefix_cache),
+		cmocka_unit_test(test_compare),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
