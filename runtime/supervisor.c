@@ -1311,7 +1311,11 @@ static void start_generation(struct sup *S, const struct http_req *req, struct h
 	if (!w && sup_split(S))
 		w = split_front(S);
 	if (!w) {
-		oai_error_set(&e, 503, "UNAVAILABLE", "", "no partition is taking requests");
+		char why[384];
+		const char *h = sup_health_why(S, why, sizeof(why));
+
+		oai_error_set(&e, 503, "UNAVAILABLE", "", "no partition is taking requests%s%s",
+			      h ? ": " : "", h ? h : "");
 		goto error;
 	}
 	if (n + p->max_tokens > w->n_ctx) {
