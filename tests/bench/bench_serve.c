@@ -1869,11 +1869,12 @@ static int overlay_main(int n, char **args)
 			"set key %s\nset yrange [0:%s]\nplot ",
 			base, fig[g].svg, title, base, fig[g].ylabel, fig[g].key,
 			g == 0 ? "105" : "*");
+		/* Each file its own point shape, so curves that coincide still show. */
 		for (int k = 0; k < n; k++)
 			fprintf(f,
-				"'%s-overlay-%d.dat' using 1:%s with linespoints lw 2 pt 7 "
+				"'%s-overlay-%d.dat' using 1:%s with linespoints lw 2 pt %d ps 1.3 "
 				"title '%s', \\\n     ",
-				base, k, fig[g].using, label[k]);
+				base, k, fig[g].using, 5 + 2 * (k % 5), label[k]);
 		if (isnan(line))
 			fprintf(f, "1/0 notitle\n");
 		else
