@@ -67,7 +67,7 @@ struct http_stream {
 	enum http_state state;
 	bool rejected; /* body no longer collected (413 queued) */
 	bool too_big;  /* 413 owed at the end of the body, which is discarded meanwhile */
-	size_t discarded;
+	size_t discarded, discard_max; /* past discard_max bytes: close instead */
 	bool in_handler; /* inside on_request: queue without resuming */
 	bool suspended;
 	bool watched; /* conn->fd in srv->epfd */
@@ -711,6 +711,17 @@ static enum MHD_Result http_begin(struct http_server *srv, struct MHD_Connection
 			x->rejected = true;
 			return http_queue_now(x, 400, "BADREQUEST", "bad Content-Length");
 		}
+		/*
+		 * A body up to twice the limit is read and dropped, so that the 413
+		 * goes out after it: a reply sent while the client is still writing
+		 * can be lost to the reset that closing with unread data causes.
+		 * A bigger one is refused at once and the connection closed.
+		 */
+		if (len > srv->cfg.max_body && len - srv->cfg.max_body <= srv->cfg.max_body) {
+			x->rejected = x->too_big = true;
+			x->discard_max = (size_t)len;
+			return MHD_YES;
+		}
 		if (len > srv->cfg.max_body) {
 			x->rejected = true;
 			return http_queue_now(x, 413, "TOOBIG",
@@ -735,7 +746,7 @@ static enum MHD_Result http_body(struct http_stream *x, const char *data, size_t
 	if (x->too_big) {
 		/* 413 waits for the end of the body; do not read more than a second limit's worth. */
 		x->discarded += n;
-		return x->discarded > x->srv->cfg.max_body ? MHD_NO : MHD_YES;
+		return x->discarded > x->discard_max ? MHD_NO : MHD_YES;
 	}
 	if (x->rejected || x->state != HTTP_X_NEW)
 		return MHD_YES;
@@ -746,6 +757,7 @@ static enum MHD_Result http_body(struct http_stream *x, const char *data, size_t
 				   x->srv->cfg.max_body) != MHD_YES) {
 			x->too_big = true;
 			x->discarded = n;
+			x->discard_max = x->srv->cfg.max_body;
 		}
 		duet_free(x->body);
 		x->body = NULL;
