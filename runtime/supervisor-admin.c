@@ -229,20 +229,27 @@ static double ms_between(uint64_t a_ns, uint64_t b_ns)
 	return (double)(b_ns - a_ns) / 1e6;
 }
 
+double sup_req_ttft_ms(const struct sup_req *r)
+{
+	return r->t_first_ns ? ms_between(r->t_submit_ns, r->t_first_ns) : -1;
+}
+
+double sup_req_tpot_ms(const struct sup_req *r)
+{
+	return r->n_gen > 1 ? ms_between(r->t_first_ns, r->t_last_ns) / (r->n_gen - 1) : -1;
+}
+
 void sup_record(struct sup *S, const struct sup_req *r, const char *state, const char *finish)
 {
 	const struct sup_resp *p = r->resp;
 	uint64_t now = sup_now_ns();
 	struct sup_rec *rec;
 	struct sup_win *win;
-	double ttft = -1, tpot = -1, e2e = ms_between(r->t_submit_ns, now);
+	double ttft = sup_req_ttft_ms(r), tpot = sup_req_tpot_ms(r);
+	double e2e = ms_between(r->t_submit_ns, now);
 
 	if (!p)
 		return;
-	if (r->t_first_ns)
-		ttft = ms_between(r->t_submit_ns, r->t_first_ns);
-	if (r->n_gen > 1)
-		tpot = ms_between(r->t_first_ns, r->t_last_ns) / (r->n_gen - 1);
 	if (!strcmp(state, "done"))
 		S->n_ok++;
 	else if (!strcmp(state, "cancelled"))
@@ -426,13 +433,8 @@ static json_t *live_request_json(struct sup *S, const struct sup_resp *p)
 		      (json_int_t)c0->max_tokens, "age_ms", ms_between(p->t_submit_ns, now));
 	if (!o)
 		return NULL;
-	json_object_set_new(
-		o, "ttft_ms",
-		num_or_null(c0->t_first_ns ? ms_between(c0->t_submit_ns, c0->t_first_ns) : -1));
-	json_object_set_new(o, "tpot_ms",
-			    num_or_null(c0->n_gen > 1 ? ms_between(c0->t_first_ns, c0->t_last_ns) /
-								(c0->n_gen - 1)
-						      : -1));
+	json_object_set_new(o, "ttft_ms", num_or_null(sup_req_ttft_ms(c0)));
+	json_object_set_new(o, "tpot_ms", num_or_null(sup_req_tpot_ms(c0)));
 	json_object_set_new(o, "e2e_ms", json_null());
 	json_object_set_new(o, "queue_ms", json_null());
 	json_object_set_new(o, "prefill_ms", json_null());

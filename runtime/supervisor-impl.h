@@ -338,6 +338,9 @@ void sup_event(struct sup *S, const char *type, int part, int level, const char 
 	__attribute__((format(printf, 5, 6)));
 /* Send pending events to subscribers, keepalives; sends canaries that are due. */
 void sup_admin_tick(struct sup *S);
+/* A choice's TTFT and TPOT so far, ms; -1 before its first / second token. */
+double sup_req_ttft_ms(const struct sup_req *r);
+double sup_req_tpot_ms(const struct sup_req *r);
 /* A choice or canary finished: totals, recent, window. */
 void sup_record(struct sup *S, const struct sup_req *r, const char *state, const char *finish);
 /* /health, /v1/status, /admin/... on_request handlers; false when path is not theirs. */

@@ -364,11 +364,6 @@ static void req_emit_safe(struct sup *S, struct sup_req *r)
 	req_emit(S, r, upto);
 }
 
-static double ns_to_ms(uint64_t from_ns, uint64_t to_ns)
-{
-	return from_ns && to_ns >= from_ns ? (double)(to_ns - from_ns) / 1e6 : -1;
-}
-
 /* A finished choice's phases for the answer's "timings" (-1: none). */
 static struct oai_timing choice_timing(const struct sup *S, const struct sup_req *r)
 {
@@ -376,12 +371,9 @@ static struct oai_timing choice_timing(const struct sup *S, const struct sup_req
 				.prefill_ms = r->prefill_ms,
 				.transfer_ms = r->xfer_ms,
 				.decode_ms = r->decode_ms,
-				.ttft_ms = r->t_first_ns ? ns_to_ms(r->t_submit_ns, r->t_first_ns)
-							 : -1,
-				.tpot_ms = -1 };
+				.ttft_ms = sup_req_ttft_ms(r),
+				.tpot_ms = sup_req_tpot_ms(r) };
 
-	if (r->n_gen > 1)
-		t.tpot_ms = ns_to_ms(r->t_first_ns, r->t_last_ns) / (r->n_gen - 1);
 	if (r->worker >= 0 && (size_t)r->worker < S->cfg->n_partitions)
 		t.partition = S->cfg->partitions[r->worker].name;
 	if (r->job && r->pre >= 0 && (size_t)r->pre < S->cfg->n_partitions)
