@@ -192,34 +192,8 @@ static void sleep_until(double t)
 }
 
 /* ---------------------------------------------------------------------------
- * Growable arrays of doubles and text.
+ * Growable text (arrays of doubles: struct sv_dvec in serve_lib).
  * ------------------------------------------------------------------------- */
-struct dvec {
-	double *v;
-	size_t n, cap;
-};
-
-static int dvec_push(struct dvec *d, double x)
-{
-	if (d->n == d->cap) {
-		size_t cap = d->cap ? 2 * d->cap : 64;
-		double *v = realloc(d->v, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		d->v = v;
-		d->cap = cap;
-	}
-	d->v[d->n++] = x;
-	return 0;
-}
-
-static void dvec_free(struct dvec *d)
-{
-	free(d->v);
-	*d = (struct dvec){ 0 };
-}
-
 struct sbuf {
 	char *p;
 	size_t len, cap;
@@ -260,7 +234,7 @@ __attribute__((format(printf, 2, 3))) static int sbuf_printf(struct sbuf *b, con
 }
 
 /* Percentiles of d (sorted in place). */
-static struct sv_stats summarize(struct dvec *d)
+static struct sv_stats summarize(struct sv_dvec *d)
 {
 	struct sv_stats s;
 
@@ -409,7 +383,7 @@ struct req {
 	int cls;
 	double t_sched; /* when it was due (open loop) or written (closed loop) */
 	double t_write, t_done;
-	struct dvec tok_t; /* arrival time of every data frame with text */
+	struct sv_dvec tok_t; /* arrival time of every data frame with text */
 	int usage_tokens;  /* completion_tokens of the usage chunk; 0 = none seen */
 	int usage_prompt;  /* its prompt_tokens; 0 = none seen */
 	bool has_srv;	   /* the server sent "timings" for choice 0 */
@@ -502,7 +476,7 @@ static void sse_event(struct req *r, const char *data, double t)
 	if (!text)
 		text = json_object_get(json_object_get(c0, "delta"), "content");
 	if (json_string_length(text))
-		dvec_push(&r->tok_t, t);
+		sv_dvec_push(&r->tok_t, t);
 	fin = json_string_value(json_object_get(c0, "finish_reason"));
 	if (fin && !strcmp(fin, "stop"))
 		r->finish_stop = true;
@@ -560,7 +534,7 @@ static void req_init(struct req *r, int cls)
 
 static void req_fini(struct req *r)
 {
-	dvec_free(&r->tok_t);
+	sv_dvec_free(&r->tok_t);
 	free(r->line.p);
 	free(r->data.p);
 	free(r->body.p);
@@ -769,7 +743,7 @@ struct cls_stats {
 	char last_err[BS_NERR][128];
 	long tokens_in_window;		  /* token frames that arrived inside the window */
 	long usage_tokens;		  /* output tokens of the counted requests */
-	struct dvec ttft, tpot, itl, e2e; /* ms */
+	struct sv_dvec ttft, tpot, itl, e2e; /* ms */
 	double late_max;		  /* s an arrival waited for a sender thread */
 };
 
@@ -806,12 +780,12 @@ static void record(struct req *r)
 	if (r->finish_stop)
 		s->early_stop++;
 	if (nt)
-		dvec_push(&s->ttft, (r->tok_t.v[0] - r->t_write) * 1e3);
+		sv_dvec_push(&s->ttft, (r->tok_t.v[0] - r->t_write) * 1e3);
 	if (nt >= 2 && tokens >= 2)
-		dvec_push(&s->tpot, (r->tok_t.v[nt - 1] - r->tok_t.v[0]) * 1e3 / (tokens - 1));
+		sv_dvec_push(&s->tpot, (r->tok_t.v[nt - 1] - r->tok_t.v[0]) * 1e3 / (tokens - 1));
 	for (size_t i = 1; i < nt; i++)
-		dvec_push(&s->itl, (r->tok_t.v[i] - r->tok_t.v[i - 1]) * 1e3);
-	dvec_push(&s->e2e, (r->t_done - r->t_write) * 1e3);
+		sv_dvec_push(&s->itl, (r->tok_t.v[i] - r->tok_t.v[i - 1]) * 1e3);
+	sv_dvec_push(&s->e2e, (r->t_done - r->t_write) * 1e3);
 out:
 	pthread_mutex_unlock(&s->mu);
 }
@@ -861,7 +835,7 @@ static void *client_main(void *arg)
 static struct {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct dvec due;
+	struct sv_dvec due;
 	size_t head;
 	bool closed;
 	uint64_t next_rng; /* each arrival's prompt comes from its own seed */
@@ -878,7 +852,7 @@ static void *arrival_main(void *arg)
 			break;
 		sleep_until(t);
 		pthread_mutex_lock(&arrivals.mu);
-		dvec_push(&arrivals.due, t);
+		sv_dvec_push(&arrivals.due, t);
 		pthread_cond_signal(&arrivals.cv);
 		pthread_mutex_unlock(&arrivals.mu);
 	}
@@ -2183,8 +2157,8 @@ static int selftest(void)
 		"data: {\"choices\":[{\"text\":\"a\"}]}\n\n"
 		"data: {\"error\":{\"message\":\"worker died\",\"code\":\"WORKER_LOST\"}}\n\n";
 	struct sbuf ans = { 0 };
-	double v[100], one = 7, three[] = { 3, 1, 2 };
-	struct dvec d = { .v = three, .n = 3 };
+	double three[] = { 3, 1, 2 };
+	struct sv_dvec d = { .v = three, .n = 3 };
 	int fails = 0;
 
 #define CHECK(cond)                                                                          \
@@ -2195,17 +2169,7 @@ static int selftest(void)
 		}                                                                            \
 	} while (0)
 
-	for (int i = 0; i < 100; i++)
-		v[i] = i + 1;
-	CHECK(sv_pct_sorted(v, 100, 0.50) == 50);
-	CHECK(sv_pct_sorted(v, 100, 0.90) == 90);
-	CHECK(sv_pct_sorted(v, 100, 0.99) == 99);
-	CHECK(sv_pct_sorted(v, 100, 1.00) == 100);
-	CHECK(sv_pct_sorted(v, 100, 0.00) == 1);
-	CHECK(sv_pct_sorted(v, 10, 0.99) == 10);
-	CHECK(sv_pct_sorted(v, 10, 0.50) == 5);
-	CHECK(sv_pct_sorted(&one, 1, 0.5) == 7);
-	CHECK(isnan(sv_pct_sorted(v, 0, 0.5)));
+	/* The percentiles themselves are serve_lib's, tested in test_serve. */
 	{
 		struct sv_stats s = summarize(&d);
 
@@ -2300,8 +2264,8 @@ static int selftest(void)
 /*
  * --rescore SWEEP.json --slo-ttft-ms X --slo-tpot-ms Y [--target F] [--json OUT]:
  * the same sweep judged against other SLOs, from its per-request records
- * (a request meets them as in sv_rec_meets: it succeeded, its TTFT is within
- * X, and its TPOT, when it has one, within Y).  Prints attainment per rate
+ * (a request meets them by sv_meets, as during the run: it succeeded, its
+ * TTFT is within X, and its TPOT, when it has one, within Y).  Prints attainment per rate
  * and the goodput; writes the sweep with "slo", each rate's "slo_ok" and
  * "attainment", "goodput" and "goodput_bound" replaced (and "rescored_from")
  * to OUT, which --overlay can draw.  0, 1 when the file cannot be read or has
@@ -2309,6 +2273,7 @@ static int selftest(void)
  */
 static int rescore_main(int n, char **args)
 {
+	const struct sv_slo slo = { O.slo_ttft_ms, O.slo_tpot_ms };
 	struct sv_point pts[64];
 	size_t n_rows, n_pts = 0;
 	json_t *doc, **rows = NULL;
@@ -2352,10 +2317,9 @@ static int rescore_main(int n, char **args)
 		json_array_foreach(recs, k, x)
 		{
 			const char *outcome = json_string_value(json_object_get(x, "outcome"));
-			double ttft = jms(x, "ttft_ms"), tpot = jms(x, "tpot_ms");
 
-			ok += outcome && !strcmp(outcome, "ok") && ttft <= O.slo_ttft_ms &&
-			      (isnan(tpot) || tpot <= O.slo_tpot_ms);
+			ok += sv_meets(outcome && !strcmp(outcome, "ok"), jms(x, "ttft_ms"),
+				       jms(x, "tpot_ms"), &slo);
 		}
 		pts[n_pts++] = (struct sv_point){ jms(rows[i], "rate"), (double)ok / (double)sent };
 		json_object_set_new(rows[i], "slo_ok", json_integer((json_int_t)ok));
@@ -2619,12 +2583,12 @@ int main(int argc, char **argv)
 	}
 	rc = report(now_s());
 	for (int c = 0; c < NCLS; c++) {
-		dvec_free(&stats[c].ttft);
-		dvec_free(&stats[c].tpot);
-		dvec_free(&stats[c].itl);
-		dvec_free(&stats[c].e2e);
+		sv_dvec_free(&stats[c].ttft);
+		sv_dvec_free(&stats[c].tpot);
+		sv_dvec_free(&stats[c].itl);
+		sv_dvec_free(&stats[c].e2e);
 	}
-	dvec_free(&arrivals.due);
+	sv_dvec_free(&arrivals.due);
 	free(pool_ids);
 	free(senders);
 	free(cl);

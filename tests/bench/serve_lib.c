@@ -473,19 +473,17 @@ double sv_rec_max_itl_ms(const struct sv_rec *r)
 	return m;
 }
 
-bool sv_rec_meets(const struct sv_rec *r, const struct sv_slo *slo)
+bool sv_meets(bool ok, double ttft_ms, double tpot_ms, const struct sv_slo *slo)
 {
-	double ttft = sv_rec_ttft_ms(r), tpot = sv_rec_tpot_ms(r);
-
-	return r->ok && r->n_tok && ttft <= slo->ttft_ms && (isnan(tpot) || tpot <= slo->tpot_ms);
+	return ok && ttft_ms <= slo->ttft_ms && (isnan(tpot_ms) || tpot_ms <= slo->tpot_ms);
 }
 
-struct dvec {
-	double *v;
-	size_t n, cap;
-};
+bool sv_rec_meets(const struct sv_rec *r, const struct sv_slo *slo)
+{
+	return r->n_tok && sv_meets(r->ok, sv_rec_ttft_ms(r), sv_rec_tpot_ms(r), slo);
+}
 
-static int dvec_push(struct dvec *d, double x)
+int sv_dvec_push(struct sv_dvec *d, double x)
 {
 	if (d->n == d->cap) {
 		size_t cap = d->cap ? 2 * d->cap : 64;
@@ -500,12 +498,18 @@ static int dvec_push(struct dvec *d, double x)
 	return 0;
 }
 
+void sv_dvec_free(struct sv_dvec *d)
+{
+	free(d->v);
+	*d = (struct sv_dvec){ 0 };
+}
+
 struct sv_run {
 	struct sv_slo slo;
 	size_t sent, ok, slo_ok, timed;
 	long out_tokens;
-	struct dvec ttft, tpot, itl, e2e; /* ms */
-	struct dvec phase[4];		  /* ms: queue, prefill, transfer, decode */
+	struct sv_dvec ttft, tpot, itl, e2e; /* ms */
+	struct sv_dvec phase[4];	     /* ms: queue, prefill, transfer, decode */
 };
 
 int sv_run_create(const struct sv_slo *slo, struct sv_run **out)
@@ -521,12 +525,12 @@ void sv_run_destroy(struct sv_run *run)
 {
 	if (!run)
 		return;
-	free(run->ttft.v);
-	free(run->tpot.v);
-	free(run->itl.v);
-	free(run->e2e.v);
+	sv_dvec_free(&run->ttft);
+	sv_dvec_free(&run->tpot);
+	sv_dvec_free(&run->itl);
+	sv_dvec_free(&run->e2e);
 	for (int k = 0; k < 4; k++)
-		free(run->phase[k].v);
+		sv_dvec_free(&run->phase[k]);
 	free(run);
 }
 
@@ -543,11 +547,11 @@ int sv_run_add(struct sv_run *run, const struct sv_rec *r)
 	if (sv_rec_meets(r, &run->slo))
 		run->slo_ok++;
 	if (r->n_tok)
-		ret = ret ?: dvec_push(&run->ttft, sv_rec_ttft_ms(r));
+		ret = ret ?: sv_dvec_push(&run->ttft, sv_rec_ttft_ms(r));
 	if (!isnan(tpot))
-		ret = ret ?: dvec_push(&run->tpot, tpot);
+		ret = ret ?: sv_dvec_push(&run->tpot, tpot);
 	for (size_t i = 1; i < r->n_tok; i++)
-		ret = ret ?: dvec_push(&run->itl, (r->tok_t[i] - r->tok_t[i - 1]) * 1e3);
+		ret = ret ?: sv_dvec_push(&run->itl, (r->tok_t[i] - r->tok_t[i - 1]) * 1e3);
 	if (r->has_srv) {
 		const double ph[4] = { r->srv.queue_ms, r->srv.prefill_ms, r->srv.transfer_ms,
 				       r->srv.decode_ms };
@@ -555,9 +559,9 @@ int sv_run_add(struct sv_run *run, const struct sv_rec *r)
 		run->timed++;
 		for (int k = 0; k < 4; k++)
 			if (!isnan(ph[k]))
-				ret = ret ?: dvec_push(&run->phase[k], ph[k]);
+				ret = ret ?: sv_dvec_push(&run->phase[k], ph[k]);
 	}
-	return ret ?: dvec_push(&run->e2e, sv_rec_e2e_ms(r));
+	return ret ?: sv_dvec_push(&run->e2e, sv_rec_e2e_ms(r));
 }
 
 void sv_run_result(struct sv_run *run, double duration_s, struct sv_result *out)

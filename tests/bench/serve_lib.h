@@ -130,8 +130,19 @@ double sv_rec_tpot_ms(const struct sv_rec *r);
 double sv_rec_e2e_ms(const struct sv_rec *r);
 /* The longest gap between two consecutive token frames; NaN below 2 frames. */
 double sv_rec_max_itl_ms(const struct sv_rec *r);
-/* ok, TTFT within slo, and TPOT within slo (a one-token request has no TPOT to miss). */
+/* ok, TTFT within slo (NaN: no token, a miss), and TPOT within slo (NaN: a
+ * one-token request has no TPOT to miss). */
+bool sv_meets(bool ok, double ttft_ms, double tpot_ms, const struct sv_slo *slo);
+/* sv_meets of what the client saw of r. */
 bool sv_rec_meets(const struct sv_rec *r, const struct sv_slo *slo);
+
+/* ---- a growable array of doubles ---- */
+struct sv_dvec {
+	double *v;
+	size_t n, cap;
+};
+int sv_dvec_push(struct sv_dvec *d, double x); /* 0 or -ENOMEM */
+void sv_dvec_free(struct sv_dvec *d);	       /* and empty again */
 
 /* ---- one run: requests folded in as they end ---- */
 struct sv_result {

@@ -178,6 +178,13 @@ static void test_slo_and_run(void **state)
 	assert_true(sv_rec_meets(&f.r, &slo));
 	f.r.ok = false; /* failed: never meets */
 	assert_false(sv_rec_meets(&f.r, &slo));
+	/* The same test on recorded figures (--rescore): NaN TTFT misses, NaN TPOT passes. */
+	assert_true(sv_meets(true, 250, 15.625, &slo));
+	assert_false(sv_meets(true, 250.001, 1, &slo));
+	assert_false(sv_meets(true, 1, 15.626, &slo));
+	assert_true(sv_meets(true, 1, NAN, &slo));
+	assert_false(sv_meets(true, NAN, 1, &slo));
+	assert_false(sv_meets(false, 1, 1, &slo));
 
 	/* 10 requests: 6 meet, 2 miss TTFT, 1 misses TPOT, 1 fails. */
 	assert_int_equal(sv_run_create(&slo, &run), 0);
