@@ -711,19 +711,20 @@ static enum MHD_Result http_begin(struct http_server *srv, struct MHD_Connection
 			x->rejected = true;
 			return http_queue_now(x, 400, "BADREQUEST", "bad Content-Length");
 		}
-		/*
-		 * A body up to twice the limit is read and dropped, so that the 413
-		 * goes out after it: a reply sent while the client is still writing
-		 * can be lost to the reset that closing with unread data causes.
-		 * A bigger one is refused at once and the connection closed.
-		 */
-		if (len > srv->cfg.max_body && len - srv->cfg.max_body <= srv->cfg.max_body) {
-			x->rejected = x->too_big = true;
-			x->discard_max = (size_t)len;
-			return MHD_YES;
-		}
 		if (len > srv->cfg.max_body) {
 			x->rejected = true;
+			/*
+			 * A body up to twice the limit is read and dropped, so that
+			 * the 413 goes out after it: a reply sent while the client is
+			 * still writing can be lost to the reset that closing with
+			 * unread data causes.  A bigger one is refused at once and the
+			 * connection closed.
+			 */
+			if (len - srv->cfg.max_body <= srv->cfg.max_body) {
+				x->too_big = true;
+				x->discard_max = (size_t)len;
+				return MHD_YES;
+			}
 			return http_queue_now(x, 413, "TOOBIG",
 					      "request body of %llu bytes is over the limit of %zu",
 					      len, srv->cfg.max_body);

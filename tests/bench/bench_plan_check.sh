@@ -36,10 +36,10 @@ status=0
 # mixed1, one it writes: a mixed partition on cpu 0 with 1 thread), profile it.
 profile() {
 	cfg=
-	from=$1
-	[ "$1" = mixed1 ] && from=mixed
+	base=$1
+	[ "$1" = mixed1 ] && base=mixed
 	for p in $PROFILES; do
-		[ -r "$OUT/$p/$from.cfg" ] && { cfg="$OUT/$p/$from.cfg"; break; }
+		[ -r "$OUT/$p/$base.cfg" ] && { cfg="$OUT/$p/$base.cfg"; break; }
 	done
 	if [ "$1" = mixed1 ] && [ -n "$cfg" ]; then
 		mkdir -p "$OUT/mixed1"
