@@ -68,10 +68,12 @@ stream_text() {
 }
 pid_of() { status | "$JQ" ".partitions[] | select(.name == \"$1\") | .pid"; }
 
-# Prompts of about 100 tokens: 4 prefill chunks each, so transfers take a while.
+# Prompts of about 100 tokens: 4 prefill chunks each, so transfers take a while;
+# 96 output tokens keep the first stream decoding long enough that a poll
+# sees the kill points even on a loaded sanitizer build.
 LONG="once upon a time there was a little robot who lived in a big house with a cat, a dog and a very old clock that sang every hour of the day and night, and the robot liked to"
 for i in $(seq 1 16); do
-	"$GEN" -m "$MODEL" -p "Tale $i: $LONG" -n 48 2>>"$tmp/gen.err" >"$tmp/want$i"
+	"$GEN" -m "$MODEL" -p "Tale $i: $LONG" -n 96 2>>"$tmp/gen.err" >"$tmp/want$i"
 done
 
 # scenario NAME DRIVER VICTIM WHEN(jq expression on /v1/status: when to kill)
@@ -88,7 +90,7 @@ scenario() {
 	victim=$(pid_of "$3")
 	pids=
 	for i in $(seq 1 16); do
-		stream "Tale $i: $LONG" 48 "$tmp/$name.st$i" &
+		stream "Tale $i: $LONG" 96 "$tmp/$name.st$i" &
 		pids="$pids $!"
 	done
 	wait_status "$4"
@@ -136,12 +138,17 @@ DUET_TEST_STEP_DELAY_US=4000 "$DUETD" -c "$tmp/shm.cfg" >"$tmp/cancel.out" 2>&1 
 pid=$!
 wait_status '.state == "up" and .health.ok == true and .links[0].state == "up"'
 pids=
+# 400 tokens each: the first stream decodes for well over a second, so the
+# moment when all 16 are live is wide enough for a poll to see it even on a
+# loaded sanitizer build (with 48 tokens it once closed between two polls).
 for i in $(seq 1 16); do
-	stream "Tale $i: $LONG" 48 "$tmp/cancel.st$i" &
+	stream "Tale $i: $LONG" 400 "$tmp/cancel.st$i" &
 	pids="$pids $!"
 done
 wait_status '([.requests[] | select(.e2e_ms == null)] | length == 16) and .links[0].transfers >= 2'
+reached=$?
 at=$(status | "$JQ" -c '[.requests[] | select(.e2e_ms == null) | .state]')
+[ $reached -eq 0 ] || at="kill point never reached: $at"
 # Every client at once (their prompts are in curl's argv); a few may finish first.
 pkill -KILL -f 'Tale [0-9]*: once upon'
 for j in $pids; do wait "$j"; done
@@ -149,7 +156,9 @@ wait_status '([.requests[] | select(.e2e_ms == null)] | length == 0)
 	and ([.requests[] | select(.state == "cancelled")] | length >= 8)
 	and ([.requests[] | select(.state == "cancelled" or .state == "done")] | length == 16)
 	and ([.partitions[] | select(.kv.leased != 0 or .kv.used != 0)] | length == 0)'
-result $? "16 clients gone mid-request ($at): each ends once (most cancelled), nothing leased or in use on either side" "$tmp/cancel.out"
+r=$?
+[ $reached -eq 0 ] || r=1
+result $r "16 clients gone mid-request ($at): each ends once (most cancelled), nothing leased or in use on either side" "$tmp/cancel.out"
 kill -TERM "$pid"
 wait "$pid"
 rc=$?
@@ -171,7 +180,7 @@ kill -KILL "$(pid_of dec)"
 wait_status '.partitions[1].breaker.open == true and .partitions[1].state == "up"'
 opened=$?
 "$CURL" -sS --max-time 10 --unix-socket "$api" http://duet/health >"$tmp/breaker-health.json"
-stream "Tale 1: $LONG" 48 "$tmp/breaker.st" &
+stream "Tale 1: $LONG" 96 "$tmp/breaker.st" &
 spid=$!
 wait_status '.partitions[1].breaker.open == false and .health.ok == true'
 closed=$?
