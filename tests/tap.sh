@@ -33,6 +33,28 @@ clean_log() {
 	! grep -q -E '\[alert\]|ERROR: AddressSanitizer|runtime error:|LeakSanitizer' "$1"
 }
 
+# clean_logs OUT FILE...: true when every FILE passes clean_log; the others
+# are appended to OUT (to show with the result).
+clean_logs() {
+	_out=$1
+	_ok=0
+	shift
+	for _f in "$@"; do
+		clean_log "$_f" || { _ok=1; cat "$_f" >>"$_out"; }
+	done
+	return $_ok
+}
+
+# stop: SIGTERM the daemon in $pid and wait for it; its exit status is
+# returned and left in $rc, and pid is cleared (so no cleanup kills it again).
+stop() {
+	kill -TERM "$pid"
+	wait "$pid"
+	rc=$?
+	pid=
+	return $rc
+}
+
 tap_done() {
 	echo "1..$n"
 	[ "$bad" -eq 0 ]

@@ -188,17 +188,11 @@ jq_true --arg n "$n2" '.sweep.kind == "single" and .rates[0].requests == ($n | t
 	"$tmp/replay.json" >/dev/null
 result $? "--trace replays the file's $n2 requests" "$tmp/replay.out"
 
-fails=0
-for f in probe sweep nogp unloaded overlay rescore replay; do
-	clean_log "$tmp/$f.out" || { fails=1; cat "$tmp/$f.out" >>"$tmp/bench.logs"; }
-done
-[ $fails -eq 0 ]
+clean_logs "$tmp/bench.logs" "$tmp/probe.out" "$tmp/sweep.out" "$tmp/nogp.out" \
+	"$tmp/unloaded.out" "$tmp/overlay.out" "$tmp/rescore.out" "$tmp/replay.out"
 result $? "bench_serve's output has no sanitizer report" "$tmp/bench.logs"
 
-kill -TERM "$pid"
-wait "$pid"
-rc=$?
-pid=
+stop
 [ $rc -eq 0 ] && clean_log "$tmp/duetd.out"
 result $? "SIGTERM exits 0 (got $rc), no [alert]" "$tmp/duetd.out"
 
@@ -227,9 +221,7 @@ else
 	else
 		skip "bench_goodput.sh overlay plots: gnuplot not installed (make deps-bench installs it)"
 	fi
-	fails=0
-	for f in "$tmp"/gp/*.log; do clean_log "$f" || { fails=1; cat "$f" >>"$tmp/gp.logs"; }; done
-	[ $fails -eq 0 ]
+	clean_logs "$tmp/gp.logs" "$tmp"/gp/*.log
 	result $? "bench_goodput.sh: duetd logs have no [alert] or sanitizer report" "$tmp/gp.logs"
 fi
 

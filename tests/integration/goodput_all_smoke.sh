@@ -56,10 +56,6 @@ done
 	[ "$(grep -Ec '^chat +(mixed|1p1d) +(mixed|mixed1|1p1d) .* [0-9]+ +[0-9]+/[0-9]+' "$o/plan-check.txt")" -eq 5 ]
 result $? "bench_plan_check.sh: 3 version-2 profiles, a row with MAE for each of 5 sweep/profile pairs" "$o/plan-check.txt"
 
-fails=0
-for f in "$o"/chat/*.log "$o"/prof-*.log; do
-	clean_log "$f" || { fails=1; cat "$f" >>"$tmp/logs"; }
-done
-[ $fails -eq 0 ]
+clean_logs "$tmp/logs" "$o"/chat/*.log "$o"/prof-*.log
 result $? "duetd logs have no [alert] or sanitizer report" "$tmp/logs"
 tap_done

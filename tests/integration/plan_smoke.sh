@@ -152,17 +152,11 @@ rc=$?
 [ $rc -eq 1 ] && grep -q 'increasing' "$tmp/bad.out"
 result $? "a bad profile exits 1 and says why (got $rc)" "$tmp/bad.out"
 
-fails=0
-for f in profile plan plantrace bad compare comparej badsweep; do
-	clean_log "$tmp/$f.out" || { fails=1; cat "$tmp/$f.out" >>"$tmp/ctl.logs"; }
-done
-[ $fails -eq 0 ]
+clean_logs "$tmp/ctl.logs" "$tmp/profile.out" "$tmp/plan.out" "$tmp/plantrace.out" \
+	"$tmp/bad.out" "$tmp/compare.out" "$tmp/comparej.out" "$tmp/badsweep.out"
 result $? "duetctl's output has no sanitizer report" "$tmp/ctl.logs"
 
-kill -TERM "$pid"
-wait "$pid"
-rc=$?
-pid=
+stop
 [ $rc -eq 0 ] && clean_log "$tmp/duetd.out"
 result $? "SIGTERM exits 0 (got $rc), no [alert]" "$tmp/duetd.out"
 

@@ -57,10 +57,10 @@ wait_status() { # jq expression, up to 30 s
 	done
 	return 1
 }
-stream() { # prompt max_tokens out-file
+stream() { # prompt max_tokens out-file; run it with &: it becomes curl, $! is curl's pid
 	body=$("$JQ" -cn --arg p "$1" --argjson n "$2" \
 		'{model:"m",prompt:$p,max_tokens:$n,temperature:0,stream:true}')
-	"$CURL" -sS -N --max-time 90 --unix-socket "$api" -H 'Content-Type: application/json' \
+	exec "$CURL" -sS -N --max-time 90 --unix-socket "$api" -H 'Content-Type: application/json' \
 		--data-binary "$body" http://duet/v1/completions >"$3" 2>&1
 }
 stream_text() {
@@ -117,10 +117,7 @@ scenario() {
 	wait_status '.health.ok == true and .links[0].state == "up" and
 		([.partitions[] | select(.kv.leased != 0 or .kv.used != 0)] | length == 0)'
 	result $? "$name: healthy again; no KV block leased or in use on either partition" "$tmp/$name.out"
-	kill -TERM "$pid"
-	wait "$pid"
-	rc=$?
-	pid=
+	stop
 	[ $rc -eq 0 ] && clean_log "$tmp/$name.out"
 	result $? "$name: exit 0 (got $rc), no [alert]" "$tmp/$name.out"
 }
@@ -149,9 +146,9 @@ wait_status '([.requests[] | select(.e2e_ms == null)] | length == 16) and .links
 reached=$?
 at=$(status | "$JQ" -c '[.requests[] | select(.e2e_ms == null) | .state]')
 [ $reached -eq 0 ] || at="kill point never reached: $at"
-# Every client at once (their prompts are in curl's argv); a few may finish first.
-pkill -KILL -f 'Tale [0-9]*: once upon'
-for j in $pids; do wait "$j"; done
+# Every client at once (each stream is its curl); a few may finish first.
+kill -KILL $pids 2>/dev/null
+for j in $pids; do wait "$j" 2>/dev/null; done # no "Killed" notices
 wait_status '([.requests[] | select(.e2e_ms == null)] | length == 0)
 	and ([.requests[] | select(.state == "cancelled")] | length >= 8)
 	and ([.requests[] | select(.state == "cancelled" or .state == "done")] | length == 16)
@@ -159,10 +156,7 @@ wait_status '([.requests[] | select(.e2e_ms == null)] | length == 0)
 r=$?
 [ $reached -eq 0 ] || r=1
 result $r "16 clients gone mid-request ($at): each ends once (most cancelled), nothing leased or in use on either side" "$tmp/cancel.out"
-kill -TERM "$pid"
-wait "$pid"
-rc=$?
-pid=
+stop
 [ $rc -eq 0 ] && clean_log "$tmp/cancel.out"
 result $? "cancellations: exit 0 (got $rc), no [alert]" "$tmp/cancel.out"
 
@@ -191,8 +185,8 @@ wait "$spid"
 	grep -q 'partition dec: circuit breaker closed' "$tmp/breaker.out" &&
 	[ "$(stream_text "$tmp/breaker.st")" = "$(cat "$tmp/want1")" ]
 result $? "breaker: opens after 2 deaths (/health says so), closes on a canary; the waiting request is served" "$tmp/breaker.out"
-kill -TERM "$pid"
-wait "$pid"
-pid=
+stop
+[ $rc -eq 0 ] && clean_log "$tmp/breaker.out"
+result $? "breaker: exit 0 (got $rc), no [alert]" "$tmp/breaker.out"
 
 tap_done

@@ -65,13 +65,6 @@ start() { # config name
 	pid=$!
 	wait_status '.state == "up" and .health.ok == true and ([.links[] | select(.state != "up")] | length == 0)'
 }
-stop() {
-	kill -TERM "$pid"
-	wait "$pid"
-	rc=$?
-	pid=
-	return $rc
-}
 complete() { # prompt max_tokens -> the completion's text
 	body=$("$JQ" -cn --arg p "$1" --argjson n "$2" \
 		'{model:"m",prompt:$p,max_tokens:$n,temperature:0}')

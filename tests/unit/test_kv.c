@@ -594,6 +594,22 @@ static void test_leases(void **state)
 }
 
 /*
+ * A prefix lease of n blocks (salt, tokens[0, n_match) to match; owner 7, deadline 100),
+ * released at once: how many blocks it found cached.
+ */
+static int prefix_hits(struct kv_pool *p, int n, uint64_t salt, const int32_t *tokens, int n_match)
+{
+	struct kv_lease_ref l;
+	int32_t ids[16];
+	int nc;
+
+	assert_true(n <= 16);
+	assert_int_equal(kv_lease_prefix(p, n, salt, tokens, n_match, 7, 100, ids, &nc, &l), 0);
+	assert_int_equal(kv_lease_release(p, l), 0);
+	return nc;
+}
+
+/*
  * Leases that start with cached blocks (kv_lease_prefix): the prompt's
  * leading registered blocks under its salt lead the table, pinned (IN_USE,
  * not evictable) while the lease lives; release, expiry and a dead owner
@@ -702,21 +718,12 @@ static void test_lease_prefix(void **state)
 	assert_int_equal(kv_pool_check(p), 0);
 
 	/* another salt, another prompt, a short match, or one block: nothing pinned */
-	assert_int_equal(kv_lease_prefix(p, 4, 2, tok, 15, 7, 100, ids, &nc, &l1), 0);
-	assert_int_equal(nc, 0);
-	assert_int_equal(kv_lease_release(p, l1), 0);
-	assert_int_equal(kv_lease_prefix(p, 4, 1, other, 15, 7, 100, ids, &nc, &l1), 0);
-	assert_int_equal(nc, 1); /* the first block only */
-	assert_int_equal(kv_lease_release(p, l1), 0);
-	assert_int_equal(kv_lease_prefix(p, 4, 1, tok, 7, 7, 100, ids, &nc, &l1), 0);
-	assert_int_equal(nc, 1);
-	assert_int_equal(kv_lease_release(p, l1), 0);
-	assert_int_equal(kv_lease_prefix(p, 1, 1, tok, 15, 7, 100, ids, &nc, &l1), 0);
-	assert_int_equal(nc, 0); /* at most n - 1: something is always written */
-	assert_int_equal(kv_lease_release(p, l1), 0);
-	assert_int_equal(kv_lease_prefix(p, 3, 1, tok, 15, 7, 100, ids, &nc, &l1), 0);
-	assert_int_equal(nc, 2);
-	assert_int_equal(kv_lease_release(p, l1), 0);
+	assert_int_equal(prefix_hits(p, 4, 2, tok, 15), 0);
+	assert_int_equal(prefix_hits(p, 4, 1, other, 15), 1); /* the first block only */
+	assert_int_equal(prefix_hits(p, 4, 1, tok, 7), 1);
+	/* at most n - 1: something is always written */
+	assert_int_equal(prefix_hits(p, 1, 1, tok, 15), 0);
+	assert_int_equal(prefix_hits(p, 3, 1, tok, 15), 2);
 	assert_int_equal(kv_lease_prefix(p, 4, 1, NULL, 15, 7, 100, ids, &nc, &l1), -EINVAL);
 	assert_int_equal(kv_lease_prefix(p, 4, 1, tok, -1, 7, 100, ids, &nc, &l1), -EINVAL);
 	assert_int_equal(kv_pool_check(p), 0);
@@ -750,9 +757,7 @@ static void test_lease_prefix(void **state)
 	assert_int_equal(kv_pool_check(p), 0);
 	kv_seq_free(s);
 	/* the chain now reaches five blocks */
-	assert_int_equal(kv_lease_prefix(p, 6, 1, tok, 21, 7, 100, ids, &nc, &l1), 0);
-	assert_int_equal(nc, 5);
-	assert_int_equal(kv_lease_release(p, l1), 0);
+	assert_int_equal(prefix_hits(p, 6, 1, tok, 21), 5);
 	assert_int_equal(kv_pool_check(p), 0);
 
 	/* 11 FREE + 5 CACHED: 16 blocks fit exactly, one block held elsewhere does not */

@@ -189,6 +189,16 @@ static struct ipc_msg *sup_recv(struct sup *s)
 	return &s->m;
 }
 
+/* Frames (any) until the next STATS, each within 2 s; it is in s->stats. */
+static void sup_next_stats(struct sup *s)
+{
+	unsigned n0 = s->n_stats;
+
+	do
+		assert_true(sup_recv_any(s, 2000));
+	while (s->n_stats == n0);
+}
+
 static void sup_handshake(struct sup *s)
 {
 	struct ipc_msg *m = sup_recv(s);
@@ -618,10 +628,9 @@ static void test_cancel_frees_kv(void **state)
 	sup_send(s, IPC_CANCEL, 42, &c, sizeof(c));
 
 	/* A STATS after the DONE shows the blocks back (full ones may stay cached). */
-	unsigned n0 = s->n_stats;
 	do
-		assert_true(sup_recv_any(s, 2000));
-	while (s->n_stats == n0 || s->stats.kv_used != 0);
+		sup_next_stats(s);
+	while (s->stats.kv_used != 0);
 	assert_int_equal(s->stats.running + s->stats.waiting, 0);
 	assert_int_equal(s->stats.gen_tokens, (uint64_t)st->n);
 
@@ -646,11 +655,9 @@ static void test_cancel_frees_kv(void **state)
 /* Wait (STATS by STATS) until the worker reports `leased` blocks held by reservations. */
 static void wait_leased(struct sup *s, uint32_t leased)
 {
-	unsigned n0 = s->n_stats;
-
 	do
-		assert_true(sup_recv_any(s, 2000));
-	while (s->n_stats == n0 || s->stats.kv_leased != leased);
+		sup_next_stats(s);
+	while (s->stats.kv_leased != leased);
 }
 
 /*
@@ -727,11 +734,7 @@ static void test_lease_quarantine(void **state)
 	assert_int_equal(s->stats.kv_used, 0);
 	t_expired = s->stats.t_ns;
 	do {
-		unsigned n0 = s->n_stats;
-
-		do
-			assert_true(sup_recv_any(s, 2000));
-		while (s->n_stats == n0);
+		sup_next_stats(s);
 		if (s->stats.kv_leased)
 			assert_int_equal(s->stats.kv_leased, 3);
 	} while (s->stats.kv_leased);
@@ -853,11 +856,7 @@ static void test_xfer_connect(void **state)
 static void wait_stats(struct sup *s, uint32_t leased, uint64_t rejected)
 {
 	for (int k = 0; k < 50; k++) {
-		unsigned n0 = s->n_stats;
-
-		do
-			assert_true(sup_recv_any(s, 2000));
-		while (s->n_stats == n0);
+		sup_next_stats(s);
 		if (s->stats.kv_leased == leased && s->stats.xfer_rejected == rejected)
 			return;
 	}
@@ -868,7 +867,7 @@ static void wait_stats(struct sup *s, uint32_t leased, uint64_t rejected)
 
 /*
  * A request with a greedy sampler: the prompt as a SUBMIT of `first` tokens
- * and PROMPT_CHUNKs of `chunk`; n_top < 0: no logprobs.
+ * and PROMPT_CHUNKs of `chunk` (0: no chunks); n_top < 0: no logprobs.
  */
 static void sup_submit2(struct sup *s, uint64_t rid, const int32_t *prompt, uint32_t n,
 			uint32_t max_tokens, uint32_t first, uint32_t chunk, int n_top)
@@ -883,7 +882,7 @@ static void sup_submit2(struct sup *s, uint64_t rid, const int32_t *prompt, uint
 	s->sub.n_top = n_top > 0 ? (uint32_t)n_top : 0;
 	memcpy(s->sub.tokens, prompt, 4 * s->sub.n_tokens);
 	sup_send(s, IPC_SUBMIT, rid, &s->sub, ipc_submit_len(s->sub.n_tokens));
-	for (uint32_t off = s->sub.n_tokens; off < n; off += chunk) {
+	for (uint32_t off = s->sub.n_tokens; chunk > 0 && off < n; off += chunk) {
 		uint32_t k = n - off < chunk ? n - off : chunk;
 
 		memset(&s->chunk, 0, IPC_CHUNK_FIXED);
@@ -908,7 +907,6 @@ struct shipped {
 	uint64_t rid;
 	bool have_rec, done, error;
 	struct ipc_kv_record rec;
-	uint32_t rec_len;
 	struct ipc_done d;
 	int32_t error_code;
 	char error_msg[IPC_ERRMSG_MAX];
@@ -1017,12 +1015,18 @@ static void split_ship(struct split *sp, uint64_t rid)
 	sup_send(sp->p, IPC_SHIP, rid, sp->ship, IPC_SHIP_FIXED + 4 * sp->ship->n_blocks);
 }
 
-/* Lease, then SHIP + SUBMIT on the prefill worker (max_tokens there: any, it makes one). */
+/* c's SUBMIT (and chunks) on the prefill worker (max_tokens there: any, it makes one). */
+static void split_submit(struct split *sp, const struct scase *c)
+{
+	sup_submit2(sp->p, c->rid, c->prompt, c->n, 50, c->first, c->chunk, c->n_top);
+}
+
+/* Lease, then SHIP + SUBMIT on the prefill worker. */
 static void split_prefill(struct split *sp, const struct scase *c)
 {
 	split_lease(sp, c->rid, c->n);
 	split_ship(sp, c->rid);
-	sup_submit2(sp->p, c->rid, c->prompt, c->n, 50, c->first, c->chunk, c->n_top);
+	split_submit(sp, c);
 }
 
 static void lease_free(struct sup *d, uint64_t rid, int32_t id, uint64_t epoch)
@@ -1030,6 +1034,12 @@ static void lease_free(struct sup *d, uint64_t rid, int32_t id, uint64_t epoch)
 	struct ipc_lease_free f = { .lease_id = id, .epoch = epoch };
 
 	sup_send(d, IPC_LEASE_FREE, rid, &f, sizeof(f));
+}
+
+/* LEASE_FREE of the lease the last split_lease*() took (sp->ship's). */
+static void split_lease_free(struct split *sp, uint64_t rid)
+{
+	lease_free(sp->d, rid, sp->ship->lease_id, sp->ship->epoch);
 }
 
 /* The prefill worker's frames until every x[] is DONE: PREFILLED then DONE, or ERROR + DONE. */
@@ -1058,7 +1068,6 @@ static void collect_shipped(struct sup *p, struct shipped *x, int n)
 			assert_false(t->have_rec);
 			assert_false(t->error);
 			t->have_rec = true;
-			t->rec_len = m->hdr.len;
 			memcpy(&t->rec, &m->u.kv, m->hdr.len);
 			break;
 		case IPC_ERROR:
@@ -1085,6 +1094,17 @@ static void collect_shipped(struct sup *p, struct shipped *x, int n)
 				 ipc_type_name(m->hdr.type));
 		}
 	}
+}
+
+/* The prefill worker's frames for rid: PREFILLED (its record into *rec), then DONE. */
+static void expect_record(struct split *sp, uint64_t rid, struct ipc_kv_record *rec)
+{
+	struct shipped x = { .rid = rid };
+
+	collect_shipped(sp->p, &x, 1);
+	if (!x.have_rec)
+		fail_msg("request %llu: no PREFILLED (%s)", (unsigned long long)rid, x.error_msg);
+	*rec = x.rec;
 }
 
 /* ADOPT with rec, then the SUBMIT it applies to, on the decode worker. */
@@ -1240,12 +1260,25 @@ static void split_end_to_end(const char *text)
 
 static const char split_fmt[] =
 	"model = { path = \"%s\"; context = %d; };\n"
-	"kv = { blocks = %d; block_tokens = 16; };\n"
+	"kv = { blocks = %d; block_tokens = 16; %s};\n"
 	"transport = { driver = \"%s\"; %s };\n"
 	"partitions = ( { name = \"pre\"; role = \"prefill\"; threads = 1; max_seqs = 8;\n"
 	"                 max_batch_tokens = %d; },\n"
 	"               { name = \"dec\"; role = \"decode\"; threads = 1; max_seqs = 8;\n"
 	"                 max_batch_tokens = 128; } );\n";
+
+/*
+ * The split config into text[cap]: transport `driver` with xport_opt, kv_opt
+ * (each "" or options ending in "; ") added to the kv group.
+ */
+static void split_text(char *text, size_t cap, const char *driver, const char *xport_opt,
+		       const char *kv_opt)
+{
+	int len = snprintf(text, cap, split_fmt, model_path, N_CTX, N_BLOCKS, kv_opt, driver,
+			   xport_opt, SPLIT_PREFILL_BATCH);
+
+	assert_true(len > 0 && (size_t)len < cap);
+}
 
 /* Prompts through prefill -> shm -> decode equal the mixed partition's run. */
 static void test_split_shm(void **state)
@@ -1253,8 +1286,7 @@ static void test_split_shm(void **state)
 	char text[1600];
 
 	(void)state;
-	snprintf(text, sizeof(text), split_fmt, model_path, N_CTX, N_BLOCKS, "shm", "",
-		 SPLIT_PREFILL_BATCH);
+	split_text(text, sizeof(text), "shm", "", "");
 	split_end_to_end(text);
 }
 
@@ -1270,8 +1302,7 @@ static void test_split_tcp(void **state)
 	assert_int_equal(tu_write_file(psk, key, sizeof(key) - 1), 0);
 	assert_int_equal(chmod(psk, 0600), 0);
 	snprintf(opt, sizeof(opt), "psk_file = \"%s\";", psk);
-	snprintf(text, sizeof(text), split_fmt, model_path, N_CTX, N_BLOCKS, "tcp", opt,
-		 SPLIT_PREFILL_BATCH);
+	split_text(text, sizeof(text), "tcp", opt, "");
 	split_end_to_end(text);
 	tu_rmtree(dir);
 }
@@ -1280,11 +1311,7 @@ static void test_split_tcp(void **state)
 static const struct ipc_stats *wait_kv(struct sup *s, uint32_t used, uint32_t leased)
 {
 	for (int k = 0; k < 50; k++) {
-		unsigned n0 = s->n_stats;
-
-		do
-			assert_true(sup_recv_any(s, 2000));
-		while (s->n_stats == n0);
+		sup_next_stats(s);
 		if (s->stats.kv_used == used && s->stats.kv_leased == leased)
 			return &s->stats;
 	}
@@ -1297,15 +1324,9 @@ static const struct ipc_stats *wait_kv(struct sup *s, uint32_t used, uint32_t le
 static void share_run(struct split *sp, const struct scase *c, struct ipc_kv_record *rec,
 		      struct stream *st)
 {
-	struct shipped x = { .rid = c->rid };
-
 	split_ship(sp, c->rid);
-	sup_submit2(sp->p, c->rid, c->prompt, c->n, 50, c->first, c->chunk, c->n_top);
-	collect_shipped(sp->p, &x, 1);
-	if (!x.have_rec)
-		fail_msg("request %llu: no PREFILLED (%s)", (unsigned long long)c->rid,
-			 x.error_msg);
-	*rec = x.rec;
+	split_submit(sp, c);
+	expect_record(sp, c->rid, rec);
 	stream_init(st, c);
 	split_adopt(sp, c, rec);
 	sup_collect(sp->d, st, 1);
@@ -1331,7 +1352,6 @@ static void test_split_prefix_share(void **state)
 	struct scase *c = calloc(1, sizeof(*c));
 	struct stream *mix = calloc(1, sizeof(*mix)), *st = calloc(2, sizeof(*st));
 	struct ipc_kv_record rec[2];
-	struct ipc_lease_free f;
 	uint32_t n_layers = ref.m->n_layers;
 	uint64_t block_bytes, expired;
 	uint32_t cached;
@@ -1356,8 +1376,7 @@ static void test_split_prefix_share(void **state)
 	shutdown_now(m);
 	sup_free(m);
 
-	snprintf(text, sizeof(text), split_fmt, model_path, N_CTX, N_BLOCKS, "shm", "",
-		 SPLIT_PREFILL_BATCH);
+	split_text(text, sizeof(text), "shm", "", "");
 	sp = split_open(text);
 	split_connect(sp);
 	sp->p->salt = sp->d->salt = 0x5a17;
@@ -1398,8 +1417,7 @@ static void test_split_prefix_share(void **state)
 	/* Another tenant's salt finds nothing. */
 	split_lease_match(sp, 502, c->n, 60000, 0x0bad, c->prompt, c->n);
 	assert_int_equal(sp->n_cached, 0);
-	f = (struct ipc_lease_free){ .lease_id = sp->ship->lease_id, .epoch = sp->ship->epoch };
-	sup_send(sp->d, IPC_LEASE_FREE, 502, &f, sizeof(f));
+	split_lease_free(sp, 502);
 
 	/*
 	 * A lease that pins the prefix (12 blocks in use, 1 leased) and expires: the 12 go
@@ -1414,25 +1432,13 @@ static void test_split_prefix_share(void **state)
 	assert_int_equal(sp->d->stats.leases_expired, expired + 1);
 	split_lease_match(sp, 504, c->n, 60000, 0x5a17, c->prompt, c->n);
 	assert_int_equal(sp->n_cached, 12);
-	f = (struct ipc_lease_free){ .lease_id = sp->ship->lease_id, .epoch = sp->ship->epoch };
-	sup_send(sp->d, IPC_LEASE_FREE, 504, &f, sizeof(f));
+	split_lease_free(sp, 504);
 	assert_int_equal(wait_kv(sp->d, 0, 0)->kv_cached, cached);
 	wait_stats(sp->d, 0, 0); /* nothing was refused */
 	split_close(sp);
 
 	/* With kv.prefix_cache off, a lease holds nothing cached. */
-	snprintf(text, sizeof(text), split_fmt, model_path, N_CTX, N_BLOCKS, "shm", "",
-		 SPLIT_PREFILL_BATCH);
-	{
-		char *k = strstr(text, "block_tokens = 16; }");
-		static const char off[] = "block_tokens = 16; prefix_cache = false; }";
-
-		assert_non_null(k);
-		assert_true(strlen(text) + sizeof(off) < sizeof(text));
-		memmove(k + sizeof(off) - 1, k + strlen("block_tokens = 16; }"),
-			strlen(k + strlen("block_tokens = 16; }")) + 1);
-		memcpy(k, off, sizeof(off) - 1);
-	}
+	split_text(text, sizeof(text), "shm", "", "prefix_cache = false; ");
 	sp = split_open(text);
 	split_connect(sp);
 	sp->p->salt = sp->d->salt = 0x5a17;
@@ -1480,14 +1486,8 @@ static void expect_ship_refused(struct split *sp, uint64_t rid, int code, const 
 /* Ship c through the prefill worker; its completion record into *rec. */
 static void prefill_ok(struct split *sp, const struct scase *c, struct ipc_kv_record *rec)
 {
-	struct shipped x = { .rid = c->rid };
-
 	split_prefill(sp, c);
-	collect_shipped(sp->p, &x, 1);
-	if (!x.have_rec)
-		fail_msg("request %llu: no PREFILLED (%s)", (unsigned long long)c->rid,
-			 x.error_msg);
-	*rec = x.rec;
+	expect_record(sp, c->rid, rec);
 }
 
 /*
@@ -1510,8 +1510,7 @@ static void test_split_fail_closed(void **state)
 
 	(void)state;
 	worker_set_step_delay_us(0);
-	snprintf(text, sizeof(text), split_fmt, model_path, N_CTX, N_BLOCKS, "shm", "",
-		 SPLIT_PREFILL_BATCH);
+	split_text(text, sizeof(text), "shm", "", "");
 	make_prompt(c.prompt, (int)c.n, 40);
 	sp = split_open(text);
 
@@ -1519,7 +1518,7 @@ static void test_split_fail_closed(void **state)
 	c.rid = 800;
 	split_prefill(sp, &c);
 	expect_ship_refused(sp, c.rid, -ENOTCONN, "no connected KV link");
-	lease_free(sp->d, c.rid, sp->ship->lease_id, sp->ship->epoch);
+	split_lease_free(sp, c.rid);
 	split_connect(sp);
 
 	/* Another block size: different models or KV types. */
@@ -1530,7 +1529,7 @@ static void test_split_fail_closed(void **state)
 	sup_submit2(sp->p, c.rid, c.prompt, c.n, 4, c.first, c.chunk, c.n_top);
 	expect_ship_refused(sp, c.rid, -EINVAL, "bytes");
 	sp->ship->block_bytes /= 2;
-	lease_free(sp->d, c.rid, sp->ship->lease_id, sp->ship->epoch);
+	split_lease_free(sp, c.rid);
 
 	/* A block count that does not fit the prompt. */
 	c.rid = 802;
@@ -1539,7 +1538,7 @@ static void test_split_fail_closed(void **state)
 	split_ship(sp, c.rid);
 	sup_submit2(sp->p, c.rid, c.prompt, c.n, 4, c.first, c.chunk, c.n_top);
 	expect_ship_refused(sp, c.rid, -EINVAL, "SHIP names 3 blocks");
-	lease_free(sp->d, c.rid, sp->ship->lease_id, sp->ship->epoch);
+	split_lease_free(sp, c.rid);
 	wait_stats(sp->d, 0, 0);
 
 	/* The supervisor gave the lease up before the ADOPT: stale. */
@@ -1637,8 +1636,7 @@ static struct split *lb_open(void)
 	struct split *sp;
 
 	worker_set_step_delay_us(0);
-	snprintf(text, sizeof(text), split_fmt, model_path, N_CTX, N_BLOCKS, "shm", "",
-		 SPLIT_PREFILL_BATCH);
+	split_text(text, sizeof(text), "shm", "", "");
 	worker_test_xfer_driver("loopback");
 	sp = split_open(text);
 	split_connect(sp);
@@ -1665,6 +1663,22 @@ static void adopt_ok(struct split *sp, const struct scase *c, const struct ipc_k
 	check_against_ref(&st, c->prompt, (int)c->n, (int)c->max_tokens);
 }
 
+/*
+ * The tail of the test_lb_* cases: a 30-token request (rid, seed) goes through
+ * the same link, nothing is left leased or refused, and sp is closed.
+ */
+static void lb_finish(struct split *sp, uint64_t rid, uint32_t seed)
+{
+	struct ipc_kv_record rec;
+	struct scase c;
+
+	lb_case(&c, rid, 30, seed);
+	prefill_ok(sp, &c, &rec);
+	adopt_ok(sp, &c, &rec);
+	wait_stats(sp->d, 0, 0);
+	split_close(sp);
+}
+
 /* Nothing but STATS from s for ms milliseconds. */
 static void expect_quiet(struct sup *s, int ms)
 {
@@ -1685,8 +1699,7 @@ static void test_split_loopback(void **state)
 
 	(void)state;
 	worker_set_step_delay_us(0);
-	snprintf(text, sizeof(text), split_fmt, model_path, N_CTX, N_BLOCKS, "shm", "",
-		 SPLIT_PREFILL_BATCH);
+	split_text(text, sizeof(text), "shm", "", "");
 	worker_test_xfer_driver("loopback");
 	split_end_to_end(text);
 }
@@ -1719,6 +1732,22 @@ static void test_lb_duplicate_reorder(void **state)
 }
 
 /*
+ * c through prefill -> loopback -> decode with a write held (as injected):
+ * quiet for 300 ms, then the record once released, then the reference stream.
+ */
+static void lb_held_ok(struct split *sp, const struct scase *c)
+{
+	struct ipc_kv_record rec;
+
+	split_prefill(sp, c);
+	expect_quiet(sp->p, 300);
+	worker_test_release(true);
+	expect_record(sp, c->rid, &rec);
+	worker_test_release(false);
+	adopt_ok(sp, c, &rec);
+}
+
+/*
  * A held write holds the record back: no PREFILLED (nor DONE) while it is
  * held, the request completes once it is delivered.  With the first write
  * duplicated as well, the extra copy must not stand in for the held one.
@@ -1726,42 +1755,17 @@ static void test_lb_duplicate_reorder(void **state)
 static void test_lb_delay(void **state)
 {
 	struct split *sp = lb_open();
-	struct ipc_kv_record rec;
 	struct scase c;
 
 	(void)state;
 	lb_case(&c, 910, 30, 52);
 	worker_test_inject(XFER_FAULT_DELAY, 1);
-	split_prefill(sp, &c);
-	expect_quiet(sp->p, 300);
-	worker_test_release(true);
-	{
-		struct shipped x = { .rid = c.rid };
-
-		collect_shipped(sp->p, &x, 1);
-		if (!x.have_rec)
-			fail_msg("no PREFILLED after the release (%s)", x.error_msg);
-		rec = x.rec;
-	}
-	worker_test_release(false);
-	adopt_ok(sp, &c, &rec);
+	lb_held_ok(sp, &c);
 
 	lb_case(&c, 911, 30, 53);
 	worker_test_inject(XFER_FAULT_DUPLICATE, 1);
 	worker_test_inject(XFER_FAULT_DELAY, 2);
-	split_prefill(sp, &c);
-	expect_quiet(sp->p, 300);
-	worker_test_release(true);
-	{
-		struct shipped x = { .rid = c.rid };
-
-		collect_shipped(sp->p, &x, 1);
-		if (!x.have_rec)
-			fail_msg("no PREFILLED after the release (%s)", x.error_msg);
-		rec = x.rec;
-	}
-	worker_test_release(false);
-	adopt_ok(sp, &c, &rec);
+	lb_held_ok(sp, &c);
 	wait_stats(sp->d, 0, 0);
 	split_close(sp);
 }
@@ -1793,16 +1797,14 @@ static void test_lb_corrupt(void **state)
 	sp->ship->flags = 0;
 	split_ship(sp, c.rid);
 	worker_test_inject(XFER_FAULT_CORRUPT, 1);
-	sup_submit2(sp->p, c.rid, c.prompt, c.n, 50, c.first, c.chunk, c.n_top);
+	split_submit(sp, &c);
 	{
-		struct shipped x = { .rid = c.rid };
 		struct stream st;
 
-		collect_shipped(sp->p, &x, 1);
-		assert_true(x.have_rec);
-		assert_false(x.rec.flags & IPC_KV_CHECKSUM);
+		expect_record(sp, c.rid, &rec);
+		assert_false(rec.flags & IPC_KV_CHECKSUM);
 		stream_init(&st, &c);
-		split_adopt(sp, &c, &x.rec);
+		split_adopt(sp, &c, &rec);
 		sup_collect(sp->d, &st, 1);
 		assert_false(st.error);
 		assert_true(st.n >= 1);
@@ -1819,7 +1821,6 @@ static void test_lb_corrupt(void **state)
 static void test_lb_drop(void **state)
 {
 	struct split *sp = lb_open();
-	struct ipc_kv_record rec;
 	struct scase c;
 	uint64_t t0;
 
@@ -1832,20 +1833,15 @@ static void test_lb_drop(void **state)
 	expect_ship_refused(sp, c.rid, -ETIMEDOUT, "not completed after 300 ms");
 	assert_true(now_ns() - t0 < (uint64_t)WORKER_XFER_TIMEOUT_MS * 1000000ull);
 	worker_test_xfer_timeout_ms(0);
-	lease_free(sp->d, c.rid, sp->ship->lease_id, sp->ship->epoch);
+	split_lease_free(sp, c.rid);
 
-	lb_case(&c, 931, 30, 57);
-	prefill_ok(sp, &c, &rec);
-	adopt_ok(sp, &c, &rec);
-	wait_stats(sp->d, 0, 0);
-	split_close(sp);
+	lb_finish(sp, 931, 57);
 }
 
 /* A write that fails at the sender fails its request (-EIO), without a record. */
 static void test_lb_fail(void **state)
 {
 	struct split *sp = lb_open();
-	struct ipc_kv_record rec;
 	struct scase c;
 
 	(void)state;
@@ -1853,13 +1849,9 @@ static void test_lb_fail(void **state)
 	worker_test_inject(XFER_FAULT_FAIL, 2);
 	split_prefill(sp, &c);
 	expect_ship_refused(sp, c.rid, -EIO, "local failure");
-	lease_free(sp->d, c.rid, sp->ship->lease_id, sp->ship->epoch);
+	split_lease_free(sp, c.rid);
 
-	lb_case(&c, 941, 30, 59);
-	prefill_ok(sp, &c, &rec);
-	adopt_ok(sp, &c, &rec);
-	wait_stats(sp->d, 0, 0);
-	split_close(sp);
+	lb_finish(sp, 941, 59);
 }
 
 /*
@@ -1871,7 +1863,6 @@ static void test_lb_fail(void **state)
 static void test_lb_ship_deadline(void **state)
 {
 	struct split *sp = lb_open();
-	struct ipc_kv_record rec;
 	struct scase c;
 
 	(void)state;
@@ -1880,7 +1871,7 @@ static void test_lb_ship_deadline(void **state)
 	sp->ship->ttl_ms = 30;
 	split_ship(sp, c.rid);
 	usleep(60 * 1000);
-	sup_submit2(sp->p, c.rid, c.prompt, c.n, 50, c.first, c.chunk, c.n_top);
+	split_submit(sp, &c);
 	expect_ship_refused(sp, c.rid, -ETIMEDOUT,
 			    "lease deadline passed (30 ms) before its KV was written");
 
@@ -1889,17 +1880,13 @@ static void test_lb_ship_deadline(void **state)
 	sp->ship->ttl_ms = 20;
 	worker_set_step_delay_us(5000);
 	split_ship(sp, c.rid);
-	sup_submit2(sp->p, c.rid, c.prompt, c.n, 50, c.first, c.chunk, c.n_top);
+	split_submit(sp, &c);
 	expect_ship_refused(sp, c.rid, -ETIMEDOUT,
 			    "lease deadline passed (20 ms) before its KV was written");
 	worker_set_step_delay_us(0);
-	lease_free(sp->d, c.rid, sp->ship->lease_id, sp->ship->epoch);
+	split_lease_free(sp, c.rid);
 
-	lb_case(&c, 952, 30, 62);
-	prefill_ok(sp, &c, &rec);
-	adopt_ok(sp, &c, &rec);
-	wait_stats(sp->d, 0, 0);
-	split_close(sp);
+	lb_finish(sp, 952, 62);
 }
 
 /*
@@ -1910,6 +1897,7 @@ static void test_lb_ship_deadline(void **state)
 static void test_lb_adopt_expired(void **state)
 {
 	struct split *sp = lb_open();
+	struct ipc_kv_record rec;
 	struct scase c;
 	struct stream st;
 
@@ -1917,15 +1905,10 @@ static void test_lb_adopt_expired(void **state)
 	lb_case(&c, 960, 30, 63);
 	split_lease_ttl(sp, c.rid, c.n, 30);
 	split_ship(sp, c.rid); /* the SHIP's ttl stays 60 s: the transfer itself completes */
-	sup_submit2(sp->p, c.rid, c.prompt, c.n, 50, c.first, c.chunk, c.n_top);
-	{
-		struct shipped x = { .rid = c.rid };
-
-		collect_shipped(sp->p, &x, 1);
-		assert_true(x.have_rec);
-		usleep(60 * 1000);
-		split_adopt(sp, &c, &x.rec);
-	}
+	split_submit(sp, &c);
+	expect_record(sp, c.rid, &rec);
+	usleep(60 * 1000);
+	split_adopt(sp, &c, &rec);
 	stream_init(&st, &c);
 	sup_collect(sp->d, &st, 1);
 	assert_true(st.error);
