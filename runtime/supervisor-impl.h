@@ -11,6 +11,7 @@
 #ifndef DUET_SUPERVISOR_IMPL_H
 #define DUET_SUPERVISOR_IMPL_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -103,8 +104,7 @@ struct sup_job {
 	uint8_t head[IPC_SUBMIT_FIXED]; /* the SUBMIT's fixed part */
 	struct ipc_bias *bias;
 	uint32_t n_bias;
-	int32_t *ids;	   /* prompt, then the tokens generated before a resume */
-	uint32_t n_prompt; /* the client's prompt */
+	int32_t *ids; /* the prompt (r->n_prompt), then the tokens generated before a resume */
 	uint32_t n_ids, cap_ids;
 	struct ipc_ship *ship; /* the current lease as a SHIP frame */
 	uint32_t ship_len;
@@ -257,7 +257,6 @@ struct sup {
 	struct sup_link *links; /* every prefill partition with every decode partition */
 	unsigned n_links;
 	struct sup_req *q_head, *q_tail; /* the router queue (split configurations) */
-	unsigned n_queued;
 	bool reloading; /* capturing the first error of a reload */
 	char reload_err[SUP_EVENT_MSG];
 };
@@ -293,13 +292,30 @@ static inline bool sup_split(const struct sup *S)
 	return S->n_links > 0;
 }
 
+/* Circuit breaker open: w gets no requests until a canary goes through after the cool-down. */
+static inline bool sup_breaker_open(const struct sup_worker *w)
+{
+	return w->breaker_until_ms != 0;
+}
+
+/* w takes new requests: running, not drained, breaker closed. */
+static inline bool sup_worker_usable(const struct sup_worker *w)
+{
+	return w->ready && w->ch && !w->drain && !sup_breaker_open(w);
+}
+
+/* The HTTP status of a request that failed with a worker's code: 400 its own fault, else 503. */
+static inline int sup_http_status(int code)
+{
+	bool bad = code == -EINVAL || code == -E2BIG || code == -EOVERFLOW || code == -ERANGE;
+
+	return bad ? 400 : 503;
+}
+
 struct sup_req *sup_req_find(struct sup *S, uint64_t id);
 void sup_req_finish(struct sup *S, struct sup_req *r, int status, const char *code,
 		    const char *msg);
 void sup_worker_channel_failed(struct sup *S, struct sup_worker *w);
-/* Fill S->submit's fixed part and bias entries from p (tokens and counts left to the caller). */
-void sup_submit_build(struct sup *S, struct sup_req *r, const struct oai_params *p,
-		      uint64_t salt);
 /* Send SUBMIT + PROMPT_CHUNKs from S->submit's fixed part, bias, and ids[0..n). */
 int sup_submit_frames(struct sup *S, struct sup_worker *w, uint64_t id, const struct ipc_bias *bias,
 		      uint32_t n_bias, const int32_t *ids, size_t n);
@@ -307,8 +323,9 @@ const char *sup_part_name(const struct sup *S, int i);
 struct sup_link *sup_link_of(struct sup *S, int x, int y);
 
 /* supervisor-route.c: the router of split configurations */
-/* Queue choice r (linked, phase SUP_QUEUED) with its SUBMIT from S->submit and ids. */
-int sup_route_add(struct sup *S, struct sup_req *r, const int32_t *ids, size_t n);
+/* Queue choice r (linked, phase SUP_QUEUED) with its SUBMIT: S->submit's fixed part, bias, ids. */
+int sup_route_add(struct sup *S, struct sup_req *r, const struct ipc_bias *bias, uint32_t n_bias,
+		  const int32_t *ids, size_t n);
 /* Dispatch what can go, end what was cancelled or waited too long. */
 void sup_route_kick(struct sup *S);
 /* Frames for split choices; each returns false when the frame is not the router's. */
@@ -325,10 +342,9 @@ void sup_route_worker_lost(struct sup *S, struct sup_worker *w);
 bool sup_route_cancel(struct sup *S, struct sup_req *r);
 void sup_route_token(struct sup_req *r, int32_t token);
 void sup_route_free(struct sup_req *r);
-/* Circuit breaker: w failed / served; open and usable. */
+/* Circuit breaker: w failed / served. */
 void sup_breaker_fail(struct sup *S, struct sup_worker *w, const char *why);
 void sup_breaker_ok(struct sup *S, struct sup_worker *w);
-bool sup_breaker_open(const struct sup *S, const struct sup_worker *w);
 
 /* supervisor-admin.c */
 int sup_admin_init(struct sup *S);

@@ -54,7 +54,6 @@ static void q_push(struct sup *S, struct sup_req *r, bool front)
 		S->q_tail->qnext = r;
 		S->q_tail = r;
 	}
-	S->n_queued++;
 }
 
 static void q_remove(struct sup *S, struct sup_req *r)
@@ -71,7 +70,6 @@ static void q_remove(struct sup *S, struct sup_req *r)
 		if (S->q_tail == q)
 			S->q_tail = prev;
 		q->qnext = NULL;
-		S->n_queued--;
 		return;
 	}
 }
@@ -98,30 +96,29 @@ void sup_route_free(struct sup_req *r)
 	r->job = NULL;
 }
 
-int sup_route_add(struct sup *S, struct sup_req *r, const int32_t *ids, size_t n)
+int sup_route_add(struct sup *S, struct sup_req *r, const struct ipc_bias *bias, uint32_t n_bias,
+		  const int32_t *ids, size_t n)
 {
-	const struct ipc_submit *sub = S->submit;
 	struct sup_job *j = duet_calloc(1, sizeof(*j));
 
 	if (!j)
 		return -ENOMEM;
-	memcpy(j->head, sub, IPC_SUBMIT_FIXED);
-	j->n_bias = sub->n_bias;
+	memcpy(j->head, S->submit, IPC_SUBMIT_FIXED);
+	j->n_bias = n_bias;
 	j->cap_ids = (uint32_t)n + 16;
 	j->ids = duet_malloc(sizeof(int32_t) * j->cap_ids);
-	j->bias = sub->n_bias ? duet_malloc(sizeof(*j->bias) * sub->n_bias) : NULL;
-	if (!j->ids || (sub->n_bias && !j->bias)) {
+	j->bias = n_bias ? duet_malloc(sizeof(*j->bias) * n_bias) : NULL;
+	if (!j->ids || (n_bias && !j->bias)) {
 		duet_free(j->ids);
 		duet_free(j->bias);
 		duet_free(j);
 		return -ENOMEM;
 	}
-	if (sub->n_bias)
-		memcpy(j->bias, ipc_submit_bias(sub), sizeof(*j->bias) * sub->n_bias);
+	if (n_bias)
+		memcpy(j->bias, bias, sizeof(*j->bias) * n_bias);
 	memcpy(j->ids, ids, sizeof(int32_t) * n);
-	j->n_prompt = j->n_ids = (uint32_t)n;
+	j->n_ids = (uint32_t)n;
 	r->job = j;
-	r->xfer_ms = -1;
 	r->next = S->reqs;
 	S->reqs = r;
 	S->n_reqs++;
@@ -183,18 +180,7 @@ void sup_breaker_ok(struct sup *S, struct sup_worker *w)
 		  "partition %s: circuit breaker closed", sup_part_name(S, w->idx));
 }
 
-bool sup_breaker_open(const struct sup *S, const struct sup_worker *w)
-{
-	(void)S;
-	return w->breaker_until_ms != 0;
-}
-
 /* --- picking partitions -------------------------------------------------------------- */
-
-static bool usable(const struct sup *S, const struct sup_worker *w)
-{
-	return w->ready && w->ch && !w->drain && !sup_breaker_open(S, w);
-}
 
 /*
  * Prefix affinity: the chained hashes of a prompt's leading whole blocks
@@ -244,29 +230,35 @@ static bool pre_has_room(const struct sup *S, const struct sup_worker *p, uint32
 	       p->pending_tokens + n <= (uint64_t)S->cfg->partitions[p->idx].max_batch_tokens;
 }
 
+/* Link l's prefill partition can take a prompt of n tokens toward decode partition d now. */
+static bool pre_fits(const struct sup *S, const struct sup_link *l, int d, uint32_t n)
+{
+	const struct sup_worker *p = &S->w[l->pre];
+
+	return l->dec == d && l->up && sup_worker_usable(p) && pre_has_room(S, p, n);
+}
+
 /*
- * The prefill partition for r toward decode partition d: link up, room; the one
- * that saw the longest prefix of r's prompt lately, unless that one has
- * more than a prompt's worth of tokens in flight beyond the least loaded;
- * else the fewest prompt tokens in flight.  r NULL: load only.
+ * The prefill partition for r toward decode partition d (pre_fits); the one
+ * that saw the longest prefix of r's prompt lately (h[0..n): its
+ * prefix_hashes), unless that one has more than a prompt's worth of tokens
+ * in flight beyond the least loaded; else the fewest prompt tokens in flight.
  */
-static struct sup_worker *pick_pre(struct sup *S, int d, const struct sup_req *r)
+static struct sup_worker *pick_pre(struct sup *S, int d, const struct sup_req *r, const uint64_t *h,
+				   unsigned n)
 {
 	struct sup_worker *least = NULL, *aff = NULL;
-	uint64_t h[SUP_PREFIX_BLOCKS];
-	unsigned n = r ? prefix_hashes(S, r, h) : 0, best_k = 0;
+	unsigned best_k = 0;
 
 	for (unsigned i = 0; i < S->n_links; i++) {
-		struct sup_link *l = &S->links[i];
-		struct sup_worker *p = &S->w[l->pre];
+		struct sup_worker *p = &S->w[S->links[i].pre];
 		unsigned k;
 
-		if (l->dec != d || !l->up || !usable(S, p) ||
-		    !pre_has_room(S, p, r ? r->job->n_ids : 1))
+		if (!pre_fits(S, &S->links[i], d, r->job->n_ids))
 			continue;
 		if (!least || p->pending_tokens < least->pending_tokens)
 			least = p;
-		k = n ? prefix_score(p, h, n) : 0;
+		k = prefix_score(p, h, n);
 		if (k > best_k || (k == best_k && k && p->pending_tokens < aff->pending_tokens)) {
 			aff = p;
 			best_k = k;
@@ -277,12 +269,9 @@ static struct sup_worker *pick_pre(struct sup *S, int d, const struct sup_req *r
 	return least;
 }
 
-/* r's prompt goes to p: remember its prefixes there. */
-static void prefix_note(struct sup *S, struct sup_worker *p, const struct sup_req *r)
+/* A prompt with prefix hashes h[0..n) goes to p: remember them there. */
+static void prefix_note(struct sup_worker *p, const uint64_t *h, unsigned n)
 {
-	uint64_t h[SUP_PREFIX_BLOCKS];
-	unsigned n = prefix_hashes(S, r, h);
-
 	for (unsigned b = 0; b < n; b++)
 		p->prefix_seen[h[b] % SUP_PREFIX_SLOTS] = h[b];
 }
@@ -293,6 +282,15 @@ static uint32_t blocks_for(const struct sup_worker *w, uint32_t n)
 	uint32_t bt = w->block_tokens ? w->block_tokens : 16;
 
 	return (n + bt - 1) / bt;
+}
+
+/* Some prefill partition can take a prompt of n tokens toward decode partition d now. */
+static bool pre_any(const struct sup *S, int d, uint32_t n)
+{
+	for (unsigned i = 0; i < S->n_links; i++)
+		if (pre_fits(S, &S->links[i], d, n))
+			return true;
+	return false;
 }
 
 /*
@@ -315,7 +313,8 @@ static struct sup_worker *pick_dec(struct sup *S, const struct sup_req *r, bool 
 		need = blocks_for(d, r->job->n_ids);
 		if (!d->st.t_ns || need <= d->st.kv_total)
 			any_fits = true;
-		if (!usable(S, d) || d->lease_rid || d->full || !pick_pre(S, (int)i, r))
+		if (!sup_worker_usable(d) || d->lease_rid || d->full ||
+		    !pre_any(S, (int)i, r->job->n_ids))
 			continue;
 		if (d->st.t_ns && need > d->st.kv_total - d->st.kv_used - d->st.kv_leased)
 			continue;
@@ -369,11 +368,6 @@ static void release_lease(struct sup *S, struct sup_req *r)
 	r->job->ship = NULL;
 }
 
-static int http_status_of(int code)
-{
-	return code == -EINVAL || code == -E2BIG || code == -ERANGE ? 400 : 503;
-}
-
 /*
  * The current attempt of r failed (why): start again from the queue's head
  * with the tokens the client already has, or fail r when it has had its
@@ -382,7 +376,7 @@ static int http_status_of(int code)
 static void retry_or_fail(struct sup *S, struct sup_req *r, const char *why)
 {
 	struct sup_job *j = r->job;
-	uint32_t done_tokens = j->n_ids - j->n_prompt;
+	uint32_t done_tokens = j->n_ids - r->n_prompt;
 
 	snprintf(r->last_err, sizeof(r->last_err), "%s", why);
 	r->id = ++S->next_id; /* late frames of the failed attempt find nothing */
@@ -420,6 +414,9 @@ static uint32_t ship_ttl(const struct sup *S, const struct sup_req *r)
 	return ttl > spent + margin + 1 ? (uint32_t)(ttl - spent - margin) : 1;
 }
 
+/* dispatch() builds the LEASE in S->submit's buffer: nothing is kept there between frames. */
+static_assert(sizeof(struct ipc_lease) <= sizeof(struct ipc_submit), "a LEASE fits S->submit");
+
 /*
  * Send LEASE for the queue's head; false when it has to wait.  The LEASE
  * carries the prompt's salt and its first tokens (as many as fit one frame)
@@ -430,8 +427,10 @@ static bool dispatch(struct sup *S, struct sup_req *r)
 	uint32_t n_tok =
 		r->job->n_ids < IPC_LEASE_MAX_TOKENS ? r->job->n_ids : IPC_LEASE_MAX_TOKENS;
 	uint32_t len = ipc_lease_len(n_tok);
-	struct ipc_lease *l;
+	struct ipc_lease *l = (struct ipc_lease *)S->submit;
+	uint64_t h[SUP_PREFIX_BLOCKS];
 	struct sup_worker *d, *p;
+	unsigned n_h;
 	bool never;
 	int ret;
 
@@ -446,11 +445,9 @@ static bool dispatch(struct sup *S, struct sup_req *r)
 		}
 		return false;
 	}
-	p = pick_pre(S, d->idx, r);
-	/* Only len bytes are allocated: no struct assignment (it would write all 64 KiB). */
-	l = duet_malloc(len);
-	if (!l)
-		return false; /* try again later */
+	n_h = prefix_hashes(S, r, h);
+	p = pick_pre(S, d->idx, r, h, n_h);
+	/* Only len bytes go out: no struct assignment (it would write all 64 KiB). */
 	memset(l, 0, IPC_LEASE_FIXED);
 	l->n_prompt = r->job->n_ids;
 	l->ttl_ms = (uint32_t)S->cfg->kv.lease_timeout_ms;
@@ -460,7 +457,6 @@ static bool dispatch(struct sup *S, struct sup_req *r)
 	memcpy(l->tokens, r->job->ids, sizeof(int32_t) * n_tok);
 	r->id = ++S->next_id;
 	ret = ipc_send(d->ch, IPC_LEASE, r->id, l, len);
-	duet_free(l);
 	sup_worker_set_events(S, d);
 	if (ret)
 		return false; /* its queue is full, or it is dying: try again later */
@@ -515,7 +511,7 @@ void sup_route_kick(struct sup *S)
 {
 	uint64_t now = sup_now_ms();
 
-	if (!S->n_queued)
+	if (!S->q_head)
 		return;
 	while (end_one_cancelled(S, now))
 		;
@@ -541,6 +537,8 @@ bool sup_route_leased(struct sup *S, struct sup_worker *w, uint64_t id,
 	struct ipc_ship *sh;
 	struct sup_worker *p;
 	uint32_t len = IPC_SHIP_FIXED + 4u * l->n_blocks;
+	uint64_t h[SUP_PREFIX_BLOCKS];
+	unsigned n_h;
 	int ret;
 
 	if (w->lease_rid == id)
@@ -584,9 +582,10 @@ bool sup_route_leased(struct sup *S, struct sup_worker *w, uint64_t id,
 	sh->flags = S->cfg->transport.checksum ? IPC_SHIP_CHECKSUM : 0;
 	sh->first = l->n_cached; /* the decode side has those; the prefill side skips them */
 	memcpy(sh->blocks, l->blocks, 4u * l->n_blocks);
+	n_h = prefix_hashes(S, r, h);
 	p = &S->w[r->pre];
-	if (!usable(S, p) || !sup_link_of(S, p->idx, w->idx)->up)
-		p = pick_pre(S, w->idx, r);
+	if (!sup_worker_usable(p) || !sup_link_of(S, p->idx, w->idx)->up)
+		p = pick_pre(S, w->idx, r, h, n_h);
 	if (!p) {
 		release_lease(S, r);
 		r->attempts--; /* nothing was tried */
@@ -625,7 +624,7 @@ bool sup_route_leased(struct sup *S, struct sup_worker *w, uint64_t id,
 	r->phase = SUP_PREFILL;
 	count(S, r, p);
 	p->pending_tokens += r->job->n_ids;
-	prefix_note(S, p, r);
+	prefix_note(p, h, n_h);
 	return true;
 }
 
@@ -650,7 +649,7 @@ bool sup_route_error(struct sup *S, struct sup_worker *w, uint64_t id, const str
 		return true;
 	}
 	r->phase = SUP_DIRECT;
-	sup_req_finish(S, r, http_status_of(e->code), e->code == -E2BIG ? "BADPARAM" : "WORKER",
+	sup_req_finish(S, r, sup_http_status(e->code), e->code == -E2BIG ? "BADPARAM" : "WORKER",
 		       e->msg);
 	return true;
 }
@@ -700,7 +699,7 @@ static void prefill_done(struct sup *S, struct sup_worker *p, struct sup_req *r,
 
 	uncount(S, r);
 	/* The prompt went through the prefill side's prefix cache, not the decode side's. */
-	r->n_cached = d->n_cached < j->n_prompt ? d->n_cached : j->n_prompt;
+	r->n_cached = d->n_cached < r->n_prompt ? d->n_cached : r->n_prompt;
 	if (d->t_arrival_ns && d->t_sched_ns >= d->t_arrival_ns && d->t_first_ns >= d->t_sched_ns) {
 		/* Waiting: in the router (this attempt) and in the prefill worker's queue. */
 		double routed = d->t_arrival_ns > r->t_queued_ns
@@ -746,7 +745,7 @@ static void prefill_done(struct sup *S, struct sup_worker *p, struct sup_req *r,
 	}
 	/* ADOPT, then the SUBMIT it applies to, with what is left to generate. */
 	memcpy(S->submit, j->head, IPC_SUBMIT_FIXED);
-	S->submit->max_tokens = r->max_tokens - (j->n_ids - j->n_prompt);
+	S->submit->max_tokens = r->max_tokens - (j->n_ids - r->n_prompt);
 	ret = ipc_send(dw->ch, IPC_ADOPT, r->id, &j->rec, j->rec_len);
 	if (!ret)
 		ret = sup_submit_frames(S, dw, r->id, j->bias, j->n_bias, j->ids, j->n_ids);
@@ -852,7 +851,6 @@ void sup_route_worker_lost(struct sup *S, struct sup_worker *w)
 {
 	if (!sup_split(S))
 		return;
-	w->lease_rid = 0;
 	while (lost_one(S, w, w->why[0] ? w->why : "a worker failed"))
 		;
 }

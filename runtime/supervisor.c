@@ -689,6 +689,7 @@ static void on_done(struct sup *S, struct sup_worker *w, uint64_t id, const stru
 {
 	struct sup_req *r = sup_req_find(S, id);
 	uint64_t now = sup_now_ns();
+	bool split;
 	int n;
 
 	if (!r || r->worker != w->idx || r->done)
@@ -697,61 +698,45 @@ static void on_done(struct sup *S, struct sup_worker *w, uint64_t id, const stru
 		return;
 	if (d->finish != IPC_FINISH_ERROR)
 		sup_breaker_ok(S, w);
-	if (r->phase == SUP_DECODE) {
-		/* The client's prompt, not the one a resumed attempt re-prefilled. */
-		r->n_prompt = r->job->n_prompt; /* n_cached: the prefill side's, kept */
-		r->decode_ms = d->t_first_ns && d->t_done_ns >= d->t_first_ns
-				       ? (double)(d->t_done_ns - d->t_first_ns) / 1e6
-				       : -1;
-		if (r->resp) {
-			met_finish(S->met, w->series, met_finish_of(r, d->finish));
-			met_add(S->met, MET_PROMPT_TOKENS, w->series, r->n_prompt);
-			met_add(S->met, MET_GENERATION_TOKENS, w->series, r->n_gen);
-			met_add(S->met, MET_PREEMPTIONS, w->series, d->n_preempted);
-			met_observe(S->met, MET_E2E, w->series,
-				    (double)(now - r->t_submit_ns) / 1e9);
-			if (r->t_first_ns)
-				met_observe(S->met, MET_TTFT, w->series,
-					    (double)(r->t_first_ns - r->t_submit_ns) / 1e9);
-			if (r->decode_ms >= 0)
-				met_observe(S->met, MET_DECODE_TIME, w->series, r->decode_ms / 1e3);
+	split = r->phase == SUP_DECODE;
+	if (!split) {
+		/* Split, these stay: the client's prompt (not a resumed attempt's), the
+		 * prefill side's n_cached, queue and prefill times. */
+		r->n_prompt = d->n_prompt;
+		r->n_cached = d->n_cached;
+		r->queue_ms = r->prefill_ms = -1;
+		if (d->t_arrival_ns && d->t_sched_ns >= d->t_arrival_ns) {
+			r->queue_ms = (double)(d->t_sched_ns - d->t_arrival_ns) / 1e6;
+			if (d->t_first_ns >= d->t_sched_ns)
+				r->prefill_ms = (double)(d->t_first_ns - d->t_sched_ns) / 1e6;
 		}
-		goto finish;
 	}
-	r->n_prompt = d->n_prompt;
-	r->n_cached = d->n_cached;
-	r->queue_ms = r->prefill_ms = r->decode_ms = -1;
-	if (d->t_arrival_ns && d->t_sched_ns >= d->t_arrival_ns) {
-		r->queue_ms = (double)(d->t_sched_ns - d->t_arrival_ns) / 1e6;
-		if (d->t_first_ns >= d->t_sched_ns)
-			r->prefill_ms = (double)(d->t_first_ns - d->t_sched_ns) / 1e6;
-	}
-	if (d->t_first_ns && d->t_done_ns >= d->t_first_ns)
-		r->decode_ms = (double)(d->t_done_ns - d->t_first_ns) / 1e6;
+	r->decode_ms = d->t_first_ns && d->t_done_ns >= d->t_first_ns
+			       ? (double)(d->t_done_ns - d->t_first_ns) / 1e6
+			       : -1;
 	if (r->resp) {
 		met_finish(S->met, w->series, met_finish_of(r, d->finish));
-		met_add(S->met, MET_PROMPT_TOKENS, w->series, d->n_prompt);
-		met_add(S->met, MET_GENERATION_TOKENS, w->series, d->n_generated);
+		met_add(S->met, MET_PROMPT_TOKENS, w->series, r->n_prompt);
+		met_add(S->met, MET_GENERATION_TOKENS, w->series,
+			split ? r->n_gen : d->n_generated);
 		met_add(S->met, MET_PREEMPTIONS, w->series, d->n_preempted);
 		met_observe(S->met, MET_E2E, w->series, (double)(now - r->t_submit_ns) / 1e9);
-		/* The worker's clock: waiting for a step, then the prompt until the first token. */
-		if (d->t_sched_ns >= d->t_arrival_ns && d->t_arrival_ns) {
+		/* The worker's clock: waiting for a step, then the prompt until the first token
+		 * (split: observed on the prefill side). */
+		if (!split && d->t_sched_ns >= d->t_arrival_ns && d->t_arrival_ns) {
 			met_observe(S->met, MET_QUEUE_TIME, w->series,
 				    (double)(d->t_sched_ns - d->t_arrival_ns) / 1e9);
 			if (d->t_first_ns >= d->t_sched_ns)
 				met_observe(S->met, MET_PREFILL_TIME, w->series,
 					    (double)(d->t_first_ns - d->t_sched_ns) / 1e9);
 		}
-		if (r->t_first_ns) {
+		if (r->t_first_ns)
 			met_observe(S->met, MET_TTFT, w->series,
 				    (double)(r->t_first_ns - r->t_submit_ns) / 1e9);
-			/* The worker's clock: from its first token to its last. */
-			if (d->t_done_ns > d->t_first_ns && d->t_first_ns)
-				met_observe(S->met, MET_DECODE_TIME, w->series,
-					    (double)(d->t_done_ns - d->t_first_ns) / 1e9);
-		}
+		/* The worker's clock: from its first token to its last. */
+		if (split ? r->decode_ms >= 0 : r->t_first_ns && r->decode_ms > 0)
+			met_observe(S->met, MET_DECODE_TIME, w->series, r->decode_ms / 1e3);
 	}
-finish:
 	if (!r->stopped && r->resp) {
 		n = tok_stream_flush(S->tok, &r->ts, S->piece, S->piece_cap);
 		if (n > 0)
@@ -760,10 +745,7 @@ finish:
 			r->finish = OAI_FINISH_STOP;
 	}
 	if (d->finish == IPC_FINISH_ERROR) {
-		int st = r->err_code == -EINVAL || r->err_code == -E2BIG ||
-					 r->err_code == -EOVERFLOW || r->err_code == -ERANGE
-				 ? 400
-				 : 503;
+		int st = sup_http_status(r->err_code);
 
 		sup_req_finish(S, r, st, st == 400 ? "BADPARAM" : "WORKER",
 			   r->err_msg[0] ? r->err_msg : "the request failed in the worker");
@@ -1002,15 +984,15 @@ struct sup_worker *sup_pick_worker(struct sup *S)
 		/* Split configurations send whole requests to mixed partitions only. */
 		if (sup_split(S) && S->cfg->partitions[i].role != CFG_ROLE_MIXED)
 			continue;
-		if (w->ready && w->ch && !w->drain && !sup_breaker_open(S, w) &&
-		    (!best || w->running < best->running))
+		if (sup_worker_usable(w) && (!best || w->running < best->running))
 			best = w;
 	}
 	return best;
 }
 
-void sup_submit_build(struct sup *S, struct sup_req *r, const struct oai_params *p,
-		      uint64_t salt)
+/* Fill S->submit's fixed part from p (counts left to sup_submit_frames). */
+static void submit_build(struct sup *S, struct sup_req *r, const struct oai_params *p,
+			 uint64_t salt)
 {
 	struct ipc_submit *sub = S->submit;
 	const struct oai_sampling *sp = &p->sampling;
@@ -1066,17 +1048,25 @@ int sup_submit_frames(struct sup *S, struct sup_worker *w, uint64_t id, const st
 	return ret;
 }
 
+/* p's logit bias as SUBMIT entries into b[OAI_MAX_LOGIT_BIAS]; returns how many. */
+static uint32_t bias_of(const struct oai_params *p, struct ipc_bias *b)
+{
+	const struct oai_sampling *sp = &p->sampling;
+
+	for (size_t i = 0; i < sp->n_logit_bias; i++)
+		b[i] = (struct ipc_bias){ sp->logit_bias[i].token, sp->logit_bias[i].bias };
+	return (uint32_t)sp->n_logit_bias;
+}
+
 /* Send SUBMIT (+ PROMPT_CHUNKs) for r on w. */
 static int submit_send(struct sup *S, struct sup_worker *w, struct sup_req *r,
 		       const struct oai_params *p, const int32_t *ids, size_t n, uint64_t salt)
 {
-	const struct oai_sampling *sp = &p->sampling;
 	struct ipc_bias bias[OAI_MAX_LOGIT_BIAS];
+	uint32_t n_bias = bias_of(p, bias);
 
-	for (size_t i = 0; i < sp->n_logit_bias; i++)
-		bias[i] = (struct ipc_bias){ sp->logit_bias[i].token, sp->logit_bias[i].bias };
-	sup_submit_build(S, r, p, salt);
-	return sup_submit_frames(S, w, r->id, bias, (uint32_t)sp->n_logit_bias, ids, n);
+	submit_build(S, r, p, salt);
+	return sup_submit_frames(S, w, r->id, bias, n_bias, ids, n);
 }
 
 /* A new choice for worker w (not linked yet). */
@@ -1242,20 +1232,15 @@ static struct sup_worker *split_front(struct sup *S)
 	return pre ? best : NULL;
 }
 
-/* Queue a split choice: link it and hand it to the router with its SUBMIT (in S->submit). */
+/* Queue a split choice: link it and hand it to the router with its SUBMIT. */
 static int split_add(struct sup *S, struct sup_req *r, const struct oai_params *p,
-		     const int32_t *ids, size_t n)
+		     const int32_t *ids, size_t n, uint64_t salt)
 {
-	const struct oai_sampling *sp = &p->sampling;
-	struct ipc_bias *b;
+	struct ipc_bias bias[OAI_MAX_LOGIT_BIAS];
+	uint32_t n_bias = bias_of(p, bias);
 
-	/* The bias entries go where sup_submit_frames() expects them for a 0-token SUBMIT. */
-	S->submit->n_tokens = 0;
-	b = ipc_submit_bias_mut(S->submit);
-	for (size_t i = 0; i < sp->n_logit_bias; i++)
-		b[i] = (struct ipc_bias){ sp->logit_bias[i].token, sp->logit_bias[i].bias };
-	S->submit->n_bias = (uint32_t)sp->n_logit_bias;
-	return sup_route_add(S, r, ids, n);
+	submit_build(S, r, p, salt);
+	return sup_route_add(S, r, bias, n_bias, ids, n);
 }
 
 /* Common part of completions and chat: admission, routing, SUBMITs, defer/stream. */
@@ -1327,8 +1312,7 @@ static void start_generation(struct sup *S, const struct http_req *req, struct h
 		rs->choice[i]->done = false;
 		if (S->cfg->partitions[w->idx].role != CFG_ROLE_MIXED) {
 			/* Split: the router takes it from here (prefill, transfer, decode). */
-			sup_submit_build(S, rs->choice[i], p, salt);
-			ret = split_add(S, rs->choice[i], p, ids, n);
+			ret = split_add(S, rs->choice[i], p, ids, n, salt);
 		} else {
 			ret = req_submit(S, w, rs->choice[i], p, ids, n, salt);
 		}
