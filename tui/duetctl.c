@@ -951,15 +951,10 @@ __attribute__((format(printf, 1, 2))) static int bad_usage(const char *fmt, ...)
  * Every figure comes from the daemon's own per-request record (GET
  * /v1/status "requests": prefill_ms, transfer_ms, tpot_ms), found by the
  * completion's id; the client's clock is not used.  Prompts are random
- * token ids (from what /v1/tokenize makes of a word list, so valid for any
- * vocabulary), drawn from a seed that changes each run so that the prefix
- * cache holds none of them.
+ * token ids (from what /v1/tokenize makes of serve_lib's word list, so valid
+ * for any vocabulary), drawn from a seed that changes each run so that the
+ * prefix cache holds none of them.
  */
-static const char *const prof_words =
-	"the river stone quiet morning engine paper window garden silver thunder village "
-	"ancient market bridge orange winter captain letter mountain forest kitchen violin "
-	"harbor lantern meadow copper signal desert feather castle journey";
-
 struct prof {
 	char model[256];
 	int32_t *pool; /* token ids prompts are drawn from */
@@ -1056,18 +1051,14 @@ static int prof_cores(json_t *status, const char *name)
 	return 1;
 }
 
-/* "... context length N" in an error answer's message: N, else 0; the cap of "an integer in [1, CAP]" into *cap. */
+/* sv_context_of_error of an error answer's message. */
 static int prof_context_in(const struct client_buf *b, int *cap)
 {
 	char msg[512];
-	const char *c;
 
 	if (!client_error_message(b->p, msg, sizeof(msg)))
 		return 0;
-	if (cap && (c = strstr(msg, "an integer in [1, ")))
-		*cap = atoi(c + 18);
-	c = strstr(msg, "context length ");
-	return c ? atoi(c + 15) : 0;
+	return sv_context_of_error(msg, cap);
 }
 
 /*
@@ -1078,34 +1069,42 @@ static int prof_context_in(const struct client_buf *b, int *cap)
 static int prof_context(struct prof *p)
 {
 	struct client_buf b = { 0 };
-	char *body;
+	json_t *js = json_string(p->model);
+	char *model = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL; /* a JSON string */
+	char *body = NULL;
 	size_t len, o;
-	int st, ctx, cap = 0;
+	int st, ctx = 0, cap = 0;
 
-	body = calloc(1, 512);
-	if (!body)
+	json_decref(js);
+	if (!model)
 		return 0;
-	snprintf(body, 512, "{\"model\":\"%s\",\"prompt\":[%d],\"max_tokens\":1048576}", p->model,
+	len = strlen(model) + 512;
+	body = malloc(len);
+	if (!body)
+		goto out;
+	snprintf(body, len, "{\"model\":%s,\"prompt\":[%d],\"max_tokens\":1048576}", model,
 		 (int)p->pool[0]);
 	st = request("POST", "/v1/completions", body, NULL, NULL, &b);
 	free(body);
+	body = NULL;
 	ctx = st >= 400 ? prof_context_in(&b, &cap) : 0;
 	client_buf_free(&b);
 	if (ctx || cap < 1 || cap > 1 << 20)
-		return ctx;
-	len = 512 + (size_t)(cap + 1) * 12;
+		goto out;
+	len = strlen(model) + 512 + (size_t)(cap + 1) * 12;
 	body = malloc(len);
 	if (!body)
-		return 0;
-	o = (size_t)snprintf(body, len, "{\"model\":\"%s\",\"max_tokens\":1,\"prompt\":[",
-			     p->model);
+		goto out;
+	o = (size_t)snprintf(body, len, "{\"model\":%s,\"max_tokens\":1,\"prompt\":[", model);
 	for (int i = 0; i <= cap; i++)
 		o += (size_t)snprintf(body + o, len - o, i ? ",%d" : "%d", (int)p->pool[0]);
 	snprintf(body + o, len - o, "]}");
 	st = request("POST", "/v1/completions", body, NULL, NULL, &b);
-	free(body);
 	ctx = st >= 400 ? prof_context_in(&b, NULL) : st == 200 ? cap + 1 : 0;
 	client_buf_free(&b);
+out:
+	free(body);
+	free(model);
 	return ctx;
 }
 
@@ -1121,13 +1120,6 @@ static void *prof_thread(void *arg)
 
 	j->rc = prof_complete(j->p, j->n_prompt, j->max_tokens, j->id, sizeof(j->id));
 	return NULL;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
 }
 
 /* Sums for a least-squares line of transfer_ms on prompt tokens. */
@@ -1160,10 +1152,10 @@ static int prof_batch(struct prof *p, int k, int n_prompt, int max_tokens, doubl
 {
 	struct prof_job jobs[16];
 	pthread_t th[16];
-	double v[16];
 	struct client_buf raw = { 0 };
 	json_t *status = NULL;
-	int rc = 0, n = 0, started = 0;
+	double least = INFINITY;
+	int rc = 0, started = 0;
 
 	for (int i = 0; i < k; i++) {
 		jobs[i] =
@@ -1189,20 +1181,19 @@ static int prof_batch(struct prof *p, int k, int n_prompt, int max_tokens, doubl
 		json_t *r = prof_record(status, jobs[i].id);
 		json_t *t = json_object_get(r, "tpot_ms");
 
-		if (json_is_number(t) && json_number_value(t) > 0)
-			v[n++] = json_number_value(t);
+		if (json_is_number(t) && json_number_value(t) > 0 && json_number_value(t) < least)
+			least = json_number_value(t);
 		if (r && dec[0] == '\0')
 			snprintf(dec, dec_cap, "%s", str(r, "partition", ""));
 		fit_add(fit, r, n_prompt);
 	}
 	json_decref(status);
-	if (n == 0) {
+	if (least == INFINITY) {
 		fprintf(stderr, PROG ": /v1/status has no tpot_ms for the decode requests "
 				     "(do they stop early? try --ban-token)\n");
 		return EXIT_FAIL;
 	}
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	*tpot = v[0];
+	*tpot = least;
 	return 0;
 }
 
@@ -1279,7 +1270,7 @@ static int cmd_profile(int argc, char **argv)
 	struct prof_fit fit = { 0 };
 	const char *out = NULL;
 	long cores = 0, ctx = 0, dtok = 24, v;
-	char pre[128] = "", dec[128] = "", *end;
+	char pre[128] = "", dec[128] = "", words[512], *end;
 	struct client_buf raw = { 0 };
 	json_t *tok = NULL, *status = NULL, *o;
 	struct timespec ts;
@@ -1331,7 +1322,10 @@ static int cmd_profile(int argc, char **argv)
 
 	if ((rc = first_model(p.model, sizeof(p.model))))
 		return rc;
-	tok = json_pack("{sb ss}", "add_special", 0, "prompt", prof_words);
+	for (size_t i = 0, n = 0; i < SV_NWORDS && n < sizeof(words); i++)
+		n += (size_t)snprintf(words + n, sizeof(words) - n, "%s%s", i ? " " : "",
+				      sv_words[i]);
+	tok = json_pack("{sb ss}", "add_special", 0, "prompt", words);
 	if (!tok)
 		return EXIT_FAIL;
 	rc = post_json("/v1/tokenize", tok, &o);
@@ -1563,11 +1557,6 @@ static int plan_read_trace(const char *path, struct plan_req **reqs, size_t *n, 
 	return 0;
 }
 
-static const char *bound_name(enum sv_bound b)
-{
-	return b == SV_AT_LEAST ? "at_least" : b == SV_BELOW ? "below_lowest" : "exact";
-}
-
 /* "0.5 req/s (exact)", "< 0.25 req/s (below the lowest rate)", ">= 2 req/s (...)" */
 static void fmt_goodput(char *out, size_t cap, double g, enum sv_bound b, double lowest)
 {
@@ -1648,13 +1637,13 @@ static int plan_compare_one(const struct plan_model *m, const struct plan_opts *
 					  "ttft_p90_ms_predicted", rows[i].pred.ttft.p90,
 					  "tpot_p50_ms_predicted", rows[i].pred.tpot.p50,
 					  "tpot_p90_ms_predicted", rows[i].pred.tpot.p90));
-		*js = json_pack("{ss ss ss* so so ss so ss so}", "file", path, "split", cname,
-				"trace", trace, "rates", arr ? arr : json_null(),
-				"goodput_measured",
-				isnan(s.goodput) ? json_null() : json_real(s.goodput),
-				"goodput_measured_bound", bound_name(s.bound), "goodput_predicted",
-				json_real(pgood), "goodput_predicted_bound", bound_name(pbound),
-				"goodput_error", isnan(gerr) ? json_null() : json_real(gerr));
+		*js = json_pack(
+			"{ss ss ss* so so ss so ss so}", "file", path, "split", cname, "trace",
+			trace, "rates", arr ? arr : json_null(), "goodput_measured",
+			isnan(s.goodput) ? json_null() : json_real(s.goodput),
+			"goodput_measured_bound", sv_bound_name(s.bound), "goodput_predicted",
+			json_real(pgood), "goodput_predicted_bound", sv_bound_name(pbound),
+			"goodput_error", isnan(gerr) ? json_null() : json_real(gerr));
 		if (*js && s.profile >= 0)
 			json_object_set_new(*js, "profile",
 					    json_string(sv_profile_name(s.profile)));
@@ -1936,28 +1925,8 @@ static int cmd_plan(int argc, char **argv)
 	}
 
 	if (o.trace) {
-		FILE *f = fopen(o.trace, "r");
-
-		if (!f) {
-			fprintf(stderr, PROG ": %s: %s\n", o.trace, strerror(errno));
+		if ((rc = plan_read_trace(o.trace, &reqs, &n, &base_rate)))
 			goto out;
-		}
-		ret = sv_trace_read(f, &tr, err, sizeof(err));
-		fclose(f);
-		if (ret) {
-			fprintf(stderr, PROG ": %s: %s\n", o.trace,
-				ret == -ENOMEM ? "out of memory" : err);
-			goto out;
-		}
-		base_rate = sv_trace_rate(tr);
-		if (!(base_rate > 0)) {
-			fprintf(stderr, PROG ": %s: needs arrivals spread over time\n", o.trace);
-			goto out;
-		}
-		if ((ret = plan_reqs_of_trace(tr, &reqs, &n))) {
-			fprintf(stderr, PROG ": %s: no requests\n", o.trace);
-			goto out;
-		}
 		w = (struct plan_workload){ .reqs = reqs, .n = n, .base_rate = base_rate };
 	} else {
 		g = (struct sv_gen){ .profile = o.trace_profile,
@@ -1971,6 +1940,7 @@ static int cmd_plan(int argc, char **argv)
 			rc = bad_usage("'plan' needs --duration > 0 or --requests");
 			goto out;
 		}
+		/* Only a check of g: plan_recommend makes the trace at each rate. */
 		if (sv_trace_generate(&g, &tr)) {
 			fprintf(stderr, PROG ": cannot generate the trace (bad --burstiness or "
 					     "--max-context?)\n");

@@ -378,6 +378,15 @@ struct eng_item {
 	double t_last;	/* s: last token */
 };
 
+/* Tokens of a prompt that its group's cached prompt of `cached` tokens saves: all of
+ * those, at most all but the prompt's last token, rounded down to PLAN_KV_BLOCK. */
+static int cache_hit(int cached, int prompt)
+{
+	int hit = cached < prompt - 1 ? cached : prompt - 1;
+
+	return hit / PLAN_KV_BLOCK * PLAN_KV_BLOCK;
+}
+
 /*
  * Serve it[order[0..n)] (arrival order) on `cores` cores: each step takes the
  * decoding sequences, then prompt chunks in admission order within the
@@ -412,10 +421,7 @@ static int engine_run(const struct plan_model *m, int cores, struct eng_item *it
 			r->done = r->prefilled ? r->prompt : 0;
 			r->gen = r->prefilled ? 1 : 0;
 			if (!r->prefilled && r->group > 0 && r->group <= n_groups) {
-				int hit = cache[r->group] < r->prompt - 1 ? cache[r->group]
-									  : r->prompt - 1;
-
-				r->cached = hit / PLAN_KV_BLOCK * PLAN_KV_BLOCK;
+				r->cached = cache_hit(cache[r->group], r->prompt);
 				r->done = r->cached;
 			}
 			act[n_act++] = (size_t)(r - it);
@@ -696,6 +702,12 @@ struct measure_ctx {
 	const struct plan_config *c;
 	const struct plan_workload *w;
 	const struct sv_slo *slo;
+	double target;
+	/* The figures of the goodput as sv_sweep_bisect will have it: the latest rate
+	 * that passed, else the first rate measured. */
+	size_t n_measured;
+	double kept_rate;
+	struct sv_result kept;
 };
 
 static int measure(void *ctx, double rate, double *attainment)
@@ -705,6 +717,11 @@ static int measure(void *ctx, double rate, double *attainment)
 	int ret = plan_run_at(x->m, x->c, x->w, rate, x->slo, &res);
 
 	*attainment = ret ? NAN : res.attainment;
+	if (!ret && (x->n_measured == 0 || res.attainment >= x->target)) {
+		x->kept_rate = rate;
+		x->kept = res;
+	}
+	x->n_measured++;
 	return ret;
 }
 
@@ -724,8 +741,7 @@ static double capacity(const struct plan_model *m, const struct plan_config *c,
 		int g = last ? reqs[i].group : 0, hit = 0;
 
 		if (g) {
-			hit = last[g] < reqs[i].prompt - 1 ? last[g] : reqs[i].prompt - 1;
-			hit = hit / PLAN_KV_BLOCK * PLAN_KV_BLOCK;
+			hit = cache_hit(last[g], reqs[i].prompt);
 			last[g] = reqs[i].prompt;
 		}
 		pre += fmax(0,
@@ -745,24 +761,26 @@ static double capacity(const struct plan_model *m, const struct plan_config *c,
 	return pre_cap < dec_cap ? pre_cap : dec_cap;
 }
 
-int plan_goodput(const struct plan_model *m, const struct plan_config *c,
-		 const struct plan_workload *w, const struct sv_slo *slo, double target,
-		 struct plan_eval *ev)
+/*
+ * plan_goodput, with the workload's requests at rate 1 (for the capacity) in
+ * *reqs1: made here when *reqs1 is NULL, and kept there for the next
+ * configuration (the caller frees them).
+ */
+static int goodput_of(const struct plan_model *m, const struct plan_config *c,
+		      const struct plan_workload *w, struct plan_req **reqs1, size_t *n1,
+		      const struct sv_slo *slo, double target, struct plan_eval *ev)
 {
-	struct measure_ctx x = { m, c, w, slo };
-	struct plan_req *reqs = NULL;
-	size_t n = 0;
-	double cap;
+	struct measure_ctx x = { .m = m, .c = c, .w = w, .slo = slo, .target = target };
+	double cap, at;
 	int ret;
 
 	memset(ev, 0, sizeof(*ev));
 	ev->cfg = *c;
 	if (model_bad(m) || c->decode < 1 || c->prefill < 0)
 		return -EINVAL;
-	if ((ret = workload_at(w, 1, &reqs, &n)))
+	if (!*reqs1 && (ret = workload_at(w, 1, reqs1, n1)))
 		return ret;
-	cap = n ? capacity(m, c, reqs, n) : NAN;
-	free(reqs);
+	cap = *n1 ? capacity(m, c, *reqs1, *n1) : NAN;
 	if (!(cap > 0) || !isfinite(cap))
 		return -EINVAL;
 	ev->capacity = cap;
@@ -770,28 +788,46 @@ int plan_goodput(const struct plan_model *m, const struct plan_config *c,
 			      ev->pts, &ev->n_pts, &ev->goodput, &ev->bound);
 	if (ret)
 		return ret;
-	return plan_run_at(m, c, w, ev->goodput > 0 ? ev->goodput : cap / 1000, slo,
-			   &ev->at_goodput);
+	/* The search measured this rate already (the simulation is deterministic). */
+	at = ev->goodput > 0 ? ev->goodput : cap / 1000;
+	if (x.n_measured && x.kept_rate == at) {
+		ev->at_goodput = x.kept;
+		return 0;
+	}
+	return plan_run_at(m, c, w, at, slo, &ev->at_goodput);
+}
+
+int plan_goodput(const struct plan_model *m, const struct plan_config *c,
+		 const struct plan_workload *w, const struct sv_slo *slo, double target,
+		 struct plan_eval *ev)
+{
+	struct plan_req *reqs1 = NULL;
+	size_t n1 = 0;
+	int ret = goodput_of(m, c, w, &reqs1, &n1, slo, target, ev);
+
+	free(reqs1);
+	return ret;
 }
 
 int plan_recommend(const struct plan_model *m, int cores, const struct plan_workload *w,
 		   const struct sv_slo *slo, double target, struct plan_eval *evals, size_t *best)
 {
-	int ret;
+	struct plan_req *reqs1 = NULL;
+	size_t n1 = 0;
+	int ret = 0;
 
 	if (cores < 1)
 		return -EINVAL;
 	*best = 0;
-	for (int i = 0; i < cores; i++) {
+	for (int i = 0; i < cores && !ret; i++) {
 		struct plan_config c = { .prefill = i, .decode = i ? cores - i : cores };
 
-		ret = plan_goodput(m, &c, w, slo, target, &evals[i]);
-		if (ret)
-			return ret;
-		if (evals[i].goodput > evals[*best].goodput)
+		ret = goodput_of(m, &c, w, &reqs1, &n1, slo, target, &evals[i]);
+		if (!ret && evals[i].goodput > evals[*best].goodput)
 			*best = (size_t)i;
 	}
-	return 0;
+	free(reqs1);
+	return ret;
 }
 
 /* ---------------------------------------------------------------------------
@@ -896,10 +932,10 @@ int plan_sweep_from_json(const char *text, struct plan_sweep *s, char *err, size
 	x = json_object_get(root, "goodput");
 	bound = json_string_value(json_object_get(root, "goodput_bound"));
 	if (json_is_number(x) && bound) {
+		int b = sv_bound_parse(bound);
+
 		s->goodput = json_number_value(x);
-		s->bound = !strcmp(bound, "at_least")	    ? SV_AT_LEAST
-			   : !strcmp(bound, "below_lowest") ? SV_BELOW
-							    : SV_EXACT;
+		s->bound = b < 0 ? SV_EXACT : (enum sv_bound)b;
 	}
 	ret = 0;
 out:
@@ -924,7 +960,6 @@ int plan_compare(const struct plan_model *m, const struct plan_config *c,
 		 struct plan_cmp_row *rows, double *goodput, enum sv_bound *bound)
 {
 	struct sv_point pts[PLAN_SWEEP_MAX];
-	double top = 0;
 	int ret;
 
 	if (!s->n || s->n > PLAN_SWEEP_MAX)
@@ -939,11 +974,9 @@ int plan_compare(const struct plan_model *m, const struct plan_config *c,
 		rows[i].predicted = rows[i].pred.attainment;
 		rows[i].predicted_n = rows[i].pred.sent;
 		pts[i] = (struct sv_point){ s->rate[i], rows[i].predicted };
-		if (s->rate[i] > top)
-			top = s->rate[i];
 	}
 	*goodput = sv_goodput_of(pts, s->n, s->target);
-	*bound = !(*goodput > 0) ? SV_BELOW : *goodput >= top ? SV_AT_LEAST : SV_EXACT;
+	*bound = sv_bound_of(pts, s->n, *goodput);
 	return 0;
 }
 

@@ -434,6 +434,31 @@ int sv_trace_read(FILE *f, struct sv_trace **out, char *err, size_t errlen)
 }
 
 /* ---------------------------------------------------------------------------
+ * Prompts and the server's context.
+ * ------------------------------------------------------------------------- */
+const char *const sv_words[SV_NWORDS] = {
+	"the",	   "river",   "stone",	 "quiet",    "morning", "engine",  "paper",  "window",
+	"garden",  "silver",  "thunder", "village",  "ancient", "market",  "bridge", "orange",
+	"winter",  "captain", "letter",	 "mountain", "forest",	"kitchen", "violin", "harbor",
+	"lantern", "meadow",  "copper",	 "signal",   "desert",	"feather", "castle", "journey",
+	"number",  "planet",  "shadow",	 "candle",   "ocean",	"machine", "puzzle", "rabbit",
+	"station", "tower",   "valley",	 "whisper",  "yellow",	"zebra",   "anchor", "blanket",
+};
+
+int sv_context_of_error(const char *msg, int *cap)
+{
+	static const char ctx_at[] = "context length ", cap_at[] = "an integer in [1, ";
+	const char *p;
+
+	if (!msg)
+		return 0;
+	if (cap && (p = strstr(msg, cap_at)))
+		*cap = atoi(p + sizeof(cap_at) - 1);
+	p = strstr(msg, ctx_at);
+	return p ? atoi(p + sizeof(ctx_at) - 1) : 0;
+}
+
+/* ---------------------------------------------------------------------------
  * Per-request figures and runs.
  * ------------------------------------------------------------------------- */
 static int rec_tokens(const struct sv_rec *r)
@@ -673,6 +698,37 @@ int sv_sweep_bisect(double lo, double hi, double tol, size_t max_points, double 
 	*goodput = lo;
 	*bound = SV_EXACT;
 	return 0;
+}
+
+enum sv_bound sv_bound_of(const struct sv_point *pts, size_t n, double goodput)
+{
+	double top = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (pts[i].rate > top)
+			top = pts[i].rate;
+	return !(goodput > 0) ? SV_BELOW : goodput >= top ? SV_AT_LEAST : SV_EXACT;
+}
+
+static const char *const bound_names[] = {
+	[SV_EXACT] = "exact",
+	[SV_AT_LEAST] = "at_least",
+	[SV_BELOW] = "below_lowest",
+};
+
+const char *sv_bound_name(int bound)
+{
+	return bound >= 0 && bound < (int)(sizeof(bound_names) / sizeof(bound_names[0]))
+		       ? bound_names[bound]
+		       : "?";
+}
+
+int sv_bound_parse(const char *name)
+{
+	for (int i = 0; i < (int)(sizeof(bound_names) / sizeof(bound_names[0])); i++)
+		if (!strcmp(name, bound_names[i]))
+			return i;
+	return -EINVAL;
 }
 
 int sv_rates_parse(const char *s, double *rates, size_t cap, size_t *n, double *lo, double *hi)

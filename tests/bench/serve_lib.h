@@ -101,6 +101,21 @@ void sv_trace_scale(struct sv_trace *t, double factor);
 void sv_trace_truncate(struct sv_trace *t, size_t n);
 void sv_trace_destroy(struct sv_trace *t);
 
+/* ---- prompts and the server's context ---- */
+/* Common words that any tokenizer makes tokens of: the text of prompts, and (as one
+ * space-separated text through /v1/tokenize) the pool of token ids prompts are drawn from. */
+#define SV_NWORDS 48
+extern const char *const sv_words[SV_NWORDS];
+
+/*
+ * The model's context length from the message of an error answer (the API
+ * does not state it; a request with max_tokens over any context is refused
+ * naming it): N of "... context length N", else 0.  When cap is not NULL and
+ * the message says "an integer in [1, CAP]" (api.max_tokens caps max_tokens
+ * below the context), *cap = CAP; else *cap is left as it is.  msg NULL: 0.
+ */
+int sv_context_of_error(const char *msg, int *cap);
+
 /* ---- per-request figures ---- */
 struct sv_slo {
 	double ttft_ms, tpot_ms; /* a request meets the SLO when it meets both */
@@ -198,6 +213,17 @@ enum sv_bound { SV_EXACT, SV_AT_LEAST, SV_BELOW };
 int sv_sweep_bisect(double lo, double hi, double tol, size_t max_points, double target,
 		    sv_measure_fn f, void *ctx, struct sv_point *pts, size_t *n_pts,
 		    double *goodput, enum sv_bound *bound);
+
+/*
+ * The bound of a goodput of pts[0, n) (sv_goodput_of's, or a list sweep's):
+ * SV_BELOW when it is not > 0 (the lowest rate fails; NaN: no points),
+ * SV_AT_LEAST when it is >= the highest rate of pts (every rate passed),
+ * else SV_EXACT.
+ */
+enum sv_bound sv_bound_of(const struct sv_point *pts, size_t n, double goodput);
+/* As --json's "goodput_bound": "exact", "at_least", "below_lowest"; "?" out of range. */
+const char *sv_bound_name(int bound);
+int sv_bound_parse(const char *name); /* enum sv_bound, or -EINVAL */
 
 /*
  * A --sweep argument: "1,2,4" (a list: *n rates into rates[cap], increasing)

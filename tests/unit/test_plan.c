@@ -11,7 +11,7 @@
  * decode table (bilinear in batch and context, at its points and between,
  * clamped, extended and floored); the prefix cache (a later turn prefills
  * and transfers only its uncached, block-rounded tokens); --compare on a
- * hand-built sweep JSON read from a file, and its refusals.
+ * hand-built sweep JSON, and its refusals.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "tui/plan.h"
 
@@ -280,6 +279,17 @@ static void test_recommend(void **state)
 	free(r);
 }
 
+/* plan_model_from_json refuses json with -EINVAL, its message naming why (NULL: not checked). */
+static void model_refused(const char *json, const char *why)
+{
+	struct plan_model m;
+	char err[256];
+
+	assert_int_equal(plan_model_from_json(json, &m, err, sizeof(err)), -EINVAL);
+	if (why)
+		assert_non_null(strstr(err, why));
+}
+
 static void test_profile_json(void **state)
 {
 	struct plan_model m, back;
@@ -316,35 +326,34 @@ static void test_profile_json(void **state)
 	assert_float_equal(back.prefill_exp, 0.8, 0);
 	assert_int_equal(back.max_batch_tokens, 2048);
 	/* Refusals name the problem. */
-	assert_int_equal(plan_model_from_json("{", &back, err, sizeof(err)), -EINVAL);
-	assert_int_equal(plan_model_from_json("{\"prefill\":{\"points\":[[10,1]]}}", &back, err,
-					      sizeof(err)),
-			 -EINVAL);
-	assert_int_equal(plan_model_from_json("{\"prefill\":{\"points\":[[10,1],[5,2]]},"
-					      "\"decode\":{\"points\":[[1,2]]}}",
-					      &back, err, sizeof(err)),
-			 -EINVAL);
-	assert_non_null(strstr(err, "increasing"));
-	assert_int_equal(plan_model_from_json("{\"prefill\":{\"points\":[[10,1]]},"
-					      "\"decode\":{\"points\":[[1,2]],\"cores\":\"x\"}}",
-					      &back, err, sizeof(err)),
-			 -EINVAL);
+	model_refused("{", NULL);
+	model_refused("{\"prefill\":{\"points\":[[10,1]]}}", NULL);
+	model_refused("{\"prefill\":{\"points\":[[10,1],[5,2]]},\"decode\":{\"points\":[[1,2]]}}",
+		      "increasing");
+	model_refused("{\"prefill\":{\"points\":[[10,1]]},"
+		      "\"decode\":{\"points\":[[1,2]],\"cores\":\"x\"}}",
+		      NULL);
 }
 
 /* Batches {1, 4} x contexts {100, 300}: 10, 16 / 20, 40 ms. */
+static void grid_model(struct plan_model *m)
+{
+	simple_model(m, 1, 10);
+	m->decode = (struct plan_curve){ .n = 2, .x = { 1, 4 }, .y = { 10, 16 } };
+	m->decode_n_ctx = 2;
+	m->decode_ctxs[0] = 100;
+	m->decode_ctxs[1] = 300;
+	m->decode_grid[0][0] = 10;
+	m->decode_grid[0][1] = 16;
+	m->decode_grid[1][0] = 20;
+	m->decode_grid[1][1] = 40;
+}
+
 static void test_decode_grid(void **state)
 {
 	struct plan_model m;
 
-	simple_model(&m, 1, 10);
-	m.decode = (struct plan_curve){ .n = 2, .x = { 1, 4 }, .y = { 10, 16 } };
-	m.decode_n_ctx = 2;
-	m.decode_ctxs[0] = 100;
-	m.decode_ctxs[1] = 300;
-	m.decode_grid[0][0] = 10;
-	m.decode_grid[0][1] = 16;
-	m.decode_grid[1][0] = 20;
-	m.decode_grid[1][1] = 40;
+	grid_model(&m);
 	/* The table's points: D(b, b * c). */
 	assert_float_equal(plan_decode_ms(&m, 1, 100, 1), 10, 1e-12);
 	assert_float_equal(plan_decode_ms(&m, 4, 400, 1), 16, 1e-12);
@@ -380,15 +389,7 @@ static void test_grid_json(void **state)
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
 
-	simple_model(&m, 1, 10);
-	m.decode = (struct plan_curve){ .n = 2, .x = { 1, 4 }, .y = { 10, 16 } };
-	m.decode_n_ctx = 2;
-	m.decode_ctxs[0] = 100;
-	m.decode_ctxs[1] = 300;
-	m.decode_grid[0][0] = 10;
-	m.decode_grid[0][1] = 16;
-	m.decode_grid[1][0] = 20;
-	m.decode_grid[1][1] = 40;
+	grid_model(&m);
 	assert_non_null(f);
 	assert_int_equal(plan_model_write(&m, f), 0);
 	fclose(f);
@@ -400,21 +401,17 @@ static void test_grid_json(void **state)
 	assert_float_equal(plan_decode_ms(&back, 2, 400, 1), plan_decode_ms(&m, 2, 400, 1), 1e-12);
 	free(buf);
 	/* A row per context, as long as the points; contexts increasing. */
-	assert_int_equal(plan_model_from_json("{\"prefill\":{\"points\":[[10,1]]},"
-					      "\"decode\":{\"points\":[[1,2],[2,3]],"
-					      "\"contexts\":[10,20],\"grid\":[[2,3],[4]]}}",
-					      &back, err, sizeof(err)),
-			 -EINVAL);
-	assert_non_null(strstr(err, "grid[1]"));
-	assert_int_equal(plan_model_from_json("{\"prefill\":{\"points\":[[10,1]]},"
-					      "\"decode\":{\"points\":[[1,2]],"
-					      "\"contexts\":[20,10],\"grid\":[[2],[4]]}}",
-					      &back, err, sizeof(err)),
-			 -EINVAL);
-	assert_int_equal(plan_model_from_json("{\"prefill\":{\"points\":[[10,1]]},"
-					      "\"decode\":{\"points\":[[1,2]],\"contexts\":[20]}}",
-					      &back, err, sizeof(err)),
-			 -EINVAL);
+	model_refused("{\"prefill\":{\"points\":[[10,1]]},"
+		      "\"decode\":{\"points\":[[1,2],[2,3]],"
+		      "\"contexts\":[10,20],\"grid\":[[2,3],[4]]}}",
+		      "grid[1]");
+	model_refused("{\"prefill\":{\"points\":[[10,1]]},"
+		      "\"decode\":{\"points\":[[1,2]],"
+		      "\"contexts\":[20,10],\"grid\":[[2],[4]]}}",
+		      NULL);
+	model_refused("{\"prefill\":{\"points\":[[10,1]]},"
+		      "\"decode\":{\"points\":[[1,2]],\"contexts\":[20]}}",
+		      NULL);
 }
 
 /*
@@ -450,36 +447,6 @@ static void test_prefix_cache(void **state)
 	assert_float_equal((o[1].t_first_s - 1) * 1e3, 150, 1e-9);
 }
 
-/* The text of path (which it removes), NUL-ended; the test fails on an error. */
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	char *buf = calloc(1, 1 << 16);
-	size_t n;
-
-	assert_non_null(f);
-	assert_non_null(buf);
-	n = fread(buf, 1, (1 << 16) - 1, f);
-	buf[n] = '\0';
-	fclose(f);
-	unlink(path);
-	return buf;
-}
-
-static char *through_file(const char *json)
-{
-	char path[] = "/tmp/duet-test-plan-XXXXXX";
-	int fd = mkstemp(path);
-	FILE *f;
-
-	assert_true(fd >= 0);
-	f = fdopen(fd, "w");
-	assert_non_null(f);
-	fputs(json, f);
-	fclose(f);
-	return slurp(path);
-}
-
 /*
  * A replayed trace: 10 requests of 100 tokens (1 output token) at 1..10 s
  * (1 req/s as recorded); prefill 1 ms/token; TTFT SLO 120 ms.  At 1/s and
@@ -506,14 +473,13 @@ static void test_compare(void **state)
 	struct plan_config c;
 	struct plan_workload w = { .reqs = reqs, .n = 10, .base_rate = 1 };
 	enum sv_bound b;
-	char err[256], *text = through_file(sweep);
+	char err[256];
 	double g;
 
 	for (int i = 0; i < 10; i++)
 		reqs[i] = (struct plan_req){ .arrival_s = i + 1, .prompt = 100, .output = 1 };
 	simple_model(&m, 1, 10);
-	assert_int_equal(plan_sweep_from_json(text, &s, err, sizeof(err)), 0);
-	free(text);
+	assert_int_equal(plan_sweep_from_json(sweep, &s, err, sizeof(err)), 0);
 	assert_int_equal(s.profile, -1);
 	assert_string_equal(s.trace, "t.jsonl");
 	assert_int_equal(s.n, 3);
@@ -530,13 +496,15 @@ static void test_compare(void **state)
 	assert_int_equal(b, SV_EXACT);
 
 	/* A generated workload names its profile; the generator gets bench_serve's window. */
-	text = through_file("{\"workload\":{\"profile\":\"agent\",\"burstiness\":0.5,"
-			    "\"seed\":7,\"max_context\":1024,\"duration_s\":20},"
-			    "\"slo\":{\"ttft_ms\":1,\"tpot_ms\":2},"
-			    "\"rates\":[{\"rate\":0.5,\"requests\":9,\"attainment\":0}],"
-			    "\"goodput\":0,\"goodput_bound\":\"below_lowest\"}");
-	assert_int_equal(plan_sweep_from_json(text, &s, err, sizeof(err)), 0);
-	free(text);
+	assert_int_equal(
+		plan_sweep_from_json("{\"workload\":{\"profile\":\"agent\",\"burstiness\":0.5,"
+				     "\"seed\":7,\"max_context\":1024,\"duration_s\":20},"
+				     "\"slo\":{\"ttft_ms\":1,\"tpot_ms\":2},"
+				     "\"rates\":[{\"rate\":0.5,\"requests\":9,"
+				     "\"attainment\":0}],"
+				     "\"goodput\":0,\"goodput_bound\":\"below_lowest\"}",
+				     &s, err, sizeof(err)),
+		0);
 	assert_int_equal(s.profile, SV_PROF_AGENT);
 	assert_int_equal(s.bound, SV_BELOW);
 	assert_float_equal(s.target, 0.9, 0);
@@ -554,12 +522,13 @@ static void test_compare(void **state)
 	assert_non_null(strstr(err, "not JSON"));
 	assert_int_equal(plan_sweep_from_json("{\"rates\":[]}", &s, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "workload"));
-	text = through_file("{\"workload\":{\"profile\":\"chat\",\"burstiness\":1,"
-			    "\"seed\":1,\"max_context\":512,\"duration_s\":2},"
-			    "\"slo\":{\"ttft_ms\":1,\"tpot_ms\":2},"
-			    "\"rates\":[{\"rate\":1,\"requests\":2}]}");
-	assert_int_equal(plan_sweep_from_json(text, &s, err, sizeof(err)), -EINVAL);
-	free(text);
+	assert_int_equal(
+		plan_sweep_from_json("{\"workload\":{\"profile\":\"chat\",\"burstiness\":1,"
+				     "\"seed\":1,\"max_context\":512,\"duration_s\":2},"
+				     "\"slo\":{\"ttft_ms\":1,\"tpot_ms\":2},"
+				     "\"rates\":[{\"rate\":1,\"requests\":2}]}",
+				     &s, err, sizeof(err)),
+		-EINVAL);
 	assert_non_null(strstr(err, "rates[0]: \"attainment\": missing"));
 
 	/* Splits by name. */

@@ -3,7 +3,8 @@
  * The serving benchmark's arithmetic (tests/bench/serve_lib.c) on synthetic
  * timelines with known answers: nearest-rank percentiles, TTFT / TPOT / ITL
  * of hand-made requests, SLO attainment, the goodput search over a synthetic
- * attainment curve (list and bisection), --sweep parsing, and the trace
+ * attainment curve (list and bisection), a list sweep's bound and its
+ * names, the context probe's error messages, --sweep parsing, and the trace
  * generator: byte-identical files from one seed, the mean gap for Poisson
  * and gamma arrivals, rate scaling, profile lengths within the context, the
  * agent profile's shared prefixes, and a write/read round trip; the
@@ -308,6 +309,72 @@ static void test_goodput(void **state)
 	assert_int_equal(
 		sv_sweep_bisect(2, 1, 0.05, 16, 0.9, curve_measure, &c, pts, &n, &g, &bound),
 		-EINVAL);
+}
+
+/* The bound of a list sweep's goodput, as bench_serve --json names it, and its names back. */
+static void test_bound(void **state)
+{
+	const double rates[] = { 1, 2, 3, 4, 5, 6 };
+	struct curve c = { .knee = 4 };
+	struct sv_point pts[6];
+	double g;
+
+	assert_int_equal(sv_sweep_list(rates, 6, 0.9, curve_measure, &c, pts, &g), 0);
+	assert_int_equal(sv_bound_of(pts, 6, g), SV_EXACT); /* 4: 5 failed */
+	c = (struct curve){ .knee = 10 };
+	assert_int_equal(sv_sweep_list(rates, 6, 0.9, curve_measure, &c, pts, &g), 0);
+	assert_true(g == 6 && sv_bound_of(pts, 6, g) == SV_AT_LEAST);
+	c = (struct curve){ .knee = 0.5 };
+	assert_int_equal(sv_sweep_list(rates, 6, 0.9, curve_measure, &c, pts, &g), 0);
+	assert_true(g == 0 && sv_bound_of(pts, 6, g) == SV_BELOW);
+	assert_int_equal(sv_bound_of(pts, 0, sv_goodput_of(pts, 0, 0.9)), SV_BELOW); /* NaN */
+	/* Any order: the highest rate, not the last point, makes "at least". */
+	{
+		struct sv_point p[] = { { 3, 1 }, { 1, 1 }, { 2, 1 } };
+
+		assert_int_equal(sv_bound_of(p, 3, sv_goodput_of(p, 3, 0.9)), SV_AT_LEAST);
+		p[0].attainment = 0.5;
+		assert_int_equal(sv_bound_of(p, 3, sv_goodput_of(p, 3, 0.9)), SV_EXACT);
+	}
+
+	assert_string_equal(sv_bound_name(SV_EXACT), "exact");
+	assert_string_equal(sv_bound_name(SV_AT_LEAST), "at_least");
+	assert_string_equal(sv_bound_name(SV_BELOW), "below_lowest");
+	assert_string_equal(sv_bound_name(-1), "?");
+	assert_string_equal(sv_bound_name(3), "?");
+	for (int b = SV_EXACT; b <= SV_BELOW; b++)
+		assert_int_equal(sv_bound_parse(sv_bound_name(b)), b);
+	assert_int_equal(sv_bound_parse("below"), -EINVAL);
+	assert_int_equal(sv_bound_parse(""), -EINVAL);
+}
+
+/* The context probe's error answers (duetd's wording), and the prompt words. */
+static void test_context_of_error(void **state)
+{
+	int cap = -1;
+
+	assert_int_equal(sv_context_of_error("max_tokens: prompt (1 tokens) + max_tokens "
+					     "(1048576) exceeds the context length 1024",
+					     &cap),
+			 1024);
+	assert_int_equal(cap, -1);
+	assert_int_equal(sv_context_of_error("max_tokens: must be an integer in [1, 4096], "
+					     "got 1048576",
+					     &cap),
+			 0);
+	assert_int_equal(cap, 4096);
+	assert_int_equal(sv_context_of_error("max_tokens: must be an integer in [1, 512], got "
+					     "1048576",
+					     NULL),
+			 0);
+	assert_int_equal(sv_context_of_error("no partition is taking requests", &cap), 0);
+	assert_int_equal(cap, 4096);
+	assert_int_equal(sv_context_of_error(NULL, &cap), 0);
+
+	for (int i = 0; i < SV_NWORDS; i++) {
+		assert_non_null(sv_words[i]);
+		assert_true(sv_words[i][0] && !strpbrk(sv_words[i], " \"\\"));
+	}
 }
 
 static void test_rates_parse(void **state)
@@ -650,6 +717,7 @@ int main(void)
 		cmocka_unit_test(test_trace_profiles), cmocka_unit_test(test_trace_agent_prefixes),
 		cmocka_unit_test(test_trace_file),     cmocka_unit_test(test_generate_bad_params),
 		cmocka_unit_test(test_server_phases),  cmocka_unit_test(test_trace_truncate),
+		cmocka_unit_test(test_bound),	       cmocka_unit_test(test_context_of_error),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
