@@ -160,12 +160,11 @@ struct wreq {
 	uint64_t rid;		/* supervisor's request id */
 	uint64_t sid;		/* scheduler id; 0 while the prompt is being assembled */
 	int32_t *prompt;	/* [n_prompt] while PROMPT_CHUNKs arrive, else NULL */
-	uint32_t n_prompt;	/* whole prompt */
+	uint32_t n_prompt;	/* whole prompt; 0: a SHIP or ADOPT slot before its SUBMIT */
 	uint32_t n_have;	/* prompt tokens received so far */
 	uint32_t n_sent;	/* TOKEN frames sent */
 	struct smp_bias *bias;	/* [q.sampling.n_logit_bias] from the SUBMIT, until sched_submit */
 	struct sched_request q; /* what goes to sched_submit (q.prompt set then) */
-	bool await_submit;	/* SHIP or ADOPT made the slot; its SUBMIT has not come yet */
 	struct wship *ship;	/* SHIP: the KV goes to a decode partition (prefill side) */
 	struct ipc_kv_record *adopt; /* ADOPT: the KV is already here, leased (decode side) */
 };
@@ -197,6 +196,10 @@ struct worker {
 	struct wreq *reqs; /* [n_reqs] */
 	int n_reqs;
 	int n_active; /* slots in use */
+	/* ship_layer: the request of each run of this step, found at layer 0. */
+	struct wreq **run_reqs; /* [max_runs] */
+	int max_runs;		/* the partition's max_seqs: no step has more runs */
+	int n_run_reqs;		/* run_reqs[0..n_run_reqs) are this step's */
 
 	bool draining;
 	uint64_t drain_deadline; /* ns; 0 = none */
@@ -473,6 +476,20 @@ static const char *part_name(const struct worker *w, uint32_t p)
 	return p < w->cfg->n_partitions ? w->cfg->partitions[p].name : "?";
 }
 
+/* The ERROR text of a failed transfer (sh->err set): what ship_fail() recorded. */
+static void ship_errmsg(const struct worker *w, const struct wship *sh, char *buf, size_t len)
+{
+	snprintf(buf, len, "KV transfer to partition %s failed: %s", part_name(w, sh->partition),
+		 sh->why);
+}
+
+/* No write goes out after the lease deadline: the decode side may have reused the blocks. */
+static void ship_fail_deadline(struct wship *sh)
+{
+	ship_fail(sh, -ETIMEDOUT, "lease deadline passed (%u ms) before its KV was written",
+		  sh->ttl_ms);
+}
+
 /*
  * The link to partition p failed or is being replaced: every request
  * shipping there fails.  abandon: its endpoint goes away, so the writes
@@ -608,9 +625,7 @@ static int ship_post(struct worker *w, struct wreq *r, int layer, int32_t dst,
 		if (sh->err)
 			return sh->err; /* a completion failed while we waited */
 		if (now >= sh->deadline) {
-			ship_fail(sh, -ETIMEDOUT,
-				  "lease deadline passed (%u ms) before its KV was written",
-				  sh->ttl_ms);
+			ship_fail_deadline(sh);
 			return sh->err;
 		}
 		if (!ep || ep != sh->ep || w->xdead[sh->partition]) {
@@ -715,8 +730,14 @@ static int ship_layer(void *ctx, int layer, const struct sched_kv_run *runs, int
 {
 	struct worker *w = ctx;
 
+	/* runs[] is the same for every layer of a step, and no slot is freed during it. */
+	if (layer == 0) {
+		w->n_run_reqs = n_runs < w->max_runs ? n_runs : w->max_runs;
+		for (int k = 0; k < w->n_run_reqs; k++)
+			w->run_reqs[k] = req_find_sid(w, runs[k].id);
+	}
 	for (int k = 0; k < n_runs; k++) {
-		struct wreq *r = req_find_sid(w, runs[k].id);
+		struct wreq *r = k < w->n_run_reqs ? w->run_reqs[k] : req_find_sid(w, runs[k].id);
 
 		if (!r || !r->ship) {
 			log_alert(SUB, "KV of scheduler request %llu has no destination",
@@ -751,6 +772,22 @@ static int kv_checksum(const struct worker *w, const int32_t *blocks, uint32_t n
 	}
 	*out = h;
 	return ret;
+}
+
+/*
+ * Whether transfers of this pool carry a checksum: only a host pool can be
+ * read for one (computed when shipping, verified when adopting).  A device
+ * pool goes without, said once.
+ */
+static bool kv_checksummed(struct worker *w)
+{
+	if (!w->kv_host && !w->warned_csum) {
+		log_warn(SUB,
+			 "partition %s: KV pool in device memory: transfers go without checksum",
+			 w->part->name);
+		w->warned_csum = true;
+	}
+	return w->kv_host;
 }
 
 /* A running request's table after the step: a block replaced by an identical cached one. */
@@ -791,13 +828,7 @@ static int ship_record(struct worker *w, struct wreq *r, const struct sched_info
 			return sh->err;
 		}
 	}
-	if ((sh->flags & IPC_SHIP_CHECKSUM) && !w->kv_host && !w->warned_csum) {
-		log_warn(SUB,
-			 "partition %s: KV pool in device memory: transfers go without checksum",
-			 w->part->name);
-		w->warned_csum = true;
-	}
-	if ((sh->flags & IPC_SHIP_CHECKSUM) && w->kv_host) {
+	if ((sh->flags & IPC_SHIP_CHECKSUM) && kv_checksummed(w)) {
 		int ret = kv_checksum(w, sh->src, sh->n_blocks, &k.checksum);
 
 		if (ret) {
@@ -848,8 +879,10 @@ static void ship_collect(struct worker *w, struct wreq *r, const struct sched_in
 	    ship_record(w, r, in) == 0) {
 		send_done(w, r->rid, why, r->n_prompt, in, 1);
 	} else if (sh->err) {
-		send_error(w, r->rid, sh->err, "KV transfer to partition %s failed: %s",
-			   part_name(w, sh->partition), sh->why);
+		char msg[IPC_ERRMSG_MAX];
+
+		ship_errmsg(w, sh, msg, sizeof(msg));
+		send_error(w, r->rid, sh->err, "%s", msg);
 		send_done(w, r->rid, IPC_FINISH_ERROR, r->n_prompt, in, 0);
 	} else if (why == IPC_FINISH_CANCELLED) {
 		send_done(w, r->rid, why, r->n_prompt, in, 0);
@@ -964,14 +997,8 @@ static int adopt_start(struct worker *w, struct wreq *r, char *err, size_t errle
 		uint64_t sum = k->checksum;
 
 		ret = 0;
-		if ((k->flags & IPC_KV_CHECKSUM) && w->kv_host)
+		if ((k->flags & IPC_KV_CHECKSUM) && kv_checksummed(w))
 			ret = kv_checksum(w, blocks, need, &sum);
-		else if ((k->flags & IPC_KV_CHECKSUM) && !w->warned_csum) {
-			log_warn(SUB,
-				 "partition %s: KV pool in device memory: checksums not verified",
-				 w->part->name);
-			w->warned_csum = true;
-		}
 		if (ret) {
 			snprintf(why, sizeof(why), "checksum: %s", duet_strerror(ret));
 		} else if (sum != k->checksum) {
@@ -1019,8 +1046,7 @@ static void req_start(struct worker *w, struct wreq *r, const int32_t *prompt)
 		ret = adopt_start(w, r, err, sizeof(err));
 	} else if (r->ship && r->ship->err) {
 		ret = r->ship->err;
-		snprintf(err, sizeof(err), "KV transfer to partition %s failed: %s",
-			 part_name(w, r->ship->partition), r->ship->why);
+		ship_errmsg(w, r->ship, err, sizeof(err));
 	} else {
 		ret = sched_submit(w->s, &r->q, mono_ns(), &r->sid);
 	}
@@ -1083,49 +1109,60 @@ static int ship_check(struct worker *w, struct wreq *r, char *err, size_t errlen
 			 w->cfg->n_partitions);
 		return -EINVAL;
 	}
+	/* A failure already recorded (the link went) stays the one reported: ship_fail keeps it. */
+	if (mono_ns() >= sh->deadline)
+		ship_fail_deadline(sh);
+	else if (!w->xep[p] || !w->xup[p] || w->xdead[p])
+		ship_fail(sh, -ENOTCONN, "no connected KV link to it (XFER_CONNECT first)");
+	else if (sh->block_bytes != w->block_bytes)
+		ship_fail(sh, -EINVAL,
+			  "its KV blocks are %llu bytes, ours %llu "
+			  "(model, KV dtype or block_tokens differ)",
+			  (unsigned long long)sh->block_bytes, (unsigned long long)w->block_bytes);
+	else if (sh->n_blocks != need)
+		ship_fail(sh, -EINVAL, "SHIP names %u blocks, a prompt of %u tokens fills %u",
+			  sh->n_blocks, r->n_prompt, need);
+	else if (__builtin_mul_overflow((uint64_t)w->m->n_layers, (uint64_t)sh->blocks_total,
+					&stride) ||
+		 __builtin_mul_overflow(stride, sh->block_bytes, &stride))
+		ship_fail(sh, -EOVERFLOW, "pool size overflows");
 	if (sh->err) {
-		snprintf(err, errlen, "KV transfer to partition %s failed: %s", part_name(w, p),
-			 sh->why);
+		ship_errmsg(w, sh, err, errlen);
 		return sh->err;
-	}
-	if (mono_ns() >= sh->deadline) {
-		snprintf(err, errlen,
-			 "KV transfer to partition %s failed: lease deadline passed (%u ms) before "
-			 "its KV was written",
-			 part_name(w, p), sh->ttl_ms);
-		return -ETIMEDOUT;
-	}
-	if (!w->xep[p] || !w->xup[p] || w->xdead[p]) {
-		snprintf(err, errlen,
-			 "KV transfer to partition %s failed: no connected KV link to it "
-			 "(XFER_CONNECT first)",
-			 part_name(w, p));
-		return -ENOTCONN;
-	}
-	if (sh->block_bytes != w->block_bytes) {
-		snprintf(
-			err, errlen,
-			"KV transfer to partition %s failed: its KV blocks are %llu bytes, ours %llu "
-			"(model, KV dtype or block_tokens differ)",
-			part_name(w, p), (unsigned long long)sh->block_bytes,
-			(unsigned long long)w->block_bytes);
-		return -EINVAL;
-	}
-	if (sh->n_blocks != need) {
-		snprintf(err, errlen,
-			 "KV transfer to partition %s failed: SHIP names %u blocks, a prompt of %u "
-			 "tokens fills %u",
-			 part_name(w, p), sh->n_blocks, r->n_prompt, need);
-		return -EINVAL;
-	}
-	if (__builtin_mul_overflow((uint64_t)w->m->n_layers, (uint64_t)sh->blocks_total, &stride) ||
-	    __builtin_mul_overflow(stride, sh->block_bytes, &stride)) {
-		snprintf(err, errlen, "KV transfer to partition %s failed: pool size overflows",
-			 part_name(w, p));
-		return -EOVERFLOW;
 	}
 	sh->ep = w->xep[p];
 	test_arm_faults(w->xep[p], r->rid);
+	return 0;
+}
+
+/*
+ * The slot a SHIP or ADOPT (frame) makes for the SUBMIT that follows, and
+ * size zeroed bytes for what it carries (*mem, the caller's to attach to
+ * the slot).  -EEXIST: rid is in use (ERROR sent).  -EBUSY (no slot) or
+ * -ENOMEM: nothing is kept, and that SUBMIT is refused with the code.
+ */
+static int req_reserve(struct worker *w, uint64_t rid, const char *frame, size_t size,
+		       struct wreq **out, void **mem)
+{
+	struct wreq *r;
+	void *p = NULL;
+
+	if (req_find(w, rid)) {
+		send_error(w, rid, -EEXIST, "%s for a request id already in use", frame);
+		return -EEXIST;
+	}
+	r = req_alloc(w, rid);
+	if (r)
+		p = duet_calloc(1, size);
+	if (!p) {
+		if (r)
+			req_free(w, r);
+		w->refuse_rid = rid;
+		w->refuse_code = r ? -ENOMEM : -EBUSY;
+		return w->refuse_code;
+	}
+	*out = r;
+	*mem = p;
 	return 0;
 }
 
@@ -1137,22 +1174,12 @@ static int ship_check(struct worker *w, struct wreq *r, char *err, size_t errlen
 static void on_ship(struct worker *w, uint64_t rid, const struct ipc_ship *m)
 {
 	struct wreq *r;
-	struct wship *sh = NULL;
+	struct wship *sh;
+	void *mem;
 
-	if (req_find(w, rid)) {
-		send_error(w, rid, -EEXIST, "SHIP for a request id already in use");
+	if (req_reserve(w, rid, "SHIP", sizeof(*sh) + 2 * sizeof(int32_t) * m->n_blocks, &r, &mem))
 		return;
-	}
-	r = req_alloc(w, rid);
-	if (r)
-		sh = duet_calloc(1, sizeof(*sh) + 2 * sizeof(int32_t) * m->n_blocks);
-	if (!sh) {
-		if (r)
-			req_free(w, r);
-		w->refuse_rid = rid;
-		w->refuse_code = r ? -ENOMEM : -EBUSY;
-		return;
-	}
+	sh = mem;
 	*sh = (struct wship){
 		.partition = m->partition,
 		.lease = { .id = m->lease_id, .epoch = m->epoch },
@@ -1172,7 +1199,6 @@ static void on_ship(struct worker *w, uint64_t rid, const struct ipc_ship *m)
 	for (uint32_t i = 0; i < m->n_blocks; i++)
 		sh->src[i] = -1;
 	r->ship = sh;
-	r->await_submit = true;
 }
 
 /*
@@ -1183,26 +1209,16 @@ static void on_ship(struct worker *w, uint64_t rid, const struct ipc_ship *m)
 static void on_adopt(struct worker *w, uint64_t rid, const struct ipc_kv_record *k, uint32_t len)
 {
 	struct wreq *r;
-	struct ipc_kv_record *rec = NULL;
+	void *rec;
+	int ret = req_reserve(w, rid, "ADOPT", sizeof(*k), &r, &rec);
 
-	if (req_find(w, rid)) {
-		send_error(w, rid, -EEXIST, "ADOPT for a request id already in use");
-		return;
-	}
-	r = req_alloc(w, rid);
-	if (r)
-		rec = duet_calloc(1, sizeof(*rec));
-	if (!rec) {
-		if (r)
-			req_free(w, r);
-		sched_lease_release(w->s, adopt_ref(k));
-		w->refuse_rid = rid;
-		w->refuse_code = r ? -ENOMEM : -EBUSY;
+	if (ret) {
+		if (ret != -EEXIST)
+			sched_lease_release(w->s, adopt_ref(k));
 		return;
 	}
 	memcpy(rec, k, len);
 	r->adopt = rec;
-	r->await_submit = true;
 }
 
 static void on_submit(struct worker *w, uint64_t rid, const struct ipc_submit *sub)
@@ -1223,7 +1239,8 @@ static void on_submit(struct worker *w, uint64_t rid, const struct ipc_submit *s
 		return;
 	}
 	r = req_find(w, rid);
-	if (r && !r->await_submit) {
+	/* A slot of SHIP or ADOPT has n_prompt 0 until now; ipc_recv refuses a SUBMIT's 0. */
+	if (r && r->n_prompt) {
 		send_error(w, rid, -EEXIST, "request id already in use");
 		return;
 	}
@@ -1235,7 +1252,6 @@ static void on_submit(struct worker *w, uint64_t rid, const struct ipc_submit *s
 		send_done(w, rid, IPC_FINISH_ERROR, sub->n_prompt, NULL, 0);
 		return;
 	}
-	r->await_submit = false;
 	r->n_prompt = sub->n_prompt;
 	/* An ADOPT continues a request admitted before the drain began. */
 	if (w->draining && !r->adopt) {
@@ -1896,7 +1912,9 @@ static int engine_open(struct worker *w, char *err, size_t errlen)
 		return ret;
 	}
 	w->reqs = duet_calloc((size_t)w->n_reqs, sizeof(*w->reqs));
-	if (!w->reqs) {
+	w->max_runs = p->max_seqs;
+	w->run_reqs = duet_calloc((size_t)w->max_runs, sizeof(*w->run_reqs));
+	if (!w->reqs || !w->run_reqs) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
@@ -1933,6 +1951,7 @@ static void engine_close(struct worker *w)
 		duet_free(w->reqs[i].adopt);
 	}
 	duet_free(w->reqs);
+	duet_free(w->run_reqs);
 	sched_destroy(w->s);
 	llm_destroy(w->llm);
 	backend_close(w->be);

@@ -141,7 +141,24 @@ static int lb_connect(struct xfer_ep *ep, const struct xfer_desc *d)
 	return 0;
 }
 
-/* Appends op to the peer's inbound queue; a vanished peer flushes it. */
+/* Completes op at its sender (if it still exists); takes lb_lock. */
+static void complete_at_sender(const struct lb_op *op, enum xfer_wc_status st)
+{
+	struct lb_ep *src;
+	struct xfer_wc wc = { .wr_id = op->wr_id,
+			      .status = st,
+			      .op = op->kind == LB_WRITE ? XFER_WC_WRITE : XFER_WC_MSG };
+
+	if (op->dup)
+		return;
+	pthread_mutex_lock(&lb_lock);
+	src = lb_find(op->src_token);
+	if (src)
+		xfer_cq_push(src->ep, &wc, NULL, false);
+	pthread_mutex_unlock(&lb_lock);
+}
+
+/* Appends op to the peer's inbound queue; a vanished peer flushes it (ep is its sender). */
 static void deliver(struct xfer_ep *ep, struct lb_op *op)
 {
 	struct lb_ep *peer;
@@ -159,11 +176,7 @@ static void deliver(struct xfer_ep *ep, struct lb_op *op)
 	}
 	pthread_mutex_unlock(&lb_lock);
 	if (!peer) {
-		struct xfer_wc wc = { .wr_id = op->wr_id,
-				      .status = XFER_WC_FLUSHED,
-				      .op = op->kind == LB_WRITE ? XFER_WC_WRITE : XFER_WC_MSG };
-		if (!op->dup)
-			xfer_cq_push(ep, &wc, NULL, false);
+		complete_at_sender(op, XFER_WC_FLUSHED);
 		duet_free(op);
 	}
 }
@@ -267,23 +280,6 @@ static int lb_post_msg(struct xfer_ep *ep, uint64_t wr_id, const void *buf, size
 	*op = (struct lb_op){ .kind = LB_MSG, .src_token = ep->token, .wr_id = wr_id, .len = len };
 	memcpy(op->data, buf, len);
 	return submit(ep, op);
-}
-
-/* Completes op at its sender (if it still exists). */
-static void complete_at_sender(const struct lb_op *op, enum xfer_wc_status st)
-{
-	struct lb_ep *src;
-	struct xfer_wc wc = { .wr_id = op->wr_id,
-			      .status = st,
-			      .op = op->kind == LB_WRITE ? XFER_WC_WRITE : XFER_WC_MSG };
-
-	if (op->dup)
-		return;
-	pthread_mutex_lock(&lb_lock);
-	src = lb_find(op->src_token);
-	if (src)
-		xfer_cq_push(src->ep, &wc, NULL, false);
-	pthread_mutex_unlock(&lb_lock);
 }
 
 static int lb_progress(struct xfer_ep *ep)

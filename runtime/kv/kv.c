@@ -1128,12 +1128,37 @@ int kv_seq_publish(struct kv_seq *s)
 	return s->n_published;
 }
 
+/*
+ * The longest chain of registered blocks under salt holding tokens' first
+ * full blocks, their ids written to out[]; returns how many.  Takes no
+ * reference: the lookup reads only the index, keys and tokens, none of the
+ * ref/LRU state that kv_get() changes, so callers may take theirs after.
+ */
+static int kv_match_chain(const struct kv_pool *p, uint64_t salt, const int32_t *tokens, int full,
+			  int32_t *out)
+{
+	int bt = p->block_tokens, m;
+	uint64_t h = kv_root_hash(salt);
+	int32_t par = -1;
+
+	for (m = 0; m < full; m++) {
+		const int32_t *tok = &tokens[(size_t)m * bt];
+		int32_t e;
+
+		h = p->hash(h, tok, bt);
+		e = kv_idx_lookup(p, h, par, salt, tok);
+		if (e < 0)
+			break;
+		out[m] = e;
+		par = e;
+	}
+	return m;
+}
+
 int kv_seq_match_prefix(struct kv_seq *s, const int32_t *tokens, int n)
 {
 	struct kv_pool *p;
-	uint64_t h;
 	int bt, full, i;
-	int32_t par = -1;
 
 	if (!kv_seq_ok(s) || n < 0 || (n > 0 && !tokens))
 		return -EINVAL;
@@ -1146,19 +1171,9 @@ int kv_seq_match_prefix(struct kv_seq *s, const int32_t *tokens, int n)
 		full = p->max_table;
 	p->queries++;
 	p->query_tokens += (uint64_t)full * bt;
-	h = kv_root_hash(s->salt);
-	for (i = 0; i < full; i++) {
-		const int32_t *tok = &tokens[(size_t)i * bt];
-		int32_t e;
-
-		h = p->hash(h, tok, bt);
-		e = kv_idx_lookup(p, h, par, s->salt, tok);
-		if (e < 0)
-			break;
-		kv_get(p, e);
-		s->table[i] = e;
-		par = e;
-	}
+	i = kv_match_chain(p, s->salt, tokens, full, s->table);
+	for (int j = 0; j < i; j++)
+		kv_get(p, s->table[j]);
 	s->n_blocks = s->n_published = i;
 	s->n_tokens = i * bt;
 	if (i) {
@@ -1170,7 +1185,7 @@ int kv_seq_match_prefix(struct kv_seq *s, const int32_t *tokens, int n)
 
 /* ---- leases ---- */
 
-static struct kv_lease_slot *kv_lease_get(struct kv_pool *p, struct kv_lease_ref ref)
+static struct kv_lease_slot *kv_lease_get(const struct kv_pool *p, struct kv_lease_ref ref)
 {
 	struct kv_lease_slot *l;
 
@@ -1178,6 +1193,15 @@ static struct kv_lease_slot *kv_lease_get(struct kv_pool *p, struct kv_lease_ref
 		return NULL;
 	l = &p->leases[ref.id];
 	return l->active && l->epoch == ref.epoch ? l : NULL;
+}
+
+/* The slot is free again; its blocks have been handed on already. */
+static void kv_lease_end(struct kv_pool *p, struct kv_lease_slot *l)
+{
+	p->n_leased -= l->n_blocks - l->n_pinned;
+	l->n_blocks = l->n_pinned = 0;
+	l->active = false;
+	p->n_leases--;
 }
 
 /*
@@ -1196,10 +1220,7 @@ static void kv_lease_drop(struct kv_pool *p, struct kv_lease_slot *l, bool expir
 	}
 	for (int i = l->n_pinned - 1; i >= 0; i--)
 		kv_put(p, l->blocks[i]);
-	p->n_leased -= l->n_blocks - l->n_pinned;
-	l->n_blocks = l->n_pinned = 0;
-	l->active = false;
-	p->n_leases--;
+	kv_lease_end(p, l);
 }
 
 int kv_lease(struct kv_pool *p, int n, uint64_t owner, uint64_t deadline_ns, int32_t *blocks,
@@ -1216,8 +1237,6 @@ int kv_lease_prefix(struct kv_pool *p, int n, uint64_t salt, const int32_t *toke
 {
 	struct kv_lease_slot *l = NULL;
 	int id, bt, full, m, revived = 0;
-	int32_t par = -1;
-	uint64_t h;
 
 	if (!p || !blocks || !n_cached || !out || n <= 0 || n > p->max_table || n_match < 0 ||
 	    (n_match > 0 && !tokens))
@@ -1233,19 +1252,9 @@ int kv_lease_prefix(struct kv_pool *p, int n, uint64_t salt, const int32_t *toke
 	/* Find the prefix first, taking nothing: on -ENOSPC the LRU stays as it was. */
 	bt = p->block_tokens;
 	full = n_match / bt < n - 1 ? n_match / bt : n - 1;
-	h = kv_root_hash(salt);
-	for (m = 0; m < full; m++) {
-		const int32_t *tok = &tokens[(size_t)m * bt];
-		int32_t e;
-
-		h = p->hash(h, tok, bt);
-		e = kv_idx_lookup(p, h, par, salt, tok);
-		if (e < 0)
-			break;
-		blocks[m] = e;
-		revived += p->blk[e].state == KV_BLOCK_CACHED;
-		par = e;
-	}
+	m = kv_match_chain(p, salt, tokens, full, blocks);
+	for (int i = 0; i < m; i++)
+		revived += p->blk[blocks[i]].state == KV_BLOCK_CACHED;
 	/* Matched CACHED blocks leave the LRU: they cannot be evicted for the rest. */
 	if (n - m > p->n_free + p->n_cached - revived)
 		return kv_nospc(p);
@@ -1302,10 +1311,8 @@ int kv_lease_blocks(const struct kv_pool *p, struct kv_lease_ref ref, const int3
 
 	if (!p || !blocks)
 		return -EINVAL;
-	if (ref.id < 0 || ref.id >= p->max_leases)
-		return -ESTALE;
-	l = &p->leases[ref.id];
-	if (!l->active || l->epoch != ref.epoch)
+	l = kv_lease_get(p, ref);
+	if (!l)
 		return -ESTALE;
 	*blocks = l->blocks;
 	return l->n_blocks;
@@ -1360,13 +1367,10 @@ int kv_lease_commit(struct kv_pool *p, struct kv_lease_ref ref, uint64_t now_ns,
 		memcpy(&p->tokens[(size_t)b * bt], &tokens[(size_t)i * bt],
 		       (size_t)(i == need - 1 ? n_tokens - i * bt : bt) * sizeof(int32_t));
 	}
-	p->n_leased -= l->n_blocks - l->n_pinned;
 	s->n_blocks = need;
 	s->n_tokens = n_tokens;
 	s->n_published = l->n_pinned;
-	l->n_blocks = l->n_pinned = 0;
-	l->active = false;
-	p->n_leases--;
+	kv_lease_end(p, l);
 	return s->n_published;
 }
 
