@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #define CLIENT_SLICE_MS 200
+#define CLIENT_RETRY_MS 5 /* between connects while the listen backlog is full */
 
 int client_buf_add(struct client_buf *b, const void *d, size_t n)
 {
@@ -108,6 +109,7 @@ struct conn {
 	int64_t deadline; /* 0: none */
 	int idle_ms;
 	const atomic_bool *cancel;
+	int eof_err; /* for an EOF before the answer ends: -EPROTO or -ECONNRESET */
 	/* read buffer */
 	char buf[16384];
 	size_t pos, len;
@@ -140,9 +142,27 @@ static int conn_wait(struct conn *c, short events)
 	}
 }
 
+/* Sleep a moment before the next connect; 0, -ETIMEDOUT or -ECANCELED. */
+static int conn_pause(const struct conn *c, int64_t idle_end)
+{
+	int64_t t = now_ms(), left = CLIENT_RETRY_MS;
+
+	if (c->cancel && atomic_load(c->cancel))
+		return -ECANCELED;
+	if (c->deadline && c->deadline - t < left)
+		left = c->deadline - t;
+	if (idle_end && idle_end - t < left)
+		left = idle_end - t;
+	if (left <= 0)
+		return -ETIMEDOUT;
+	poll(NULL, 0, (int)left);
+	return 0;
+}
+
 static int conn_open(struct conn *c, const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int64_t idle_end = c->idle_ms > 0 ? now_ms() + c->idle_ms : 0;
 	socklen_t len = sizeof(int);
 	int err = 0, rc;
 
@@ -152,11 +172,20 @@ static int conn_open(struct conn *c, const char *path)
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (c->fd < 0)
 		return -errno;
-	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-		return 0;
-	if (errno != EINPROGRESS && errno != EAGAIN)
-		return -errno;
-	/* A full listen backlog: wait for the daemon to accept, within the deadline. */
+	/* A full listen backlog fails a nonblocking AF_UNIX connect with EAGAIN
+	 * (nothing to poll for): try again until the daemon accepts, within the
+	 * deadline and the idle limit. */
+	for (;;) {
+		if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return 0;
+		if (errno == EINPROGRESS)
+			break;
+		if (errno != EAGAIN)
+			return -errno;
+		rc = conn_pause(c, idle_end);
+		if (rc)
+			return rc;
+	}
 	rc = conn_wait(c, POLLOUT);
 	if (rc)
 		return rc;
@@ -226,7 +255,7 @@ static int conn_line(struct conn *c, char *out, size_t cap)
 		if (a < 0)
 			return (int)a;
 		if (a == 0)
-			return -EPROTO;
+			return c->eof_err;
 		ch = c->buf[c->pos++];
 		if (ch == '\n')
 			break;
@@ -290,11 +319,15 @@ static int read_response(struct conn *c, client_body_fn fn, void *ctx, struct cl
 		long long want;
 
 		if (chunked) {
+			char *e;
+
 			rc = conn_line(c, line, sizeof(line));
 			if (rc)
 				return rc;
-			want = strtoll(line, NULL, 16);
-			if (want <= 0) /* the last chunk; trailers are not needed */
+			want = strtoll(line, &e, 16); /* hex size [; extensions] */
+			if (e == line || want < 0 || (*e && *e != ';'))
+				return -EPROTO;
+			if (want == 0) /* the last chunk; trailers are not needed */
 				return status;
 		} else {
 			want = clen;
@@ -309,7 +342,7 @@ static int read_response(struct conn *c, client_body_fn fn, void *ctx, struct cl
 				return (int)a;
 			if (a == 0) {
 				if (want > 0 || chunked) /* closed early */
-					return -EPROTO;
+					return c->eof_err;
 				return status;
 			}
 			take = (size_t)a;
@@ -344,6 +377,7 @@ int client_request(const struct client_req *req, struct client_buf *out)
 	c->deadline = req->timeout_ms > 0 ? now_ms() + req->timeout_ms : 0;
 	c->idle_ms = req->idle_ms;
 	c->cancel = req->cancel;
+	c->eof_err = req->cut_reset ? -ECONNRESET : -EPROTO;
 	rc = conn_open(c, req->sock);
 	if (rc)
 		goto out_close;
@@ -354,10 +388,14 @@ int client_request(const struct client_req *req, struct client_buf *out)
 		 req->body ? "Content-Type: application/json\r\n" : "", blen);
 	rc = client_buf_add(&msg, head, strlen(head));
 	rc = rc ?: client_buf_add(&msg, req->body ? req->body : "", blen);
+	if (!rc && req->on_stage)
+		req->on_stage(req->ctx, CLIENT_SEND);
 	rc = rc ?: conn_write(c, msg.p, msg.len);
 	client_buf_free(&msg);
 	if (rc)
 		goto out_close;
+	if (req->on_stage)
+		req->on_stage(req->ctx, CLIENT_RECV);
 	rc = read_response(c, req->on_body, req->ctx, out, req->status_out);
 out_close:
 	if (c->fd >= 0)

@@ -28,6 +28,13 @@ void client_buf_free(struct client_buf *b);
 /* Called with each piece of a 200 response's body as it arrives; nonzero stops the read. */
 typedef int (*client_body_fn)(void *ctx, const char *p, size_t n);
 
+/* How far a request got: an error is in the last stage entered. */
+enum client_stage {
+	CLIENT_CONNECT, /* connecting (the stage a request starts in) */
+	CLIENT_SEND,	/* connected; the request is about to be written */
+	CLIENT_RECV,	/* written; the answer is being read */
+};
+
 struct client_req {
 	const char *sock;   /* path of the UNIX socket */
 	const char *method; /* "GET", "POST" */
@@ -42,14 +49,22 @@ struct client_req {
 	const atomic_bool *cancel;
 	const char *agent; /* User-Agent */
 	int *status_out;   /* set to the HTTP status once the headers are read (streams) */
+	/* Called with ctx on entering CLIENT_SEND (right before the write: a
+	 * benchmark's send time) and CLIENT_RECV. May be NULL. */
+	void (*on_stage)(void *ctx, enum client_stage stage);
+	/* An answer cut short by EOF returns -ECONNRESET instead of -EPROTO, for a
+	 * caller that counts a dropped connection apart from a malformed answer. */
+	bool cut_reset;
 };
 
 /*
  * Run one request.  Returns the HTTP status (>= 100) with the body of a
  * non-streamed or non-200 answer in OUT (which the caller frees), or a
  * negative errno: -ENOENT / -ECONNREFUSED no daemon, -EACCES no permission
- * on the socket, -ETIMEDOUT, -EPROTO, -ECANCELED (the cancel flag, or
- * on_body returned a positive value), or on_body's negative value.
+ * on the socket, -ETIMEDOUT, -EPROTO (-ECONNRESET for a cut answer with
+ * cut_reset), -ECANCELED (the cancel flag, or on_body returned a positive
+ * value), or on_body's negative value.  A full listen backlog is waited out
+ * within the deadline and the idle limit.
  */
 int client_request(const struct client_req *req, struct client_buf *out);
 

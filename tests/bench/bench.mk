@@ -8,8 +8,9 @@ BENCH_UNIT_TESTS := serve
 SERVE_LIB_OBJ    := $(BUILD)/obj/tests/bench/serve_lib.o
 DEPS_BENCH       := gnuplot-nox:benchmark-plots curl:benchmark-scripts jq:benchmark-scripts
 
-# Extra prerequisites of the pattern rules' targets: $^ includes them.
-$(BUILD)/tests/bench_serve: $(SERVE_LIB_OBJ)
+# Extra prerequisites of the pattern rules' targets: $^ includes them.  bench_serve
+# talks HTTP through tui/client.c (TUI_CLIENT_OBJS in tui/tui.mk, included later).
+$(BUILD)/tests/bench_serve: $(SERVE_LIB_OBJ) $(BUILD)/obj/tui/client.o
 $(BUILD)/tests/test_serve: $(SERVE_LIB_OBJ)
 
 # tests/integration/bench_smoke.sh runs bench_serve against duetd.

@@ -61,6 +61,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -71,7 +72,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -80,6 +80,7 @@
 #include <jansson.h>
 
 #include "tests/bench/serve_lib.h"
+#include "tui/client.h"
 
 /* Outcomes of a request: name in the report and the JSON (0: it succeeded). */
 #define BS_ERRORS(X)                                                                  \
@@ -191,35 +192,9 @@ static void sleep_until(double t)
 		;
 }
 
-/* ---------------------------------------------------------------------------
- * Growable text (arrays of doubles: struct sv_dvec in serve_lib).
- * ------------------------------------------------------------------------- */
-struct sbuf {
-	char *p;
-	size_t len, cap;
-};
-
-static int sbuf_add(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-		char *p;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (!p)
-			return -ENOMEM;
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-	return 0;
-}
-
-__attribute__((format(printf, 2, 3))) static int sbuf_printf(struct sbuf *b, const char *fmt, ...)
+/* printf onto b (struct client_buf, tui/client.h); 0, -EOVERFLOW past 255 bytes, or -ENOMEM. */
+__attribute__((format(printf, 2, 3))) static int buf_printf(struct client_buf *b, const char *fmt,
+							    ...)
 {
 	char tmp[256];
 	va_list ap;
@@ -230,150 +205,7 @@ __attribute__((format(printf, 2, 3))) static int sbuf_printf(struct sbuf *b, con
 	va_end(ap);
 	if (n < 0 || (size_t)n >= sizeof(tmp))
 		return -EOVERFLOW;
-	return sbuf_add(b, tmp, (size_t)n);
-}
-
-/* Percentiles of d (sorted in place). */
-static struct sv_stats summarize(struct sv_dvec *d)
-{
-	struct sv_stats s;
-
-	sv_stats_of(d->v, d->n, &s);
-	return s;
-}
-
-/* ---------------------------------------------------------------------------
- * HTTP/1.1 answer, pushed in as it is read: head, then the body de-chunked
- * (Transfer-Encoding: chunked), by Content-Length, or up to EOF.  Body bytes
- * go to on_body with the time of the read that brought them.
- * ------------------------------------------------------------------------- */
-enum hp_state { HP_HEAD, HP_SIZE, HP_DATA, HP_DATA_END, HP_TRAILER, HP_BODY, HP_DONE, HP_BAD };
-
-struct hparse {
-	enum hp_state st;
-	char head[8192];
-	size_t head_len;
-	int status;
-	bool chunked;
-	long long left; /* HP_DATA: bytes of this chunk; HP_BODY: Content-Length left, -1 = EOF */
-	char line[64];	/* chunk-size or trailer line */
-	size_t line_len;
-	void (*on_body)(void *ctx, const char *p, size_t n, double t);
-	void *ctx;
-};
-
-static void hp_init(struct hparse *h, void (*on_body)(void *, const char *, size_t, double),
-		    void *ctx)
-{
-	memset(h, 0, sizeof(*h));
-	h->on_body = on_body;
-	h->ctx = ctx;
-}
-
-static int hp_head_done(struct hparse *h)
-{
-	const char *te, *cl;
-
-	h->head[h->head_len] = '\0';
-	if (sscanf(h->head, "HTTP/1.%*d %d", &h->status) != 1)
-		return -EPROTO;
-	te = strcasestr(h->head, "\r\nTransfer-Encoding:");
-	cl = strcasestr(h->head, "\r\nContent-Length:");
-	if (te) {
-		char v[64];
-
-		snprintf(v, sizeof(v), "%.*s", (int)strcspn(te + 2, "\r"), te + 2);
-		h->chunked = strcasestr(v, "chunked") != NULL;
-	}
-	if (h->chunked) {
-		h->st = HP_SIZE;
-	} else {
-		h->left = cl ? strtoll(cl + 17, NULL, 10) : -1;
-		h->st = h->left == 0 ? HP_DONE : HP_BODY;
-	}
-	return 0;
-}
-
-/* Consume p[0, n); returns 0 (HP_DONE once the answer is complete) or -EPROTO. */
-static int hp_feed(struct hparse *h, const char *p, size_t n, double t)
-{
-	const char *end = p + n;
-
-	while (p < end && h->st != HP_DONE && h->st != HP_BAD) {
-		switch (h->st) {
-		case HP_HEAD:
-			if (h->head_len + 1 >= sizeof(h->head))
-				goto bad;
-			h->head[h->head_len++] = *p++;
-			if (h->head_len >= 4 && !memcmp(h->head + h->head_len - 4, "\r\n\r\n", 4) &&
-			    hp_head_done(h))
-				goto bad;
-			break;
-		case HP_SIZE: /* hex size [; extensions] CRLF */
-			if (*p == '\n') {
-				char *e;
-
-				if (h->line_len && h->line[h->line_len - 1] == '\r')
-					h->line_len--;
-				h->line[h->line_len] = '\0';
-				h->left = strtoll(h->line, &e, 16);
-				if (e == h->line || h->left < 0 || (*e && *e != ';'))
-					goto bad;
-				h->st = h->left ? HP_DATA : HP_TRAILER;
-				h->line_len = 0;
-			} else if (h->line_len + 1 >= sizeof(h->line)) {
-				goto bad;
-			} else {
-				h->line[h->line_len++] = *p;
-			}
-			p++;
-			break;
-		case HP_TRAILER: /* header lines up to an empty one; line_len: 0 empty, 1 "\r", 2 more */
-			if (*p == '\n') {
-				if (h->line_len < 2)
-					h->st = HP_DONE;
-				h->line_len = 0;
-			} else {
-				h->line_len = !h->line_len && *p == '\r' ? 1 : 2;
-			}
-			p++;
-			break;
-		case HP_DATA:
-		case HP_BODY: {
-			size_t k = (size_t)(end - p);
-
-			if (h->left >= 0 && (unsigned long long)h->left < k)
-				k = (size_t)h->left;
-			h->on_body(h->ctx, p, k, t);
-			p += k;
-			if (h->left >= 0) {
-				h->left -= (long long)k;
-				if (!h->left)
-					h->st = h->st == HP_DATA ? HP_DATA_END : HP_DONE;
-			}
-			break;
-		}
-		case HP_DATA_END: /* the CRLF after a chunk's data */
-			if (*p == '\n')
-				h->st = HP_SIZE;
-			else if (*p != '\r')
-				goto bad;
-			p++;
-			break;
-		default:
-			goto bad;
-		}
-	}
-	return 0;
-bad:
-	h->st = HP_BAD;
-	return -EPROTO;
-}
-
-/* The connection reached EOF: true when that ends the answer. */
-static bool hp_eof_ok(const struct hparse *h)
-{
-	return h->st == HP_DONE || (h->st == HP_BODY && h->left < 0);
+	return client_buf_add(b, tmp, (size_t)n);
 }
 
 /* ---------------------------------------------------------------------------
@@ -392,11 +224,12 @@ struct req {
 	bool done_seen;		     /* data: [DONE] */
 	bool finish_stop;	     /* finish_reason "stop" */
 	enum bs_err err;
-	char err_code[128]; /* what went wrong: the error object's code and message, ... */
-	struct hparse hp;
-	struct sbuf line; /* the SSE line being read */
-	struct sbuf data; /* the event's data lines */
-	struct sbuf body; /* a non-200 answer's body (first 4 KiB) */
+	char err_code[128];	 /* what went wrong: the error object's code and message, ... */
+	enum client_stage stage; /* how far the exchange got */
+	int status;		 /* HTTP status; 0 = no answer */
+	double t_read;		 /* when the body bytes being parsed were read */
+	struct client_sse sse;	 /* a 200 answer's event stream */
+	struct client_buf body;	 /* a non-200 (or not streamed) answer's body */
 };
 
 static void req_error_code(struct req *r, json_t *root)
@@ -491,66 +324,51 @@ out:
 	json_decref(root);
 }
 
-/* SSE body bytes: lines end in LF or CRLF; "data:" lines accumulate; an empty line ends an event. */
-static void sse_body(void *ctx, const char *p, size_t n, double t)
+/* client_sse.on_event: every event with data, at the time of the read that completed it. */
+static int req_event(void *ctx, const char *event, const char *data)
 {
 	struct req *r = ctx;
 
-	if (r->hp.status != 200) {
-		if (r->body.len < 4096)
-			sbuf_add(&r->body, p, n < 4096 - r->body.len ? n : 4096 - r->body.len);
-		return;
-	}
-	for (size_t i = 0; i < n; i++) {
-		const char *l;
+	if (data[0]) /* an event without data lines carries nothing */
+		sse_event(r, data, r->t_read);
+	return 0;
+}
 
-		if (p[i] != '\n') {
-			sbuf_add(&r->line, p + i, 1);
-			continue;
-		}
-		if (r->line.len && r->line.p[r->line.len - 1] == '\r')
-			r->line.p[--r->line.len] = '\0';
-		l = r->line.p ? r->line.p : "";
-		if (!r->line.len) {
-			if (r->data.len)
-				sse_event(r, r->data.p, t);
-			r->data.len = 0;
-		} else if (!strncmp(l, "data:", 5)) {
-			l += 5 + (l[5] == ' ');
-			if (r->data.len)
-				sbuf_add(&r->data, "\n", 1);
-			sbuf_add(&r->data, l, strlen(l));
-		} /* comments (":") and other fields are ignored */
-		r->line.len = 0;
-	}
+/* client_req.on_body of a stream: a 200 answer's body bytes, as they are read. */
+static int req_body(void *ctx, const char *p, size_t n)
+{
+	struct req *r = ctx;
+
+	r->t_read = now_s();
+	return client_sse_feed(&r->sse, p, n);
 }
 
 static void req_init(struct req *r, int cls)
 {
 	memset(r, 0, sizeof(*r));
 	r->cls = cls;
-	hp_init(&r->hp, sse_body, r);
+	r->sse.on_event = req_event;
+	r->sse.ctx = r;
 }
 
 static void req_fini(struct req *r)
 {
 	sv_dvec_free(&r->tok_t);
-	free(r->line.p);
-	free(r->data.p);
-	free(r->body.p);
+	client_sse_free(&r->sse);
+	client_buf_free(&r->body);
 }
 
 /* After the answer ended (or failed): classify what the request got. */
 static void req_settle(struct req *r, int io_err)
 {
-	int s = r->hp.status;
+	int s = r->status;
 
 	if (r->err)
 		return;
 	if (io_err == -ETIMEDOUT) {
 		r->err = BS_ERR_TIMEOUT;
 		snprintf(r->err_code, sizeof(r->err_code), "no answer within %g s", O.timeout);
-	} else if (io_err == -EPROTO || r->hp.st == HP_BAD) {
+	} else if (io_err == -EPROTO) {
 		r->err = BS_ERR_PROTOCOL;
 		snprintf(r->err_code, sizeof(r->err_code), "malformed HTTP answer");
 	} else if (io_err) {
@@ -572,106 +390,66 @@ static void req_settle(struct req *r, int io_err)
 	}
 }
 
-static int conn_open(const char *path, double timeout)
+/* client_req.on_stage: the send time is taken right before the write. */
+static void req_stage(void *ctx, enum client_stage stage)
 {
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = (time_t)timeout,
-			      .tv_usec = (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6) };
-	int fd, err;
+	struct req *r = ctx;
 
-	if (strlen(path) >= sizeof(a.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(a.sun_path, path, strlen(path) + 1);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
-	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) ||
-	    connect(fd, (struct sockaddr *)&a, sizeof(a))) {
-		err = -errno;
-		close(fd);
-		return err;
-	}
-	return fd;
-}
-
-static int send_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT
-										  : -EPIPE;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
+	r->stage = stage;
+	if (stage == CLIENT_SEND)
+		r->t_write = now_s();
 }
 
 /*
- * One exchange on a connection of its own: method, path and body (NULL for
- * none).  r->t_write is set just before the write; the answer goes through
- * r->hp (and for a 200 event stream, the SSE parser).  Returns 0 or the
- * negative errno of the connection (-ETIMEDOUT when a read timed out).
+ * One exchange on a connection of its own (tui/client.c): method, path and
+ * body (NULL for none); --timeout bounds every wait, a cut answer is
+ * -ECONNRESET.  ON_BODY (NULL: none) takes a 200 answer's body with r as its
+ * context; any other body goes to r->body.  Returns the status (>= 100) or a
+ * negative errno.
+ */
+static int req_call(struct req *r, const char *method, const char *path, const char *body,
+		    client_body_fn on_body)
+{
+	const struct client_req q = {
+		.sock = O.sock,
+		.method = method,
+		.path = path,
+		.body = body,
+		.idle_ms = O.timeout * 1e3 < INT_MAX ? (int)ceil(O.timeout * 1e3) : 0,
+		.on_body = on_body,
+		.ctx = r,
+		.agent = "bench_serve",
+		.status_out = &r->status,
+		.on_stage = req_stage,
+		.cut_reset = true,
+	};
+
+	r->t_write = now_s(); /* a request that cannot connect counts when it tried */
+	return client_request(&q, &r->body);
+}
+
+/*
+ * A streamed request: r->t_write is set just before the write; a 200 event
+ * stream goes through the SSE parser.  A failed connect or write is
+ * classified here.  Returns 0 or the negative errno of the answer
+ * (-ETIMEDOUT when a read timed out, -ECONNRESET when it was cut short).
  */
 static int exchange(struct req *r, const char *method, const char *path, const char *body)
 {
-	struct sbuf msg = { 0 };
-	char buf[16384];
-	int fd, ret;
+	int ret = req_call(r, method, path, body, req_body);
 
-	r->t_write = now_s(); /* a request that cannot connect counts when it tried */
-	fd = conn_open(O.sock, O.timeout);
-	if (fd < 0) {
-		r->err = BS_ERR_CONNECT;
-		snprintf(r->err_code, sizeof(r->err_code), "%s", strerror(-fd));
-		return fd;
-	}
-	ret = sbuf_printf(&msg, "%s %s HTTP/1.1\r\nHost: duet\r\nConnection: close\r\n", method,
-			  path);
-	if (!ret && body)
-		ret = sbuf_printf(&msg, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
-				  strlen(body));
-	ret = ret ?: sbuf_add(&msg, "\r\n", 2);
-	ret = ret ?: body ? sbuf_add(&msg, body, strlen(body)) : 0;
-	if (ret) {
+	if (ret >= 100) {
+		r->status = ret;
+		ret = 0;
+	} else if (ret == -ENOMEM && r->stage == CLIENT_CONNECT) { /* building the request */
 		r->err = BS_ERR_WRITE;
 		snprintf(r->err_code, sizeof(r->err_code), "out of memory");
-		goto out;
-	}
-	r->t_write = now_s();
-	ret = send_all(fd, msg.p, msg.len);
-	if (ret) {
-		r->err = BS_ERR_WRITE;
+	} else if (ret < 0 && r->stage != CLIENT_RECV) {
+		r->err = r->stage == CLIENT_CONNECT ? BS_ERR_CONNECT : BS_ERR_WRITE;
 		snprintf(r->err_code, sizeof(r->err_code), "%s", strerror(-ret));
-		goto out;
-	}
-	while (r->hp.st != HP_DONE) {
-		ssize_t n = read(fd, buf, sizeof(buf));
-		double t = now_s();
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ret = errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
-			break;
-		}
-		if (n == 0) {
-			ret = hp_eof_ok(&r->hp) ? 0 : -ECONNRESET;
-			break;
-		}
-		ret = hp_feed(&r->hp, buf, (size_t)n, t);
-		if (ret)
-			break;
 	}
 	if (!r->t_done)
 		r->t_done = now_s();
-out:
-	free(msg.p);
-	close(fd);
 	return ret;
 }
 
@@ -693,41 +471,41 @@ static int32_t *pool_ids;
 static size_t n_pool_ids;
 static char *model_json; /* O.model as a JSON string */
 
-static void add_sampling(struct sbuf *b, int max_tokens)
+static void add_sampling(struct client_buf *b, int max_tokens)
 {
-	sbuf_printf(b,
-		    ",\"max_tokens\":%d,\"temperature\":0,\"stream\":true,"
-		    "\"stream_options\":{\"include_usage\":true}",
-		    max_tokens);
+	buf_printf(b,
+		   ",\"max_tokens\":%d,\"temperature\":0,\"stream\":true,"
+		   "\"stream_options\":{\"include_usage\":true}",
+		   max_tokens);
 	if (O.ban_token >= 0)
-		sbuf_printf(b, ",\"logit_bias\":{\"%d\":-100}", O.ban_token);
-	sbuf_add(b, "}", 1);
+		buf_printf(b, ",\"logit_bias\":{\"%d\":-100}", O.ban_token);
+	client_buf_add(b, "}", 1);
 }
 
 /* The JSON body of a request of class cls; rng varies the prompt. */
 static char *request_body(int cls, uint64_t *rng)
 {
-	struct sbuf b = { 0 };
+	struct client_buf b = { 0 };
 
-	sbuf_add(&b, "{\"model\":", 9);
-	sbuf_add(&b, model_json, strlen(model_json));
+	client_buf_add(&b, "{\"model\":", 9);
+	client_buf_add(&b, model_json, strlen(model_json));
 	if (cls == CLS_DECODE) {
-		sbuf_add(&b, ",\"prompt\":\"", 11);
+		client_buf_add(&b, ",\"prompt\":\"", 11);
 		for (int i = 0; i < 6; i++) {
 			const char *w = words[sv_rng_next(rng) % NWORDS];
 
 			if (i)
-				sbuf_add(&b, " ", 1);
-			sbuf_add(&b, w, strlen(w));
+				client_buf_add(&b, " ", 1);
+			client_buf_add(&b, w, strlen(w));
 		}
-		sbuf_add(&b, "\"", 1);
+		client_buf_add(&b, "\"", 1);
 		add_sampling(&b, O.decode_tokens);
 	} else {
-		sbuf_add(&b, ",\"prompt\":[", 11);
+		client_buf_add(&b, ",\"prompt\":[", 11);
 		for (int i = 0; i < O.long_tokens; i++)
-			sbuf_printf(&b, i ? ",%d" : "%d",
-				    (int)pool_ids[sv_rng_next(rng) % n_pool_ids]);
-		sbuf_add(&b, "]", 1);
+			buf_printf(&b, i ? ",%d" : "%d",
+				   (int)pool_ids[sv_rng_next(rng) % n_pool_ids]);
+		client_buf_add(&b, "]", 1);
 		add_sampling(&b, O.long_out);
 	}
 	return b.p;
@@ -738,13 +516,12 @@ static char *request_body(int cls, uint64_t *rng)
  * ------------------------------------------------------------------------- */
 struct cls_stats {
 	pthread_mutex_t mu;
-	long sent, ok, early_stop, late;
+	struct sv_run *sv; /* the counted requests (no SLO: INFINITY) */
+	long early_stop, late;
 	long err[BS_NERR];
 	char last_err[BS_NERR][128];
-	long tokens_in_window;		  /* token frames that arrived inside the window */
-	long usage_tokens;		  /* output tokens of the counted requests */
-	struct sv_dvec ttft, tpot, itl, e2e; /* ms */
-	double late_max;		  /* s an arrival waited for a sender thread */
+	long tokens_in_window; /* token frames that arrived inside the window */
+	double late_max;       /* s an arrival waited for a sender thread */
 };
 
 static struct cls_stats stats[NCLS];
@@ -755,17 +532,24 @@ static void record(struct req *r)
 	struct cls_stats *s = &stats[r->cls];
 	/* Open-loop arrivals count by when they were due, however late they went out. */
 	bool counted = r->t_sched >= win_start && r->t_sched < win_end;
-	size_t nt = r->tok_t.n;
-	int tokens = r->usage_tokens > 0 ? r->usage_tokens : (int)nt;
+	const struct sv_rec rec = { .ok = !r->err,
+				    .t_sent = r->t_write,
+				    .t_done = r->t_done,
+				    .tok_t = r->tok_t.v,
+				    .n_tok = r->tok_t.n,
+				    .tokens = r->usage_tokens,
+				    .has_srv = r->has_srv,
+				    .srv = r->srv };
 	double wait = r->t_write - r->t_sched;
 
 	pthread_mutex_lock(&s->mu);
-	for (size_t i = 0; i < nt; i++)
-		if (r->tok_t.v[i] >= win_start && r->tok_t.v[i] < win_end)
+	for (size_t i = 0; i < rec.n_tok; i++)
+		if (rec.tok_t[i] >= win_start && rec.tok_t[i] < win_end)
 			s->tokens_in_window++;
 	if (!counted)
 		goto out;
-	s->sent++;
+	if (sv_run_add(s->sv, &rec))
+		fprintf(stderr, "bench_serve: out of memory: a request's figures are lost\n");
 	if (wait > s->late_max)
 		s->late_max = wait;
 	if (wait > 0.010)
@@ -773,19 +557,9 @@ static void record(struct req *r)
 	if (r->err) {
 		s->err[r->err]++;
 		snprintf(s->last_err[r->err], sizeof(s->last_err[0]), "%s", r->err_code);
-		goto out;
-	}
-	s->ok++;
-	s->usage_tokens += tokens;
-	if (r->finish_stop)
+	} else if (r->finish_stop) {
 		s->early_stop++;
-	if (nt)
-		sv_dvec_push(&s->ttft, (r->tok_t.v[0] - r->t_write) * 1e3);
-	if (nt >= 2 && tokens >= 2)
-		sv_dvec_push(&s->tpot, (r->tok_t.v[nt - 1] - r->tok_t.v[0]) * 1e3 / (tokens - 1));
-	for (size_t i = 1; i < nt; i++)
-		sv_dvec_push(&s->itl, (r->tok_t.v[i] - r->tok_t.v[i - 1]) * 1e3);
-	sv_dvec_push(&s->e2e, (r->t_done - r->t_write) * 1e3);
+	}
 out:
 	pthread_mutex_unlock(&s->mu);
 }
@@ -886,14 +660,6 @@ static void *sender_main(void *arg)
 /* ---------------------------------------------------------------------------
  * Set-up: the model name and the token ids for long prompts.
  * ------------------------------------------------------------------------- */
-/* For get_json: every answer's body goes to r->body (sse_body keeps only non-200 ones). */
-static void keep_body(void *ctx, const char *p, size_t n, double t)
-{
-	struct req *r = ctx;
-
-	sbuf_add(&r->body, p, n);
-}
-
 static json_t *get_json(const char *method, const char *path, const char *body)
 {
 	struct req r;
@@ -901,13 +667,11 @@ static json_t *get_json(const char *method, const char *path, const char *body)
 	int ret;
 
 	req_init(&r, CLS_DECODE);
-	r.hp.on_body = keep_body;
-	ret = exchange(&r, method, path, body);
-	if (r.err || ret)
-		fprintf(stderr, "bench_serve: %s %s: %s\n", method, path,
-			r.err ? r.err_code : strerror(-ret));
-	else if (r.hp.status != 200)
-		fprintf(stderr, "bench_serve: %s %s: HTTP %d: %.200s\n", method, path, r.hp.status,
+	ret = req_call(&r, method, path, body, NULL);
+	if (ret < 0)
+		fprintf(stderr, "bench_serve: %s %s: %s\n", method, path, strerror(-ret));
+	else if (ret != 200)
+		fprintf(stderr, "bench_serve: %s %s: HTTP %d: %.200s\n", method, path, ret,
 			r.body.p ? r.body.p : "");
 	else if (!(j = json_loads(r.body.p ? r.body.p : "", JSON_ALLOW_NUL, NULL)))
 		fprintf(stderr, "bench_serve: %s %s: answer is not JSON\n", method, path);
@@ -918,7 +682,7 @@ static json_t *get_json(const char *method, const char *path, const char *body)
 static int setup(void)
 {
 	static char model[128];
-	struct sbuf text = { 0 };
+	struct client_buf text = { 0 };
 	json_t *j, *toks;
 
 	if (!O.model) {
@@ -941,10 +705,10 @@ static int setup(void)
 	}
 	if (O.long_rate <= 0 && O.long_clients <= 0 && !trace_mode())
 		return 0;
-	sbuf_add(&text, "{\"add_special\":false,\"prompt\":\"", 31);
+	client_buf_add(&text, "{\"add_special\":false,\"prompt\":\"", 31);
 	for (size_t i = 0; i < NWORDS; i++)
-		sbuf_printf(&text, "%s%s", i ? " " : "", words[i]);
-	sbuf_add(&text, ".\"}", 3);
+		buf_printf(&text, "%s%s", i ? " " : "", words[i]);
+	client_buf_add(&text, ".\"}", 3);
 	j = get_json("POST", "/v1/tokenize", text.p);
 	free(text.p);
 	if (!j)
@@ -996,17 +760,14 @@ static bool cls_active(int c)
 
 static int report(double t_drained)
 {
-	struct sv_stats ttft[NCLS], tpot[NCLS], itl[NCLS], e2e[NCLS];
+	struct sv_result res[NCLS];
 	json_t *root = NULL, *classes;
 	long total_ok = 0;
 	int ret = 0;
 
 	for (int c = 0; c < NCLS; c++) {
-		ttft[c] = summarize(&stats[c].ttft);
-		tpot[c] = summarize(&stats[c].tpot);
-		itl[c] = summarize(&stats[c].itl);
-		e2e[c] = summarize(&stats[c].e2e);
-		total_ok += stats[c].ok;
+		sv_run_result(stats[c].sv, O.duration, &res[c]);
+		total_ok += (long)res[c].ok;
 	}
 	printf("bench_serve: model %s on %s; %.1f s window after %.1f s warm-up (drained %.1f s "
 	       "later); seed %llu\n",
@@ -1036,10 +797,11 @@ static int report(double t_drained)
 			continue;
 		printf("%-7s %5ld %4ld %5ld %8.1f | %7.1f %7.1f %7.1f %7.1f | %7.2f %5.2f %5.2f | "
 		       "%6.2f %5.2f %5.2f %6.1f\n",
-		       cls_name[c], s->ok, cls_errors(s), s->early_stop,
-		       s->tokens_in_window / O.duration, ttft[c].p50, ttft[c].p90, ttft[c].p99,
-		       ttft[c].mean, tpot[c].p50, tpot[c].p90, tpot[c].p99, itl[c].p50, itl[c].p90,
-		       itl[c].p99, itl[c].max);
+		       cls_name[c], (long)res[c].ok, cls_errors(s), s->early_stop,
+		       s->tokens_in_window / O.duration, res[c].ttft.p50, res[c].ttft.p90,
+		       res[c].ttft.p99, res[c].ttft.mean, res[c].tpot.p50, res[c].tpot.p90,
+		       res[c].tpot.p99, res[c].itl.p50, res[c].itl.p90, res[c].itl.p99,
+		       res[c].itl.max);
 		for (int e = 1; e < BS_NERR; e++)
 			if (s->err[e])
 				printf("  %s errors: %ld %s (last: %s)\n", cls_name[c], s->err[e],
@@ -1069,14 +831,15 @@ static int report(double t_drained)
 		json_object_set_new(
 			classes, cls_name[c],
 			json_pack("{s:I,s:I,s:I,s:o,s:I,s:I,s:o,s:o,s:o,s:o,s:o,s:I}", "sent",
-				  (json_int_t)s->sent, "requests", (json_int_t)s->ok, "errors",
-				  (json_int_t)cls_errors(s), "errors_by_kind", errs, "early_stop",
-				  (json_int_t)s->early_stop, "output_tokens",
-				  (json_int_t)s->usage_tokens, "output_tokens_per_s",
+				  (json_int_t)res[c].sent, "requests", (json_int_t)res[c].ok,
+				  "errors", (json_int_t)cls_errors(s), "errors_by_kind", errs,
+				  "early_stop", (json_int_t)s->early_stop, "output_tokens",
+				  (json_int_t)res[c].out_tokens, "output_tokens_per_s",
 				  jnum(s->tokens_in_window / O.duration), "ttft_ms",
-				  jsummary(&ttft[c], false), "tpot_ms", jsummary(&tpot[c], false),
-				  "itl_ms", jsummary(&itl[c], true), "e2e_ms",
-				  jsummary(&e2e[c], false), "late", (json_int_t)s->late));
+				  jsummary(&res[c].ttft, false), "tpot_ms",
+				  jsummary(&res[c].tpot, false), "itl_ms",
+				  jsummary(&res[c].itl, true), "e2e_ms",
+				  jsummary(&res[c].e2e, false), "late", (json_int_t)s->late));
 	}
 	if (!root ||
 	    json_dump_file(root, O.json_path, JSON_INDENT(2) | JSON_REAL_PRECISION(9)) != 0) {
@@ -1099,11 +862,12 @@ static json_t *call_json(const char *method, const char *path, const char *body,
 {
 	struct req r;
 	json_t *j = NULL;
+	int ret;
 
 	req_init(&r, CLS_DECODE);
-	r.hp.on_body = keep_body;
-	if (!exchange(&r, method, path, body) && !r.err) {
-		*status = r.hp.status;
+	ret = req_call(&r, method, path, body, NULL);
+	if (ret >= 100) {
+		*status = ret;
 		j = json_loads(r.body.p ? r.body.p : "", JSON_ALLOW_NUL, NULL);
 	}
 	req_fini(&r);
@@ -1144,13 +908,13 @@ static int context_in(json_t *j)
  */
 static int probe_context(void)
 {
-	struct sbuf b = { 0 };
+	struct client_buf b = { 0 };
 	json_t *j;
 	const char *msg, *p;
 	int status = 0, ctx = 0, cap = 0;
 
-	sbuf_printf(&b, "{\"model\":%s,\"prompt\":[%d],\"max_tokens\":1048576}", model_json,
-		    (int)pool_ids[0]);
+	buf_printf(&b, "{\"model\":%s,\"prompt\":[%d],\"max_tokens\":1048576}", model_json,
+		   (int)pool_ids[0]);
 	j = b.p ? call_ready("POST", "/v1/completions", b.p, &status) : NULL;
 	free(b.p);
 	ctx = context_in(j);
@@ -1164,11 +928,11 @@ static int probe_context(void)
 	json_decref(j);
 	if (ctx || cap < 1)
 		return ctx;
-	b = (struct sbuf){ 0 };
-	sbuf_printf(&b, "{\"model\":%s,\"max_tokens\":1,\"prompt\":[", model_json);
+	b = (struct client_buf){ 0 };
+	buf_printf(&b, "{\"model\":%s,\"max_tokens\":1,\"prompt\":[", model_json);
 	for (int i = 0; i <= cap; i++)
-		sbuf_printf(&b, i ? ",%d" : "%d", (int)pool_ids[0]);
-	sbuf_add(&b, "]}", 2);
+		buf_printf(&b, i ? ",%d" : "%d", (int)pool_ids[0]);
+	client_buf_add(&b, "]}", 2);
 	j = b.p ? call_ready("POST", "/v1/completions", b.p, &status) : NULL;
 	free(b.p);
 	ctx = context_in(j);
@@ -1194,10 +958,10 @@ static char *trace_body(const struct sv_treq *q, size_t i, unsigned run)
 	 * cache); within a run, the requests of a prefix group share their group's stream. */
 	uint64_t rng = O.seed * 0x100000001B3ull ^ ((uint64_t)run << 40) ^
 		       (q->group >= 0 ? 0x8000000000000000ull | (uint64_t)q->group : (uint64_t)i);
-	struct sbuf b = { 0 };
+	struct client_buf b = { 0 };
 
-	sbuf_add(&b, "{\"model\":", 9);
-	sbuf_add(&b, model_json, strlen(model_json));
+	client_buf_add(&b, "{\"model\":", 9);
+	client_buf_add(&b, model_json, strlen(model_json));
 	if (q->prompt) {
 		json_t *s = json_string(q->prompt);
 		char *js = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
@@ -1207,16 +971,16 @@ static char *trace_body(const struct sv_treq *q, size_t i, unsigned run)
 			free(b.p);
 			return NULL;
 		}
-		sbuf_add(&b, ",\"prompt\":", 10);
-		sbuf_add(&b, js, strlen(js));
+		client_buf_add(&b, ",\"prompt\":", 10);
+		client_buf_add(&b, js, strlen(js));
 		free(js);
 	} else {
 		sv_rng_next(&rng);
-		sbuf_add(&b, ",\"prompt\":[", 11);
+		client_buf_add(&b, ",\"prompt\":[", 11);
 		for (int k = 0; k < q->prompt_tokens; k++)
-			sbuf_printf(&b, k ? ",%d" : "%d",
-				    (int)pool_ids[sv_rng_next(&rng) % n_pool_ids]);
-		sbuf_add(&b, "]", 1);
+			buf_printf(&b, k ? ",%d" : "%d",
+				   (int)pool_ids[sv_rng_next(&rng) % n_pool_ids]);
+		client_buf_add(&b, "]", 1);
 	}
 	add_sampling(&b, q->max_tokens);
 	return b.p;
@@ -1628,44 +1392,34 @@ static json_t **sorted_rows(json_t *rates, size_t *n)
 	return rows;
 }
 
-static int plot(const char *dir, const char *base, json_t *rates, const struct sweep_ctx *c)
+/*
+ * A plot's data file: the line HEAD, then a row per rate of RATES (sorted:
+ * a bisection measures them out of order) of the columns COL, each a key
+ * and a sub-key (NULL: none), '?' where there is no number.  0, or -1 with
+ * errno set.
+ */
+static int write_dat(const char *path, const char *head, json_t *rates, const char *const col[][2],
+		     size_t n_col)
 {
-	char path[4096], title[256];
-	size_t i, n_rows;
-	json_t **rows;
+	size_t n_rows;
+	json_t **rows = sorted_rows(rates, &n_rows);
 	FILE *f;
-	int st;
+	int err;
 
-	if (strchr(base, '\'') || strchr(base, '/')) {
-		fprintf(stderr, "bench_serve: plots: the name %s cannot go into a gnuplot script\n",
-			base);
-		return -EINVAL;
-	}
-	snprintf(path, sizeof(path), "%s/%s.dat", dir, base);
-	f = fopen(path, "w");
-	if (!f)
-		goto io;
-	fprintf(f, "# rate attainment ttft_p99_ms tpot_p50_ms tpot_p99_ms itl_p99_ms "
-		   "output_tok_per_s  ('?' = no value)\n");
-	/* Rows by rate (a bisection measures them out of order). */
-	rows = sorted_rows(rates, &n_rows);
 	if (!rows) {
-		fclose(f);
 		errno = ENOMEM;
-		goto io;
+		return -1;
 	}
-	for (i = 0; i < n_rows; i++) {
-		static const char *const col[][2] = {
-			{ "rate", NULL },
-			{ "attainment", NULL },
-			{ "ttft_ms", "p99" },
-			{ "tpot_ms", "p50" },
-			{ "tpot_ms", "p99" },
-			{ "itl_ms", "p99" },
-			{ "output_tokens_per_s", NULL },
-		};
-
-		for (size_t k = 0; k < sizeof(col) / sizeof(col[0]); k++) {
+	f = fopen(path, "w");
+	if (!f) {
+		err = errno;
+		free(rows);
+		errno = err;
+		return -1;
+	}
+	fputs(head, f);
+	for (size_t i = 0; i < n_rows; i++) {
+		for (size_t k = 0; k < n_col; k++) {
 			json_t *v = json_object_get(rows[i], col[k][0]);
 
 			if (col[k][1])
@@ -1676,7 +1430,55 @@ static int plot(const char *dir, const char *base, json_t *rates, const struct s
 		fputc('\n', f);
 	}
 	free(rows);
-	if (fclose(f))
+	return fclose(f) ? -1 : 0;
+}
+
+/*
+ * Run gnuplot on SCRIPT (a path in DIR) and say what came of it: "WHAT: SVGS",
+ * or "WHAT skipped: ..." naming DATA (where the data and script are) when
+ * gnuplot is missing, or SCRIPT when it failed.
+ */
+static void report_gnuplot(const char *dir, const char *script, const char *what, const char *data,
+			   const char *svgs)
+{
+	int st = gnuplot(dir, script + strlen(dir) + 1);
+
+	if (st < 0)
+		return; /* gnuplot() said why */
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
+		printf("%s skipped: gnuplot not found (apt-get install gnuplot-nox); the data and "
+		       "script are %s\n",
+		       what, data);
+	else if (!WIFEXITED(st) || WEXITSTATUS(st))
+		printf("%s skipped: gnuplot failed on %s\n", what, script);
+	else
+		printf("%s: %s\n", what, svgs);
+}
+
+static int plot(const char *dir, const char *base, json_t *rates, const struct sweep_ctx *c)
+{
+	static const char *const col[][2] = {
+		{ "rate", NULL },
+		{ "attainment", NULL },
+		{ "ttft_ms", "p99" },
+		{ "tpot_ms", "p50" },
+		{ "tpot_ms", "p99" },
+		{ "itl_ms", "p99" },
+		{ "output_tokens_per_s", NULL },
+	};
+	char path[4096], title[256], data[4096 + 256], svgs[8192 + 64];
+	FILE *f;
+
+	if (strchr(base, '\'') || strchr(base, '/')) {
+		fprintf(stderr, "bench_serve: plots: the name %s cannot go into a gnuplot script\n",
+			base);
+		return -EINVAL;
+	}
+	snprintf(path, sizeof(path), "%s/%s.dat", dir, base);
+	if (write_dat(path,
+		      "# rate attainment ttft_p99_ms tpot_p50_ms tpot_p99_ms itl_p99_ms "
+		      "output_tok_per_s  ('?' = no value)\n",
+		      rates, col, sizeof(col) / sizeof(col[0])))
 		goto io;
 	snprintf(title, sizeof(title), "%s%s, %s", c->file ? "trace " : "profile ",
 		 c->file ? O.trace_path : profile_name(), O.model);
@@ -1707,17 +1509,10 @@ static int plot(const char *dir, const char *base, json_t *rates, const struct s
 		O.target * 100, base, title, base, c->slo.tpot_ms);
 	if (fclose(f))
 		goto io;
-	st = gnuplot(dir, path + strlen(dir) + 1);
-	if (st < 0)
-		return 0;
-	if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
-		printf("plots skipped: gnuplot not found (apt-get install gnuplot-nox); the data "
-		       "and script are %s/%s.dat and %s.gp\n",
-		       dir, base, base);
-	else if (!WIFEXITED(st) || WEXITSTATUS(st))
-		printf("plots skipped: gnuplot failed on %s/%s.gp\n", dir, base);
-	else
-		printf("plots: %s/%s-attainment.svg %s/%s-tpot-p99.svg\n", dir, base, dir, base);
+	snprintf(data, sizeof(data), "%s/%s.dat and %s.gp", dir, base, base);
+	snprintf(svgs, sizeof(svgs), "%s/%s-attainment.svg %s/%s-tpot-p99.svg", dir, base, dir,
+		 base);
+	report_gnuplot(dir, path, "plots", data, svgs);
 	return 0;
 io:
 	fprintf(stderr, "bench_serve: cannot write %s: %s\n", path, strerror(errno));
@@ -1736,10 +1531,10 @@ io:
 static int overlay_main(int n, char **args)
 {
 	const char *dir = O.plot_dir ? O.plot_dir : ".";
-	char path[4096], base[64], label[64][128];
+	char path[4096], base[64], label[64][128], data[4096], svgs[3 * 4096];
 	double slo_ttft = NAN, slo_tpot = NAN, target = O.target;
 	json_t *doc[64] = { 0 };
-	int ret = 1, st;
+	int ret = 1;
 	FILE *f = NULL;
 
 	if (n < 1 || n > 64) {
@@ -1786,29 +1581,20 @@ static int overlay_main(int n, char **args)
 		}
 	}
 	for (int k = 0; k < n; k++) {
-		size_t n_rows;
-		json_t **rows = sorted_rows(json_object_get(doc[k], "rates"), &n_rows);
+		static const char *const col[][2] = {
+			{ "rate", NULL },
+			{ "attainment", NULL },
+			{ "ttft_ms", "p90" },
+			{ "tpot_ms", "p99" },
+		};
+		char head[256];
 
 		snprintf(path, sizeof(path), "%s/%s-overlay-%d.dat", dir, base, k);
-		if (!rows || !(f = fopen(path, "w"))) {
-			free(rows);
-			goto io;
-		}
-		fprintf(f, "# %s: rate attainment ttft_p90_ms tpot_p99_ms  ('?' = no value)\n",
-			label[k]);
-		for (size_t i = 0; i < n_rows; i++) {
-			json_t *r = rows[i], *att = json_object_get(r, "attainment");
-			json_t *v[4] = { json_object_get(r, "rate"), att,
-					 json_object_get(json_object_get(r, "ttft_ms"), "p90"),
-					 json_object_get(json_object_get(r, "tpot_ms"), "p99") };
-
-			for (int j = 0; j < 4; j++)
-				fprintf(f, json_is_number(v[j]) ? "%s%.6g" : "%s?", j ? " " : "",
-					json_number_value(v[j]));
-			fputc('\n', f);
-		}
-		free(rows);
-		if (fclose(f))
+		snprintf(head, sizeof(head),
+			 "# %s: rate attainment ttft_p90_ms tpot_p99_ms  ('?' = no value)\n",
+			 label[k]);
+		if (write_dat(path, head, json_object_get(doc[k], "rates"), col,
+			      sizeof(col) / sizeof(col[0])))
 			goto io;
 	}
 	snprintf(path, sizeof(path), "%s/%s-overlay.gp", dir, base);
@@ -1857,17 +1643,10 @@ static int overlay_main(int n, char **args)
 	}
 	if (fclose(f))
 		goto io;
-	st = gnuplot(dir, path + strlen(dir) + 1);
-	if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 127)
-		printf("overlay plots skipped: gnuplot not found (apt-get install gnuplot-nox); "
-		       "the data and script are in %s\n",
-		       dir);
-	else if (st >= 0 && (!WIFEXITED(st) || WEXITSTATUS(st)))
-		printf("overlay plots skipped: gnuplot failed on %s\n", path);
-	else if (st >= 0)
-		printf("overlay plots: %s/%s-attainment.svg %s/%s-tpot-p99.svg "
-		       "%s/%s-ttft-p90.svg\n",
-		       dir, base, dir, base, dir, base);
+	snprintf(data, sizeof(data), "in %s", dir);
+	snprintf(svgs, sizeof(svgs), "%s/%s-attainment.svg %s/%s-tpot-p99.svg %s/%s-ttft-p90.svg",
+		 dir, base, dir, base, dir, base);
+	report_gnuplot(dir, path, "overlay plots", data, svgs);
 	for (int k = 0; k < n; k++) {
 		json_t *gp = json_object_get(doc[k], "goodput");
 		const char *bound = json_string_value(json_object_get(doc[k], "goodput_bound"));
@@ -2132,9 +1911,66 @@ out:
 }
 
 /* ---------------------------------------------------------------------------
- * --selftest: percentiles, and the HTTP + SSE parser fed a canned answer in
- * every split.
+ * --selftest: percentiles; the SSE handling fed a canned stream in every
+ * split; whole answers from a one-shot server over a UNIX socket.
  * ------------------------------------------------------------------------- */
+struct canned {
+	int lfd;
+	const char *reply; /* written after the request, then the connection is closed */
+	size_t len;
+};
+
+/* Accept once, read the whole request (head and Content-Length body), answer, close. */
+static void *canned_main(void *arg)
+{
+	struct canned *c = arg;
+	char in[65536];
+	size_t n = 0;
+	int fd = accept(c->lfd, NULL, NULL);
+
+	if (fd < 0)
+		return NULL;
+	for (;;) {
+		char *end, *cl;
+		ssize_t k;
+
+		in[n] = '\0';
+		end = strstr(in, "\r\n\r\n");
+		cl = strcasestr(in, "\r\nContent-Length:");
+		if (end && (!cl || n >= (size_t)(end + 4 - in) + strtoul(cl + 17, NULL, 10)))
+			break;
+		if (n >= sizeof(in) - 1)
+			break;
+		k = read(fd, in + n, sizeof(in) - 1 - n);
+		if (k <= 0)
+			break;
+		n += (size_t)k;
+	}
+	for (size_t off = 0; off < c->len;) {
+		ssize_t w = write(fd, c->reply + off, c->len - off);
+
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+	close(fd);
+	return NULL;
+}
+
+/* One streamed exchange with r against LFD's one-shot server answering REPLY; its return. */
+static int canned_exchange(struct req *r, int lfd, const char *reply, size_t len)
+{
+	struct canned c = { .lfd = lfd, .reply = reply, .len = len };
+	pthread_t th;
+	int ret;
+
+	if (pthread_create(&th, NULL, canned_main, &c))
+		return -EAGAIN;
+	ret = exchange(r, "POST", "/v1/completions", "{}");
+	pthread_join(th, NULL);
+	return ret;
+}
+
 static int selftest(void)
 {
 	/* Chunk boundaries cut through events on purpose. */
@@ -2148,7 +1984,7 @@ static int selftest(void)
 		"\"tpot_ms\":7.5,\"partition\":\"dec\",\"prefill_partition\":\"pre\"}]}\n\n",
 		"data: [DONE]\n\n",
 	};
-	static const char refused[] = "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 45\r\n\r\n"
+	static const char refused[] = "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 43\r\n\r\n"
 				      "{\"error\":{\"message\":\"full\",\"code\":\"QFULL\"}}";
 	static const char bad_size[] =
 		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
@@ -2156,10 +1992,11 @@ static int selftest(void)
 		"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
 		"data: {\"choices\":[{\"text\":\"a\"}]}\n\n"
 		"data: {\"error\":{\"message\":\"worker died\",\"code\":\"WORKER_LOST\"}}\n\n";
-	struct sbuf ans = { 0 };
+	struct client_buf sse = { 0 }, ans = { 0 };
 	double three[] = { 3, 1, 2 };
-	struct sv_dvec d = { .v = three, .n = 3 };
-	int fails = 0;
+	char dir[] = "/tmp/bench_serve-selftest-XXXXXX", sock[64];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fails = 0, lfd = -1;
 
 #define CHECK(cond)                                                                          \
 	do {                                                                                 \
@@ -2168,36 +2005,41 @@ static int selftest(void)
 			fails++;                                                             \
 		}                                                                            \
 	} while (0)
+/* What the canned stream must give, however it arrived. */
+#define CHECK_STREAM(r)                                                                   \
+	do {                                                                              \
+		CHECK((r).status == 200 && (r).err == BS_ERR_NONE);                       \
+		CHECK((r).tok_t.n == 2 && (r).usage_tokens == 3 && (r).finish_stop &&     \
+		      (r).done_seen);                                                     \
+		CHECK((r).tok_t.n == 2 && (r).tok_t.v[0] <= (r).tok_t.v[1] &&             \
+		      (r).t_done >= (r).tok_t.v[1]);                                      \
+		CHECK((r).usage_prompt == 5 && (r).has_srv && (r).srv.queue_ms == 1.25 && \
+		      (r).srv.prefill_ms == 50.5 && (r).srv.transfer_ms == 0.25 &&        \
+		      (r).srv.decode_ms == 900 && !strcmp((r).part, "dec") &&             \
+		      !strcmp((r).pre_part, "pre"));                                      \
+	} while (0)
 
 	/* The percentiles themselves are serve_lib's, tested in test_serve. */
 	{
-		struct sv_stats s = summarize(&d);
+		struct sv_stats s;
 
+		sv_stats_of(three, 3, &s);
 		CHECK(s.p50 == 2 && s.p90 == 3 && s.p99 == 3 && s.mean == 2 && s.max == 3);
 	}
 
-	sbuf_printf(&ans, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-			  "Transfer-Encoding: chunked\r\n\r\n");
-	for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
-		sbuf_printf(&ans, "%zx\r\n", strlen(chunks[i]));
-		sbuf_add(&ans, chunks[i], strlen(chunks[i]));
-		sbuf_add(&ans, "\r\n", 2);
-	}
-	sbuf_printf(&ans, "0\r\nX-Trailer: 1\r\n\r\n");
-	for (size_t split = 0; ans.p && split <= ans.len && !fails; split++) {
+	/* The event stream in two reads, split everywhere (the HTTP framing is client_request's,
+	 * tested in test_console, and below). */
+	for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++)
+		client_buf_add(&sse, chunks[i], strlen(chunks[i]));
+	for (size_t split = 0; sse.p && split <= sse.len && !fails; split++) {
 		struct req r;
 
 		req_init(&r, CLS_DECODE);
-		CHECK(hp_feed(&r.hp, ans.p, split, 1.0) == 0);
-		CHECK(hp_feed(&r.hp, ans.p + split, ans.len - split, 2.0) == 0);
+		r.status = 200;
+		CHECK(req_body(&r, sse.p, split) == 0);
+		CHECK(req_body(&r, sse.p + split, sse.len - split) == 0);
 		req_settle(&r, 0);
-		CHECK(r.hp.st == HP_DONE && r.hp.status == 200 && r.err == BS_ERR_NONE);
-		CHECK(r.tok_t.n == 2 && r.usage_tokens == 3 && r.finish_stop && r.done_seen);
-		CHECK(r.tok_t.n == 2 && r.tok_t.v[0] <= r.tok_t.v[1] && r.t_done >= r.tok_t.v[1]);
-		CHECK(r.usage_prompt == 5 && r.has_srv && r.srv.queue_ms == 1.25 &&
-		      r.srv.prefill_ms == 50.5 && r.srv.transfer_ms == 0.25 &&
-		      r.srv.decode_ms == 900 && !strcmp(r.part, "dec") &&
-		      !strcmp(r.pre_part, "pre"));
+		CHECK_STREAM(r);
 		req_fini(&r);
 	}
 	{
@@ -2219,40 +2061,68 @@ static int selftest(void)
 		CHECK(!r.has_srv && r.usage_tokens == 1);
 		req_fini(&r);
 	}
-	{
+
+	/* Whole answers over a socket, through exchange(). */
+	buf_printf(&ans, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+			 "Transfer-Encoding: chunked\r\n\r\n");
+	for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+		buf_printf(&ans, "%zx\r\n", strlen(chunks[i]));
+		client_buf_add(&ans, chunks[i], strlen(chunks[i]));
+		client_buf_add(&ans, "\r\n", 2);
+	}
+	buf_printf(&ans, "0\r\nX-Trailer: 1\r\n\r\n");
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(sock, sizeof(sock), "%s/api.sock", dir);
+	memcpy(sa.sun_path, sock, strlen(sock) + 1);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(lfd >= 0 && !bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) && !listen(lfd, 4));
+	O.sock = sock;
+	O.timeout = 10;
+	if (!fails && ans.p) {
 		struct req r;
 
 		req_init(&r, CLS_DECODE);
-		for (size_t i = 0; i < sizeof(refused) - 1; i++)
-			hp_feed(&r.hp, refused + i, 1, 1.0);
+		CHECK(canned_exchange(&r, lfd, ans.p, ans.len) == 0);
+		req_settle(&r, 0);
+		CHECK_STREAM(r);
+		CHECK(r.t_write > 0 && r.stage == CLIENT_RECV);
+		req_fini(&r);
+
+		req_init(&r, CLS_DECODE);
+		CHECK(canned_exchange(&r, lfd, refused, sizeof(refused) - 1) == 0);
 		req_settle(&r, 0);
 		CHECK(r.err == BS_ERR_HTTP_429 && !strcmp(r.err_code, "QFULL: full"));
 		req_fini(&r);
 
+		/* Cut short: a connection closed early is not a malformed answer. */
 		req_init(&r, CLS_DECODE);
-		hp_feed(&r.hp, ans.p, ans.len / 2, 1.0);
-		CHECK(!hp_eof_ok(&r.hp));
+		CHECK(canned_exchange(&r, lfd, ans.p, ans.len / 2) == -ECONNRESET);
 		req_settle(&r, -ECONNRESET);
 		CHECK(r.err == BS_ERR_CUT);
 		req_fini(&r);
 
 		req_init(&r, CLS_DECODE);
-		CHECK(hp_feed(&r.hp, bad_size, sizeof(bad_size) - 1, 1.0) == -EPROTO);
+		CHECK(canned_exchange(&r, lfd, bad_size, sizeof(bad_size) - 1) == -EPROTO);
 		req_settle(&r, -EPROTO);
 		CHECK(r.err == BS_ERR_PROTOCOL);
 		req_fini(&r);
 
 		/* No length, no chunking: the body runs to EOF. */
 		req_init(&r, CLS_DECODE);
-		CHECK(hp_feed(&r.hp, error_frame, sizeof(error_frame) - 1, 1.0) == 0);
-		CHECK(hp_eof_ok(&r.hp));
+		CHECK(canned_exchange(&r, lfd, error_frame, sizeof(error_frame) - 1) == 0);
 		req_settle(&r, 0);
 		CHECK(r.err == BS_ERR_ERROR_FRAME &&
 		      !strcmp(r.err_code, "WORKER_LOST: worker died"));
 		CHECK(r.tok_t.n == 1);
 		req_fini(&r);
 	}
+	if (lfd >= 0)
+		close(lfd);
+	unlink(sock);
+	rmdir(dir);
+	free(sse.p);
 	free(ans.p);
+#undef CHECK_STREAM
 #undef CHECK
 	printf("selftest: %s\n", fails ? "FAILED" : "ok");
 	return fails ? 1 : 0;
@@ -2560,6 +2430,14 @@ int main(int argc, char **argv)
 	senders = calloc((size_t)O.long_pool, sizeof(*senders));
 	if (!cl || !senders)
 		return 1;
+	for (int c = 0; c < NCLS; c++) {
+		const struct sv_slo none = { INFINITY, INFINITY };
+
+		if (sv_run_create(&none, &stats[c].sv)) {
+			fprintf(stderr, "bench_serve: out of memory\n");
+			return 1;
+		}
+	}
 	t0 = now_s();
 	win_start = t0 + O.warmup;
 	win_end = win_start + O.duration;
@@ -2582,12 +2460,8 @@ int main(int argc, char **argv)
 			pthread_join(senders[i], NULL);
 	}
 	rc = report(now_s());
-	for (int c = 0; c < NCLS; c++) {
-		sv_dvec_free(&stats[c].ttft);
-		sv_dvec_free(&stats[c].tpot);
-		sv_dvec_free(&stats[c].itl);
-		sv_dvec_free(&stats[c].e2e);
-	}
+	for (int c = 0; c < NCLS; c++)
+		sv_run_destroy(stats[c].sv);
 	sv_dvec_free(&arrivals.due);
 	free(pool_ids);
 	free(senders);
