@@ -456,17 +456,7 @@ static int exchange(struct req *r, const char *method, const char *path, const c
 /* ---------------------------------------------------------------------------
  * Prompts.
  * ------------------------------------------------------------------------- */
-static const char *const words[] = {
-	"the",	   "river",   "stone",	 "quiet",    "morning", "engine",  "paper",  "window",
-	"garden",  "silver",  "thunder", "village",  "ancient", "market",  "bridge", "orange",
-	"winter",  "captain", "letter",	 "mountain", "forest",	"kitchen", "violin", "harbor",
-	"lantern", "meadow",  "copper",	 "signal",   "desert",	"feather", "castle", "journey",
-	"number",  "planet",  "shadow",	 "candle",   "ocean",	"machine", "puzzle", "rabbit",
-	"station", "tower",   "valley",	 "whisper",  "yellow",	"zebra",   "anchor", "blanket",
-};
-#define NWORDS (sizeof(words) / sizeof(words[0]))
-
-/* Token ids that make up long prompts (from POST /v1/tokenize of the word list). */
+/* Token ids that make up long prompts (from POST /v1/tokenize of sv_words). */
 static int32_t *pool_ids;
 static size_t n_pool_ids;
 static char *model_json; /* O.model as a JSON string */
@@ -492,7 +482,7 @@ static char *request_body(int cls, uint64_t *rng)
 	if (cls == CLS_DECODE) {
 		client_buf_add(&b, ",\"prompt\":\"", 11);
 		for (int i = 0; i < 6; i++) {
-			const char *w = words[sv_rng_next(rng) % NWORDS];
+			const char *w = sv_words[sv_rng_next(rng) % SV_NWORDS];
 
 			if (i)
 				client_buf_add(&b, " ", 1);
@@ -706,8 +696,8 @@ static int setup(void)
 	if (O.long_rate <= 0 && O.long_clients <= 0 && !trace_mode())
 		return 0;
 	client_buf_add(&text, "{\"add_special\":false,\"prompt\":\"", 31);
-	for (size_t i = 0; i < NWORDS; i++)
-		buf_printf(&text, "%s%s", i ? " " : "", words[i]);
+	for (size_t i = 0; i < SV_NWORDS; i++)
+		buf_printf(&text, "%s%s", i ? " " : "", sv_words[i]);
 	client_buf_add(&text, ".\"}", 3);
 	j = get_json("POST", "/v1/tokenize", text.p);
 	free(text.p);
@@ -889,14 +879,10 @@ static json_t *call_ready(const char *method, const char *path, const char *body
 	}
 }
 
-/* "... exceeds the context length N" in an error answer: N, else 0. */
-static int context_in(json_t *j)
+/* An error answer's message, or NULL. */
+static const char *error_message(json_t *j)
 {
-	const char *msg =
-		json_string_value(json_object_get(json_object_get(j, "error"), "message"));
-	const char *p = msg ? strstr(msg, "context length ") : NULL;
-
-	return p ? atoi(p + 15) : 0;
+	return json_string_value(json_object_get(json_object_get(j, "error"), "message"));
 }
 
 /*
@@ -910,19 +896,16 @@ static int probe_context(void)
 {
 	struct client_buf b = { 0 };
 	json_t *j;
-	const char *msg, *p;
+	const char *msg;
 	int status = 0, ctx = 0, cap = 0;
 
 	buf_printf(&b, "{\"model\":%s,\"prompt\":[%d],\"max_tokens\":1048576}", model_json,
 		   (int)pool_ids[0]);
 	j = b.p ? call_ready("POST", "/v1/completions", b.p, &status) : NULL;
 	free(b.p);
-	ctx = context_in(j);
-	msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
-	p = msg ? strstr(msg, "an integer in [1, ") : NULL;
-	if (!ctx && p)
-		cap = atoi(p + 18);
-	if (!ctx && !p)
+	msg = error_message(j);
+	ctx = sv_context_of_error(msg, &cap);
+	if (!ctx && !cap)
 		fprintf(stderr, "bench_serve: context probe: HTTP %d: %s\n", status,
 			msg ? msg : "no error message");
 	json_decref(j);
@@ -935,8 +918,8 @@ static int probe_context(void)
 	client_buf_add(&b, "]}", 2);
 	j = b.p ? call_ready("POST", "/v1/completions", b.p, &status) : NULL;
 	free(b.p);
-	ctx = context_in(j);
-	msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+	msg = error_message(j);
+	ctx = sv_context_of_error(msg, NULL);
 	if (!ctx && status != 200)
 		fprintf(stderr, "bench_serve: context probe (%d tokens): HTTP %d: %s\n", cap + 1,
 			status, msg ? msg : "no error message");
@@ -1649,14 +1632,14 @@ static int overlay_main(int n, char **args)
 	report_gnuplot(dir, path, "overlay plots", data, svgs);
 	for (int k = 0; k < n; k++) {
 		json_t *gp = json_object_get(doc[k], "goodput");
-		const char *bound = json_string_value(json_object_get(doc[k], "goodput_bound"));
+		const char *name = json_string_value(json_object_get(doc[k], "goodput_bound"));
+		int bound = name ? sv_bound_parse(name) : -EINVAL;
 
-		if (bound && !strcmp(bound, "below_lowest"))
+		if (bound == SV_BELOW)
 			printf("%-16s goodput below the lowest rate swept\n", label[k]);
 		else if (json_is_number(gp))
 			printf("%-16s goodput %s%.3g req/s\n", label[k],
-			       bound && !strcmp(bound, "at_least") ? ">= " : "",
-			       json_number_value(gp));
+			       bound == SV_AT_LEAST ? ">= " : "", json_number_value(gp));
 		else
 			printf("%-16s goodput -\n", label[k]);
 	}
@@ -1806,21 +1789,13 @@ static int trace_main(void)
 	} else {
 		rc = sv_sweep_list(rates, n_rates, O.target, sweep_measure, &c, pts, &goodput);
 		n_pts = n_rates;
-		if (!rc && n_pts) {
-			double top = pts[n_pts - 1].rate;
-
-			bound = goodput == 0 ? SV_BELOW
-				: goodput == top && pts[n_pts - 1].attainment >= O.target
-					? SV_AT_LEAST
-					: SV_EXACT;
-		}
+		if (!rc && n_pts)
+			bound = sv_bound_of(pts, n_pts, goodput);
 	}
 	if (rc)
 		goto out;
 	if (O.sweep) {
-		bound_name = bound == SV_BELOW	    ? "below_lowest"
-			     : bound == SV_AT_LEAST ? "at_least"
-						    : "exact";
+		bound_name = sv_bound_name(bound);
 		if (bound == SV_BELOW)
 			printf("goodput: below %g requests/s (the lowest rate misses the SLO "
 			       "target)\n",
@@ -2149,7 +2124,7 @@ static int rescore_main(int n, char **args)
 	json_t *doc, **rows = NULL;
 	json_error_t jerr;
 	double goodput;
-	const char *bound;
+	enum sv_bound bound;
 	int ret = 1;
 
 	if (n != 1 || !(O.slo_ttft_ms > 0) || !(O.slo_tpot_ms > 0) ||
@@ -2198,19 +2173,16 @@ static int rescore_main(int n, char **args)
 		       pts[n_pts - 1].attainment * 100);
 	}
 	goodput = sv_goodput_of(pts, n_pts, O.target);
-	bound = goodput <= 0			 ? "below_lowest"
-		: goodput >= pts[n_pts - 1].rate ? "at_least"
-						 : "exact";
-	if (goodput <= 0)
+	bound = sv_bound_of(pts, n_pts, goodput);
+	if (bound == SV_BELOW)
 		printf("goodput: below the lowest rate swept (%g)\n", pts[0].rate);
 	else
-		printf("goodput: %s%g requests/s\n", !strcmp(bound, "at_least") ? ">= " : "",
-		       goodput);
+		printf("goodput: %s%g requests/s\n", bound == SV_AT_LEAST ? ">= " : "", goodput);
 	json_object_set_new(doc, "slo",
 			    json_pack("{s:f,s:f,s:f}", "ttft_ms", O.slo_ttft_ms, "tpot_ms",
 				      O.slo_tpot_ms, "target", O.target));
 	json_object_set_new(doc, "goodput", jnum(goodput <= 0 ? 0 : goodput));
-	json_object_set_new(doc, "goodput_bound", json_string(bound));
+	json_object_set_new(doc, "goodput_bound", json_string(sv_bound_name(bound)));
 	json_object_set_new(doc, "rescored_from", json_string(args[0]));
 	if (O.json_path && json_dump_file(doc, O.json_path, JSON_INDENT(1))) {
 		fprintf(stderr, "bench_serve: --rescore: cannot write %s: %s\n", O.json_path,
